@@ -1,0 +1,51 @@
+"""ament_python package of lisa_ros: the ROS-free LISA core (lisa_ros.model) and the ROS 2 node."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "lisa_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy",
+        "pillow",
+        "opencv-python-headless",
+        "torch>=2.1",
+        "torchvision",
+        "transformers>=5.0,<6",
+        "peft>=0.13",
+        "safetensors",
+        "huggingface_hub",
+        "sentencepiece",
+        "protobuf",
+        "segment-anything",
+    ],
+    extras_require={
+        "quantization": ["bitsandbytes>=0.45"],
+        "test": ["pytest"],
+    },
+    zip_safe=True,
+    maintainer="lisa_ros maintainers",
+    maintainer_email="maintainers@lisa-ros.dev",
+    description="LISA reasoning segmentation as a ROS 2 node, with a ROS-free inference core.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "lisa_node = lisa_ros.node.lisa_node:main",
+            "lisa-segment = lisa_ros.segment_cli:main",
+            "lisa-ask = lisa_ros.node.ask:main",
+        ],
+    },
+)
