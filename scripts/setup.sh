@@ -16,4 +16,5 @@ echo "[setup] ROS 2 wheels"
 "${PIP[@]}" -r scripts/requirements-ros.txt
 echo "[setup] lisa_ros and its dependencies"
 "${PIP[@]}" -e "./lisa_ros[test]"
+./scripts/build_interfaces.sh "$VENV"
 echo "[setup] done: activate with 'source $VENV/bin/activate', test with 'make test'"
