@@ -1,0 +1,14 @@
+"""The ROS-free LISA inference core.
+
+    from lisa_ros.model import load_model
+    lisa = load_model("xinlai/LISA-7B-v1", precision="bf16")
+    result = lisa.segment(rgb_image, "where can I throw away the food scraps?")
+    result.text, result.masks  # answer, one bool mask per [SEG]
+"""
+
+from .errors import LisaLoadError
+from .lisa import LisaModel
+from .loading import load_model
+from .result import SegmentationResult
+
+__all__ = ["LisaLoadError", "LisaModel", "SegmentationResult", "load_model"]

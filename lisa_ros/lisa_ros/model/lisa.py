@@ -1,0 +1,314 @@
+"""LISA inference: image encoding, KV-cached generation with [SEG] capture, mask decoding.
+
+The authors' code re-runs CLIP and the whole ~350-token sequence at every generated token and takes the
+[SEG] states from a final full pass. Here the image is encoded once per image (and kept for further
+instructions on it), generation uses the KV cache, and the state that predicted each token is captured
+from the final norm as decoding goes: for a generated `[SEG]` at step j, it is the last position of
+step j's forward pass, which is exactly the vector the reference selects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import TokenLayout
+from .preprocessing import postprocess_masks, sam_input, validate_image
+from .prompt import IMAGE_TOKEN_INDEX, Turn, build_prompt, decode_answer, seg_phrases, tokenize_prompt
+from .result import SegmentationResult
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 512
+StageCallback = Callable[[str], None]
+
+
+@dataclass
+class ImageEncoding:
+    """Everything LISA computes from an image alone, reusable across instructions and turns."""
+
+    key: str
+    image_tokens: torch.Tensor  # (1, patches, hidden): projected CLIP features, in the LLM's input space
+    sam_embeddings: torch.Tensor  # (1, C, h, w) float32: SAM image encoder output
+    resize_hw: tuple[int, int]
+    original_hw: tuple[int, int]
+    timings: dict[str, float]
+
+
+def _image_key(image: np.ndarray) -> str:
+    digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16)
+    digest.update(str(image.shape).encode())
+    return digest.hexdigest()
+
+
+class _Stopwatch:
+    """Wall-clock stage timer that waits for the accelerator, so a stage is charged what it costs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+class LisaModel:
+    """A loaded LISA model. Build it with `lisa_ros.model.load_model`; call `segment`."""
+
+    def __init__(
+        self,
+        *,
+        llm: nn.Module,
+        vision_tower: nn.Module,
+        clip_processor: Any,
+        mm_projector: nn.Module,
+        text_hidden_fcs: nn.Module,
+        sam: nn.Module,
+        tokenizer: Any,
+        layout: TokenLayout,
+        vision_select_layer: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.llm = llm
+        self.vision_tower = vision_tower
+        self.clip_processor = clip_processor
+        self.mm_projector = mm_projector
+        self.text_hidden_fcs = text_hidden_fcs
+        self.sam = sam
+        self.tokenizer = tokenizer
+        self.layout = layout
+        self.vision_select_layer = vision_select_layer
+        self.device = device
+        self.dtype = dtype
+        self._final_norm = llm.get_decoder().norm
+        self._stopwatch = _Stopwatch(device)
+        self._cached: ImageEncoding | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def max_context_tokens(self) -> int:
+        return int(self.llm.config.max_position_embeddings)
+
+    @property
+    def sam_image_size(self) -> int:
+        return int(self.sam.image_encoder.img_size)
+
+    # ------------------------------------------------------------------ image
+    def encode_image(self, image: np.ndarray) -> ImageEncoding:
+        """CLIP tokens for the LLM and SAM's embedding, computed once per distinct image."""
+        return self._encode_image(image)[0]
+
+    @torch.inference_mode()
+    def _encode_image(self, image: np.ndarray) -> tuple[ImageEncoding, bool]:
+        """The encoding of `image`, and whether it was computed now (False: reused)."""
+        validate_image(image)
+        key = _image_key(image)
+        if self._cached is not None and self._cached.key == key:
+            return self._cached, False
+        clock = self._stopwatch
+        start = clock.now()
+        image_tokens = self.clip_tokens(image)
+        clip_done = clock.now()
+        pixels, resize_hw = sam_input(image, self.sam_image_size)
+        encoder_dtype = next(self.sam.image_encoder.parameters()).dtype
+        sam_embeddings = self.sam.image_encoder(pixels.to(self.device, encoder_dtype)).float()
+        sam_done = clock.now()
+        self._cached = ImageEncoding(
+            key=key,
+            image_tokens=image_tokens,
+            sam_embeddings=sam_embeddings,
+            resize_hw=resize_hw,
+            original_hw=(image.shape[0], image.shape[1]),
+            timings={"clip": clip_done - start, "sam_encoder": sam_done - clip_done},
+        )
+        return self._cached, True
+
+    def clip_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """CLIP's (1, 3, 224, 224) input: shortest side to 224, centre crop, OpenAI normalisation."""
+        pixels = self.clip_processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixels.to(self.device, self.vision_tower.dtype)
+
+    def clip_tokens(self, image: np.ndarray) -> torch.Tensor:
+        """The projected patch features that stand for the image in the LLM's input."""
+        hidden = self.vision_tower(self.clip_pixels(image), output_hidden_states=True).hidden_states
+        patches = hidden[self.vision_select_layer][:, 1:]  # drop CLS
+        return self.mm_projector(patches.to(self.mm_projector.weight.dtype))
+
+    # ------------------------------------------------------------------ text
+    def prompt_ids(self, instruction: str, history: Sequence[Turn] | None = None) -> list[int]:
+        """Prompt ids with IMAGE_TOKEN_INDEX where the image features go (as the reference builds them)."""
+        return tokenize_prompt(self.tokenizer, build_prompt(instruction, history))
+
+    def prompt_embeddings(self, prompt_ids: Sequence[int], image_tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the image placeholder replaced by the image tokens: (1, T, hidden)."""
+        split = list(prompt_ids).index(IMAGE_TOKEN_INDEX)
+        embed = self.llm.get_input_embeddings()
+        before = torch.tensor([prompt_ids[:split]], device=self.device)
+        after = torch.tensor([prompt_ids[split + 1:]], device=self.device)
+        image_tokens = image_tokens.to(embed.weight.dtype)
+        return torch.cat([embed(before), image_tokens, embed(after)], dim=1)
+
+    # ------------------------------------------------------------------ masks
+    @torch.inference_mode()
+    def decode_masks(
+        self, seg_hidden: torch.Tensor, encoding: ImageEncoding
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mask logits (N, H, W), IoU scores (N,), low-res logits) for the [SEG] hidden states."""
+        fcs_dtype = next(self.text_hidden_fcs.parameters()).dtype
+        prompts = self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
+        count = prompts.shape[0]
+        sparse = prompts[:, None, :]
+        grid = encoding.sam_embeddings.shape[-2:]
+        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(count, -1, *grid)
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=encoding.sam_embeddings,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        logits = postprocess_masks(low_res, self.sam_image_size, encoding.resize_hw, encoding.original_hw)
+        return logits[:, 0], iou[:, 0], low_res
+
+    # ------------------------------------------------------------------ generation
+    @contextmanager
+    def _capture_last_states(self) -> Iterator[tuple[list[torch.Tensor], list[float]]]:
+        """Collect, per forward pass, the final-norm state of the last position and when it finished."""
+        states: list[torch.Tensor] = []
+        times: list[float] = []
+
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            states.append(output[:, -1].detach())
+            times.append(self._stopwatch.now())
+
+        handle = self._final_norm.register_forward_hook(hook)
+        try:
+            yield states, times
+        finally:
+            handle.remove()
+
+    def _generation_kwargs(self, prompt_length: int, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = dict(generate_kwargs)
+        if kwargs.get("num_beams", 1) != 1:
+            raise ValueError("LISA's [SEG] capture needs num_beams=1 (greedy or sampling)")
+        room = self.max_context_tokens - prompt_length
+        if room < 1:
+            raise ValueError(
+                f"the instruction is too long: the prompt takes {prompt_length} tokens and the model's context "
+                f"is {self.max_context_tokens}; shorten it or the conversation history"
+            )
+        requested = int(kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        if requested > room:
+            logger.warning("max_new_tokens lowered from %d to %d to fit the model's context", requested, room)
+        kwargs["max_new_tokens"] = min(requested, room)
+        kwargs.setdefault("do_sample", False)
+        kwargs.setdefault("num_beams", 1)
+        kwargs.setdefault("use_cache", True)
+        kwargs.setdefault("eos_token_id", self.layout.eos)
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id or self.tokenizer.unk_token_id or 0)
+        return kwargs
+
+    @torch.inference_mode()
+    def segment(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        history: Sequence[Turn] | None = None,
+        *,
+        on_stage: StageCallback | None = None,
+        **generate_kwargs: Any,
+    ) -> SegmentationResult:
+        """Answer `instruction` about `image` (RGB uint8 HxWx3), one mask per [SEG] in the answer.
+
+        `history` holds earlier (instruction, answer) turns on the same image. `generate_kwargs` go to
+        transformers' `generate` (max_new_tokens, logits_processor, stopping_criteria, streamer, ...);
+        logits processors and streamers see the generated ids only, not the prompt.
+        """
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("instruction is empty: say what to segment")
+        notify = on_stage or (lambda _stage: None)
+        with self._lock:
+            start = self._stopwatch.now()
+            notify("encoding_image")
+            encoding, encoded_now = self._encode_image(image)
+
+            prompt_ids = self.prompt_ids(instruction.strip(), history)
+            embeddings = self.prompt_embeddings(prompt_ids, encoding.image_tokens)
+            kwargs = self._generation_kwargs(embeddings.shape[1], generate_kwargs)
+
+            notify("generating")
+            generate_start = self._stopwatch.now()
+            with self._capture_last_states() as (states, step_times):
+                output = self.llm.generate(
+                    inputs_embeds=embeddings,
+                    attention_mask=torch.ones(embeddings.shape[:2], dtype=torch.long, device=self.device),
+                    **kwargs,
+                )
+            sequences = output.sequences if hasattr(output, "sequences") else output
+            token_ids = sequences[0].tolist()
+
+            notify("decoding_masks")
+            mask_start = self._stopwatch.now()
+            seg_steps = [step for step, token in enumerate(token_ids) if token == self.layout.seg]
+            logits, scores = self._masks_for_steps(seg_steps, states, encoding)
+            end = self._stopwatch.now()
+
+        text = decode_answer(self.tokenizer, token_ids, self.layout)
+        phrases, offsets = seg_phrases(text)
+        timings = self._timings(encoding, encoded_now, start, generate_start, step_times, mask_start, end)
+        return SegmentationResult(
+            text=text,
+            token_ids=token_ids,
+            mask_logits=logits,
+            scores=scores,
+            phrases=phrases[: len(logits)],
+            text_offsets=offsets[: len(logits)],
+            timings=timings,
+        )
+
+    def _masks_for_steps(
+        self, seg_steps: list[int], states: list[torch.Tensor], encoding: ImageEncoding
+    ) -> tuple[np.ndarray, np.ndarray]:
+        height, width = encoding.original_hw
+        if not seg_steps:
+            return np.zeros((0, height, width), np.float32), np.zeros((0,), np.float32)
+        seg_hidden = torch.cat([states[step] for step in seg_steps], dim=0)
+        logits, scores, _ = self.decode_masks(seg_hidden, encoding)
+        return logits.float().cpu().numpy(), scores.float().cpu().numpy()
+
+    @staticmethod
+    def _timings(
+        encoding: ImageEncoding,
+        encoded_now: bool,
+        start: float,
+        generate_start: float,
+        step_times: list[float],
+        mask_start: float,
+        end: float,
+    ) -> dict[str, float]:
+        encoded = dict(encoding.timings) if encoded_now else {"clip": 0.0, "sam_encoder": 0.0}
+        first = step_times[0] if step_times else mask_start
+        decode_steps = max(len(step_times) - 1, 0)
+        decode = (mask_start - first) if step_times else 0.0
+        return {
+            **encoded,
+            "prefill": first - generate_start,
+            "decode": decode,
+            "decode_per_token": decode / decode_steps if decode_steps else 0.0,
+            "generated_tokens": float(len(step_times)),
+            "mask_decoder": end - mask_start,
+            "total": end - start,
+        }

@@ -1,0 +1,215 @@
+"""`load_model`: a released LISA checkpoint (hub id or folder) ready to segment on a device."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import LisaCheckpoint, read_checkpoint, resolve_folder, resolve_vision_tower, token_layout
+from .errors import LisaLoadError
+from .lisa import LisaModel
+from .sam import load_sam
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+QUANTIZATIONS = (None, "int8", "nf4")
+# Kept in full precision when the LLM is quantised: they are small and [SEG] quality depends on them.
+UNQUANTIZED_LLM_MODULES = ["lm_head"]
+
+# Fields of LISA's "llava" config.json that describe the Llama decoder itself.
+LLAMA_CONFIG_KEYS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
+    "pretraining_tp", "tie_word_embeddings", "rope_theta", "rope_scaling", "attention_bias", "mlp_bias",
+    "bos_token_id", "eos_token_id", "pad_token_id", "head_dim",
+)
+
+
+def best_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _parse_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return best_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise LisaLoadError(f"device '{device}' is not a torch device: use 'cpu', 'cuda' or 'cuda:N'") from error
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LisaLoadError(f"device '{device}' asked for, but CUDA is not available here: use device 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise LisaLoadError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return parsed
+
+
+def _validate_options(precision: str, quantization: str | None, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise LisaLoadError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    if quantization not in QUANTIZATIONS:
+        raise LisaLoadError(f"quantization '{quantization}' is not one of none, int8, nf4")
+    if quantization and device.type != "cuda":
+        raise LisaLoadError(f"{quantization} quantization runs on CUDA only (bitsandbytes): use a cuda device or no quantization")
+    if quantization and precision == "fp32":
+        raise LisaLoadError(f"{quantization} quantization computes in 16 bits: use precision bf16 or fp16")
+    return PRECISIONS[precision]
+
+
+def llama_config(lisa_config: dict[str, Any]) -> Any:
+    """A transformers LlamaConfig from the decoder fields of LISA's config.json."""
+    from transformers import LlamaConfig
+
+    fields = {key: lisa_config[key] for key in LLAMA_CONFIG_KEYS if lisa_config.get(key) is not None}
+    config = LlamaConfig(**fields)
+    config.use_cache = True  # LISA saved use_cache=false, which is what made its generation slow
+    return config
+
+
+def _quantization_config(quantization: str | None, dtype: torch.dtype) -> Any:
+    if quantization is None:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise LisaLoadError(f"{quantization} quantization needs bitsandbytes: pip install 'lisa_ros[quantization]'") from error
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_LLM_MODULES)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=True,
+        llm_int8_skip_modules=UNQUANTIZED_LLM_MODULES,
+    )
+
+
+def _load_llm(checkpoint: LisaCheckpoint, dtype: torch.dtype, device: torch.device, quantization: str | None) -> nn.Module:
+    from transformers import LlamaForCausalLM
+
+    logger.info("Building the language model (%s layers, hidden %s)", checkpoint.config["num_hidden_layers"], checkpoint.config["hidden_size"])
+    try:
+        llm = LlamaForCausalLM.from_pretrained(
+            None,
+            config=llama_config(checkpoint.config),
+            state_dict=checkpoint.llm_state,
+            dtype=dtype,
+            device_map={"": device},
+            quantization_config=_quantization_config(quantization, dtype),
+        )
+    except LisaLoadError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise LisaLoadError(f"the checkpoint's language-model weights do not load: {error}") from error
+    return llm.eval()
+
+
+def _apply_adapter(llm: nn.Module, adapter: str, merge: bool) -> nn.Module:
+    from peft import PeftModel
+
+    source = os.path.expanduser(adapter)
+    logger.info("Applying LoRA adapter %s", source)
+    try:
+        llm = PeftModel.from_pretrained(llm, source, is_trainable=False)
+    except Exception as error:  # peft raises ValueError, OSError, hub errors...
+        raise LisaLoadError(f"LoRA adapter '{adapter}' cannot be applied: {error}") from error
+    return llm.merge_and_unload() if merge else llm
+
+
+def _load_vision_tower(name: str, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
+    from transformers import CLIPVisionModel
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    logger.info("Loading the vision tower %s", name)
+    try:
+        processor = CLIPImageProcessorPil.from_pretrained(name)
+        tower = CLIPVisionModel.from_pretrained(name, dtype=dtype)
+    except OSError as error:
+        raise LisaLoadError(
+            f"vision tower '{name}' cannot be loaded (not a CLIP folder, or not in the HF cache while offline): {error}".splitlines()[0]
+        ) from error
+    return tower.to(device).eval(), processor
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise LisaLoadError(f"'{folder}' has no usable tokenizer: {error}".splitlines()[0]) from error
+
+
+def _linear_from_state(state: dict[str, torch.Tensor], prefix: str = "") -> nn.Linear:
+    weight = state[f"{prefix}weight"]
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=f"{prefix}bias" in state)
+    linear.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+    return linear
+
+
+def _text_hidden_fcs(state: dict[str, torch.Tensor]) -> nn.Module:
+    """LISA's Sequential(Linear(H, H), ReLU, Linear(H, out_dim), Dropout(0)), from its weights."""
+    return nn.Sequential(_linear_from_state(state, "0."), nn.ReLU(), _linear_from_state(state, "2."), nn.Dropout(0.0))
+
+
+def load_model(
+    model: str | os.PathLike,
+    vision_tower: str | os.PathLike | None = None,
+    precision: str = "bf16",
+    quantization: str | None = None,
+    device: str | torch.device | None = None,
+    adapter: str | os.PathLike | None = None,
+) -> LisaModel:
+    """Load a released LISA checkpoint (hub id like 'xinlai/LISA-7B-v1', or a local folder).
+
+    `vision_tower` overrides the CLIP tower named in the checkpoint's config (hub id or folder).
+    `precision` sets the LLM, CLIP and SAM image encoder dtype; SAM's prompt encoder, mask decoder and
+    the [SEG] projection stay in fp32 (they are tiny and SAM's positional encoding fails in bf16).
+    `quantization` ("int8" / "nf4", CUDA + bitsandbytes) applies to the LLM's linear layers except
+    `lm_head`; the projector, [SEG] projection and SAM are never quantised. `adapter` is a peft LoRA
+    folder (or hub id) applied to the LLM. Hub downloads use the Hugging Face cache and honour
+    HF_HUB_OFFLINE. Raises LisaLoadError with a one-line explanation when something is wrong.
+    """
+    parsed_device = _parse_device(device)
+    dtype = _validate_options(precision, quantization, parsed_device)
+    folder = resolve_folder(model, what="LISA checkpoint")
+    checkpoint = read_checkpoint(folder)
+    tokenizer = _load_tokenizer(folder)
+    layout = token_layout(tokenizer)
+    tower_name = os.fspath(vision_tower) if vision_tower else resolve_vision_tower(checkpoint.vision_tower, folder)
+
+    llm = _load_llm(checkpoint, dtype, parsed_device, quantization)
+    if adapter:
+        llm = _apply_adapter(llm, os.fspath(adapter), merge=quantization is None)
+    tower, processor = _load_vision_tower(tower_name, dtype, parsed_device)
+
+    logger.info("Building SAM from the checkpoint's weights")
+    sam = load_sam(checkpoint.sam_state, checkpoint.config)
+    sam.image_encoder.to(parsed_device, dtype)
+    sam.prompt_encoder.to(parsed_device, torch.float32)
+    sam.mask_decoder.to(parsed_device, torch.float32)
+
+    projector = _linear_from_state(checkpoint.projector_state).to(parsed_device, dtype)
+    text_fcs = _text_hidden_fcs(checkpoint.text_fcs_state).to(parsed_device, torch.float32)
+    logger.info("LISA ready on %s (%s%s)", parsed_device, precision, f", {quantization} LLM" if quantization else "")
+    return LisaModel(
+        llm=llm,
+        vision_tower=tower,
+        clip_processor=processor,
+        mm_projector=projector.eval(),
+        text_hidden_fcs=text_fcs.eval(),
+        sam=sam,
+        tokenizer=tokenizer,
+        layout=layout,
+        vision_select_layer=int(checkpoint.config.get("mm_vision_select_layer", -2)),
+        device=parsed_device,
+        dtype=dtype,
+    )
