@@ -1,0 +1,32 @@
+"""Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "lisa-tiny-7b"
+CHECKPOINT = FIXTURE / "checkpoint"
+CLIP = FIXTURE / "clip"
+IMAGE = FIXTURE / "image.png"
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, np.ndarray]:
+    with np.load(FIXTURE / "reference.npz") as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+@pytest.fixture(scope="session")
+def reference_info() -> dict:
+    return json.loads((FIXTURE / "reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fixture_image() -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(IMAGE).convert("RGB"))
