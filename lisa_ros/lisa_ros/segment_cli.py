@@ -1,0 +1,311 @@
+"""``lisa-segment``: ask LISA about one image from the command line, without ROS.
+
+    lisa-segment --model xinlai/LISA-7B-v1 --image kitchen.jpg "where can I boil water?" --output out/
+
+prints the answer and, with ``--output``, writes ``overlay.png`` (masks over the image, answer
+drawn), ``mask_<k>.png`` (0/255, one per ``[SEG]``) and ``result.json`` (text, token ids, per-mask
+phrase/box/area/score, timings, run settings). ``result.json`` is written last, so its presence
+means the run completed; it lists the mask files that belong to it.
+
+Mistakes a person can make (a missing file, a folder that is not a LISA checkpoint, an unreadable
+image, an empty instruction) end with one ``lisa-segment: error: ...`` line and a non-zero exit
+status. Inputs are checked before the model is loaded, so those mistakes cost no loading time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from lisa_ros.visualization import draw_overlay, mask_colors
+
+if TYPE_CHECKING:  # the model stack imports torch and transformers: seconds, only when needed
+    from lisa_ros.model import LisaModel, SegmentationResult
+
+PROG = "lisa-segment"
+OVERLAY_FILE = "overlay.png"
+RESULT_FILE = "result.json"
+EXIT_RUNTIME_ERROR = 1  # the model could not be loaded or run
+EXIT_BAD_INPUT = 2  # what the user gave is wrong (argparse uses 2 for usage errors too)
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger(PROG)
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with the process exit status to end with."""
+
+    def __init__(self, message: str, exit_status: int = EXIT_RUNTIME_ERROR) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def mask_file_name(index: int) -> str:
+    return f"mask_{index}.png"
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Reasoning segmentation with LISA: answer an instruction about an image and "
+        "segment what the answer refers to (one mask per [SEG] in the answer).",
+    )
+    parser.add_argument("instruction", help='what to find, e.g. "where can I boil water?"')
+    parser.add_argument("--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder")
+    parser.add_argument("--image", required=True, type=Path, help="the image file (PNG, JPEG, ...)")
+    parser.add_argument(
+        "--output", type=Path,
+        help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)",
+    )
+    parser.add_argument("--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16", help="default: %(default)s")
+    parser.add_argument("--quantization", choices=("int8", "nf4"), help="quantise the LLM (CUDA + bitsandbytes)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Progress (the core's INFO messages) on stderr; third-party libraries only warn."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    level = logging.WARNING if quiet else logging.INFO
+    logging.getLogger("lisa_ros").setLevel(level)
+    logger.setLevel(level)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image at ``path`` as RGB uint8 HxWx3 (read like the reference: OpenCV, EXIF-rotated)."""
+    if not path.exists():
+        raise CommandError(f"image '{path}' does not exist", EXIT_BAD_INPUT)
+    if not path.is_file():
+        raise CommandError(f"image '{path}' is not a file", EXIT_BAD_INPUT)
+    if not os.access(path, os.R_OK):
+        raise CommandError(f"image '{path}' is not readable (permissions)", EXIT_BAD_INPUT)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise CommandError(f"image '{path}' cannot be decoded: use a PNG, JPEG, BMP, TIFF or WebP file", EXIT_BAD_INPUT)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _check_instruction(instruction: str) -> str:
+    if not instruction.strip():
+        raise CommandError("the instruction is empty: say what to segment, e.g. \"where is the mug?\"", EXIT_BAD_INPUT)
+    return instruction.strip()
+
+
+def _prepare_output(folder: Path | None) -> None:
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"output folder '{folder}' cannot be created: {error.strerror or error}", EXIT_BAD_INPUT) from None
+    if not os.access(folder, os.W_OK):
+        raise CommandError(f"output folder '{folder}' is not writable", EXIT_BAD_INPUT)
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> LisaModel:
+    from lisa_ros.model import LisaLoadError, load_model
+
+    if args.quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    logger.info("Loading LISA from %s", args.model)
+    try:
+        return load_model(
+            args.model,
+            vision_tower=args.vision_tower,
+            precision=args.precision,
+            quantization=args.quantization,
+            device=args.device,
+        )
+    except LisaLoadError as error:
+        raise CommandError(str(error).splitlines()[0]) from None
+    except _out_of_memory_errors() as error:
+        raise CommandError(f"out of memory while loading the model ({_first_line(error)}): try --quantization nf4 or int8") from None
+
+
+def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> SegmentationResult:
+    generate_kwargs = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    stage_messages = {
+        "encoding_image": "Encoding the image",
+        "generating": "Generating the answer",
+        "decoding_masks": "Decoding the masks",
+    }
+    try:
+        return lisa.segment(
+            image, args.instruction, on_stage=lambda stage: logger.info(stage_messages.get(stage, stage)), **generate_kwargs
+        )
+    except ValueError as error:  # e.g. an instruction too long for the model's context
+        raise CommandError(_first_line(error), EXIT_BAD_INPUT) from None
+    except _out_of_memory_errors() as error:
+        raise CommandError(
+            f"out of memory while segmenting ({_first_line(error)}): try --max-new-tokens, a smaller image or --quantization"
+        ) from None
+
+
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError, MemoryError)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``result`` as a JSON-serialisable dict (masks described, not embedded), plus ``run_info``."""
+    masks_present = result.masks
+    boxes, colors = result.boxes(), mask_colors(len(masks_present))
+    areas = masks_present.sum(axis=(1, 2))
+    masks = [
+        {
+            "index": index,
+            "file": mask_file_name(index),
+            "phrase": result.phrases[index] if index < len(result.phrases) else "",
+            "text_offset": result.text_offsets[index] if index < len(result.text_offsets) else None,
+            "bbox_xywh": [int(v) for v in boxes[index]],
+            "area_px": int(areas[index]),
+            "score": float(result.scores[index]),
+            "overlay_color_rgb": [int(v) for v in colors[index]],
+        }
+        for index in range(len(result.mask_logits))
+    ]
+    return {
+        **dict(run_info or {}),
+        "text": result.text,
+        "token_ids": [int(token) for token in result.token_ids],
+        "masks": masks,
+        "timings_s": {name: float(seconds) for name, seconds in result.timings.items()},
+    }
+
+
+def write_outputs(
+    result: SegmentationResult,
+    image_rgb: np.ndarray,
+    output_dir: Path,
+    run_info: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir``.
+
+    ``run_info`` (model, instruction, image, settings...) is stored in ``result.json`` beside the
+    result. The JSON goes last, so an interrupted run leaves no ``result.json`` that lies.
+    Returns the paths written, in order. Raises OSError if a file cannot be written.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = [_write_png(output_dir / OVERLAY_FILE, draw_overlay(image_rgb, result.masks, result.text))]
+    for index, mask in enumerate(result.masks):
+        written.append(_write_png(output_dir / mask_file_name(index), mask.astype(np.uint8) * 255))
+
+    record = result_record(result, run_info)
+    record["overlay"] = OVERLAY_FILE
+    record.setdefault("image_size", {"width": int(image_rgb.shape[1]), "height": int(image_rgb.shape[0])})
+    result_path = output_dir / RESULT_FILE
+    temporary = result_path.with_suffix(".json.partial")
+    temporary.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.replace(result_path)
+    written.append(result_path)
+    return written
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> Path:
+    """Write RGB (H, W, 3) or grey (H, W) uint8 pixels; OpenCV wants BGR and reports failure by False."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), pixels):
+        raise OSError(f"cannot write '{path}'")
+    return path
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    args.instruction = _check_instruction(args.instruction)
+    image = read_image(args.image)
+    _prepare_output(args.output)
+
+    lisa = _load(args)
+    result = _segment(lisa, image, args)
+    _print_answer(result.text)
+    logger.info(
+        "%d mask(s), %d tokens, %.2f s (%s)",
+        len(result.mask_logits), len(result.token_ids), result.timings.get("total", float("nan")),
+        ", ".join(f"{name} {seconds:.3f}" for name, seconds in result.timings.items() if name != "total"),
+    )
+    if args.output is not None:
+        run_info = {
+            "model": str(args.model),
+            "vision_tower": args.vision_tower,
+            "precision": args.precision,
+            "quantization": args.quantization,
+            "device": str(lisa.device),
+            "instruction": args.instruction,
+            "image": str(args.image),
+            "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+        }
+        try:
+            written = write_outputs(result, image, args.output, run_info)
+        except OSError as error:
+            raise CommandError(f"cannot write the results into '{args.output}': {error}") from None
+        logger.info("Wrote %s", ", ".join(path.name for path in written))
+    return 0
+
+
+def _print_answer(text: str) -> None:
+    # A random or odd model may emit text the terminal's encoding cannot show; never fail on it.
+    sys.stdout.write(text.encode(sys.stdout.encoding or "utf-8", errors="replace").decode(sys.stdout.encoding or "utf-8") + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
+    try:
+        return run(args)
+    except CommandError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
