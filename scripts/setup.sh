@@ -15,6 +15,6 @@ echo "[setup] torch 2.14.1 + torchvision 0.29.1"
 echo "[setup] ROS 2 wheels"
 "${PIP[@]}" -r scripts/requirements-ros.txt
 echo "[setup] lisa_ros and its dependencies"
-"${PIP[@]}" -e "./lisa_ros[test]"
+"${PIP[@]}" -e "./lisa_ros[test,quantization]"
 ./scripts/build_interfaces.sh "$VENV"
 echo "[setup] done: activate with 'source $VENV/bin/activate', test with 'make test'"

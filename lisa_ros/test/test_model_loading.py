@@ -176,7 +176,7 @@ def test_a_plain_llama_folder_is_not_taken_for_lisa(tmp_path):
     [
         ({"precision": "fp8"}, "precision 'fp8'"),
         ({"quantization": "int4"}, "quantization 'int4'"),
-        ({"quantization": "nf4", "device": "cpu"}, "CUDA only"),
+        ({"quantization": "nf4", "device": "cpu", "precision": "fp32"}, "16 bits"),
         ({"device": "tpu:0"}, "not a torch device"),
         ({"vision_tower": "/nonexistent/clip"}, "vision tower"),
     ],
@@ -213,3 +213,17 @@ def test_lora_adapter_is_applied_to_the_llm(tmp_path):
 def test_missing_adapter_is_a_load_error(tmp_path):
     with pytest.raises(LisaLoadError, match="adapter"):
         load_model(CHECKPOINT, precision="fp32", device="cpu", adapter=tmp_path / "no-adapter")
+
+
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(quantization, fixture_image):
+    bnb = pytest.importorskip("bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')")
+    lisa = load_model(CHECKPOINT, precision="bf16", quantization=quantization, device="cpu")
+    quantized = bnb.nn.Linear8bitLt if quantization == "int8" else bnb.nn.Linear4bit
+    assert isinstance(lisa.llm.model.layers[0].self_attn.q_proj, quantized)
+    assert isinstance(lisa.llm.model.layers[0].mlp.down_proj, quantized)
+    for module in (lisa.llm.lm_head, lisa.mm_projector, lisa.text_hidden_fcs[0], lisa.text_hidden_fcs[2]):
+        assert type(module) is torch.nn.Linear
+    assert all(type(m) is not quantized for m in lisa.sam.modules())
+    result = lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply([368, 432, 503, 290, 503, 2])])
+    assert result.masks.shape == (2, 300, 420)

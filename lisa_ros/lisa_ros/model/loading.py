@@ -55,8 +55,8 @@ def _validate_options(precision: str, quantization: str | None, device: torch.de
         raise LisaLoadError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     if quantization not in QUANTIZATIONS:
         raise LisaLoadError(f"quantization '{quantization}' is not one of none, int8, nf4")
-    if quantization and device.type != "cuda":
-        raise LisaLoadError(f"{quantization} quantization runs on CUDA only (bitsandbytes): use a cuda device or no quantization")
+    if quantization and device.type not in ("cuda", "cpu"):
+        raise LisaLoadError(f"{quantization} quantization (bitsandbytes) runs on CUDA (or slowly on the CPU), not on {device.type}")
     if quantization and precision == "fp32":
         raise LisaLoadError(f"{quantization} quantization computes in 16 bits: use precision bf16 or fp16")
     return PRECISIONS[precision]
@@ -173,7 +173,7 @@ def load_model(
     `vision_tower` overrides the CLIP tower named in the checkpoint's config (hub id or folder).
     `precision` sets the LLM, CLIP and SAM image encoder dtype; SAM's prompt encoder, mask decoder and
     the [SEG] projection stay in fp32 (they are tiny and SAM's positional encoding fails in bf16).
-    `quantization` ("int8" / "nf4", CUDA + bitsandbytes) applies to the LLM's linear layers except
+    `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU) applies to the LLM's linear layers except
     `lm_head`; the projector, [SEG] projection and SAM are never quantised. `adapter` is a peft LoRA
     folder (or hub id) applied to the LLM. Hub downloads use the Hugging Face cache and honour
     HF_HUB_OFFLINE. Raises LisaLoadError with a one-line explanation when something is wrong.
