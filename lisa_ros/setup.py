@@ -25,6 +25,7 @@ setup(
         "torch>=2.1",
         "torchvision",
         "transformers>=5.0,<6",
+        "accelerate",
         "peft>=0.13",
         "safetensors",
         "huggingface_hub",
