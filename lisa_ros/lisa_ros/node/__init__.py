@@ -1,1 +1,1 @@
-"""The ROS 2 side of lisa_ros: the lisa_node lifecycle node and the lisa-ask action client."""
+"""The lisa ROS 2 node (lisa_node) and its parts; the client lisa-ask lives here too."""

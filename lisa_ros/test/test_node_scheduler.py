@@ -1,0 +1,256 @@
+"""The node's work scheduler: bounded queues, frame dropping, rate limit, busy policies, pausing.
+
+ROS-free and model-free: these pin down the rules that the ROS graph tests can only sample.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lisa_ros.node.scheduler import RESERVATION_SECONDS, StopReason, WorkScheduler
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingJob:
+    def __init__(self, name: str, is_goal: bool) -> None:
+        self.name = name
+        self.is_goal = is_goal
+        self.stop_reasons: list[str] = []
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reasons.append(reason)
+
+    def run(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"RecordingJob({self.name})"
+
+
+def frame_job(frame: str, instruction: str) -> RecordingJob:
+    return RecordingJob(f"{frame}|{instruction}", is_goal=False)
+
+
+def goal(name: str) -> RecordingJob:
+    return RecordingJob(name, is_goal=True)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def scheduler(clock: FakeClock) -> WorkScheduler[str]:
+    scheduler: WorkScheduler[str] = WorkScheduler(frame_job, clock=clock)
+    scheduler.resume()
+    return scheduler
+
+
+def take(scheduler: WorkScheduler[str]) -> RecordingJob | None:
+    job = scheduler.next_job(timeout=0)
+    return job  # type: ignore[return-value]
+
+
+def finish(scheduler: WorkScheduler[str], job: RecordingJob | None) -> None:
+    assert job is not None
+    scheduler.job_done(job)  # type: ignore[arg-type]
+
+
+def test_frames_are_never_queued_only_the_newest_is_processed(scheduler: WorkScheduler[str]) -> None:
+    scheduler.set_instruction("the cup")
+    for index in range(100):
+        scheduler.offer_frame(f"frame{index}")
+    job = take(scheduler)
+    assert job is not None and job.name == "frame99|the cup"
+    finish(scheduler, job)
+    assert take(scheduler) is None  # nothing new arrived: the same frame is not processed twice
+    stats = scheduler.stats()
+    assert (stats.frames_received, stats.frames_processed, stats.frames_dropped) == (100, 1, 99)
+
+
+def test_no_standing_instruction_means_no_frame_work(scheduler: WorkScheduler[str]) -> None:
+    scheduler.offer_frame("frame0")
+    assert take(scheduler) is None
+    scheduler.set_instruction("the cup")
+    assert take(scheduler).name == "frame0|the cup"
+
+
+def test_clearing_the_instruction_stops_a_running_frame_inference(scheduler: WorkScheduler[str]) -> None:
+    scheduler.set_instruction("the cup")
+    scheduler.offer_frame("frame0")
+    running = take(scheduler)
+    scheduler.set_instruction(None)
+    assert running.stop_reasons == [StopReason.SUPERSEDED]
+    finish(scheduler, running)
+    scheduler.offer_frame("frame1")
+    assert take(scheduler) is None
+
+
+def test_max_rate_limits_frame_inferences_start_to_start(
+    scheduler: WorkScheduler[str], clock: FakeClock
+) -> None:
+    scheduler.set_max_rate(2.0)
+    scheduler.set_instruction("the cup")
+    scheduler.offer_frame("frame0")
+    finish(scheduler, take(scheduler))
+    clock.now += 0.1
+    scheduler.offer_frame("frame1")
+    assert take(scheduler) is None  # 0.1 s after the last start: too early at 2 Hz
+    clock.now += 0.35
+    assert take(scheduler) is None
+    clock.now += 0.06
+    assert take(scheduler).name == "frame1|the cup"
+
+
+def test_rate_zero_means_as_fast_as_frames_come(scheduler: WorkScheduler[str]) -> None:
+    scheduler.set_max_rate(0.0)
+    scheduler.set_instruction("x")
+    for index in range(3):
+        scheduler.offer_frame(f"f{index}")
+        finish(scheduler, take(scheduler))
+    assert scheduler.stats().frames_processed == 3
+
+
+def test_goals_run_before_frames_and_supersede_a_running_frame(scheduler: WorkScheduler[str]) -> None:
+    scheduler.set_instruction("the cup")
+    scheduler.offer_frame("frame0")
+    running_frame = take(scheduler)
+    assert not running_frame.is_goal
+    assert scheduler.admit("queue", 4, "g1") is None
+    g1 = goal("g1")
+    assert scheduler.submit(g1, "g1")
+    assert running_frame.stop_reasons == [StopReason.SUPERSEDED]
+    finish(scheduler, running_frame)
+    scheduler.offer_frame("frame1")
+    assert take(scheduler) is g1
+    finish(scheduler, g1)
+    assert take(scheduler).name == "frame1|the cup"
+
+
+def test_reject_policy_refuses_a_goal_while_one_runs_or_waits(scheduler: WorkScheduler[str]) -> None:
+    assert scheduler.admit("reject", 4, "a") is None
+    assert "busy" in scheduler.admit("reject", 4, "b")  # "a" admitted, not yet submitted
+    scheduler.submit(goal("a"), "a")
+    assert "busy_policy 'reject'" in scheduler.admit("reject", 4, "c")
+    running = take(scheduler)
+    assert "busy" in scheduler.admit("reject", 4, "c")
+    finish(scheduler, running)
+    assert scheduler.admit("reject", 4, "c") is None
+
+
+def test_queue_policy_holds_at_most_max_queued_goals_behind_the_running_one(
+    scheduler: WorkScheduler[str],
+) -> None:
+    for name in ("a", "b", "c"):
+        assert scheduler.admit("queue", 2, name) is None
+        scheduler.submit(goal(name), name)
+        if name == "a":
+            assert take(scheduler).name == "a"
+    reason = scheduler.admit("queue", 2, "d")
+    assert reason is not None and "max_queued_goals=2" in reason
+    assert scheduler.stats().goals_waiting == 2
+
+
+def test_preempt_policy_stops_the_running_goal_and_finishes_the_waiting_ones_first(
+    scheduler: WorkScheduler[str],
+) -> None:
+    for name in ("a", "b"):
+        assert scheduler.admit("queue", 4, name) is None
+        scheduler.submit(goal(name), name)
+    running = take(scheduler)
+    assert running.name == "a"
+    assert scheduler.admit("preempt", 0, "c") is None
+    newest = goal("c")
+    scheduler.submit(newest, "c", preempt=True)
+    assert running.stop_reasons == [StopReason.PREEMPTED]
+    finish(scheduler, running)
+    waiting = take(scheduler)
+    assert waiting.name == "b" and waiting.stop_reasons == [StopReason.PREEMPTED]
+    finish(scheduler, waiting)
+    assert take(scheduler) is newest and newest.stop_reasons == []
+
+
+def test_stopping_a_waiting_goal_hands_it_back_without_waiting_for_the_running_one(
+    scheduler: WorkScheduler[str],
+) -> None:
+    first, second = goal("first"), goal("second")
+    for job in (first, second):
+        scheduler.admit("queue", 4, job.name)
+        scheduler.submit(job, job.name)
+    assert take(scheduler) is first
+    assert scheduler.goals_ahead_of(second) == 1
+    scheduler.stop(second, StopReason.CANCELED)
+    # The inference thread is still busy with `first`; the stopped goal is next in line.
+    assert take(scheduler) is second and second.stop_reasons == [StopReason.CANCELED]
+
+
+def test_pause_stops_everything_and_submit_while_paused_is_answered(scheduler: WorkScheduler[str]) -> None:
+    scheduler.set_instruction("x")
+    running, waiting = goal("running"), goal("waiting")
+    for job in (running, waiting):
+        scheduler.admit("queue", 4, job.name)
+        scheduler.submit(job, job.name)
+    assert take(scheduler) is running
+    scheduler.pause()
+    assert running.stop_reasons == [StopReason.DEACTIVATED]
+    finish(scheduler, running)
+    assert take(scheduler) is waiting and waiting.stop_reasons == [StopReason.DEACTIVATED]
+    finish(scheduler, waiting)
+    late = goal("late")
+    scheduler.submit(late, "late")
+    assert take(scheduler) is late and late.stop_reasons == [StopReason.DEACTIVATED]
+    scheduler.offer_frame("frame")
+    assert take(scheduler) is None  # paused: frames are kept, not processed
+    scheduler.resume()
+    assert take(scheduler).name == "frame|x"
+
+
+def test_close_drains_stopped_goals_then_ends_the_inference_loop(scheduler: WorkScheduler[str]) -> None:
+    waiting = goal("waiting")
+    scheduler.admit("queue", 4, "w")
+    scheduler.submit(waiting, "w")
+    scheduler.close()
+    assert scheduler.next_job() is waiting
+    assert scheduler.next_job() is None
+    assert not scheduler.submit(goal("after"), "after")
+
+
+def test_unclaimed_reservations_expire(scheduler: WorkScheduler[str], clock: FakeClock) -> None:
+    assert scheduler.admit("reject", 0, "vanished") is None
+    assert scheduler.admit("reject", 0, "next") is not None
+    clock.now += RESERVATION_SECONDS + 1
+    assert scheduler.admit("reject", 0, "next") is None
+
+
+def test_unknown_policy_is_a_programming_error(scheduler: WorkScheduler[str]) -> None:
+    with pytest.raises(ValueError, match="unknown busy policy"):
+        scheduler.admit("lifo", 1, "k")
+
+
+def test_a_blocked_inference_thread_wakes_for_new_work_and_for_close() -> None:
+    scheduler: WorkScheduler[str] = WorkScheduler(frame_job)
+    scheduler.resume()
+    taken: list[object] = []
+    consumer = threading.Thread(target=lambda: taken.extend(iter(scheduler.next_job, None)))
+    consumer.start()
+    scheduler.set_instruction("x")
+    scheduler.offer_frame("frame")
+    deadline = time.monotonic() + 5
+    while not taken and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [job.name for job in taken] == ["frame|x"]
+    scheduler.job_done(taken[0])  # type: ignore[arg-type]
+    scheduler.close()
+    consumer.join(timeout=5)
+    assert not consumer.is_alive()
