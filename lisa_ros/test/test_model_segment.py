@@ -155,3 +155,17 @@ def test_bf16_gives_the_same_answer_and_close_masks(fixture_image):
     assert bf16.llm.dtype == torch.bfloat16
     assert low.token_ids == high.token_ids
     assert (low.masks == high.masks).mean() > 0.9
+
+
+def test_out_of_memory_is_reported_and_the_model_keeps_working(lisa, fixture_image):
+    from transformers import StoppingCriteria
+
+    from lisa_ros.model.errors import LisaOutOfMemoryError
+
+    class ExhaustMemory(StoppingCriteria):  # raises where a real allocation failure would surface
+        def __call__(self, input_ids, scores, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(LisaOutOfMemoryError, match="quantization"):
+        lisa.segment(fixture_image, "where?", stopping_criteria=StoppingCriteriaList([ExhaustMemory()]))
+    assert lisa.segment(fixture_image, "where?", **forced(REPLY)).token_ids == REPLY

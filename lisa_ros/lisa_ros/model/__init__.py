@@ -6,9 +6,9 @@
     result.text, result.masks  # answer, one bool mask per [SEG]
 """
 
-from .errors import LisaLoadError
+from .errors import LisaLoadError, LisaOutOfMemoryError
 from .lisa import LisaModel
 from .loading import load_model
 from .result import SegmentationResult
 
-__all__ = ["LisaLoadError", "LisaModel", "SegmentationResult", "load_model"]
+__all__ = ["LisaLoadError", "LisaOutOfMemoryError", "LisaModel", "SegmentationResult", "load_model"]

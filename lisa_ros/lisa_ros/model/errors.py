@@ -3,3 +3,7 @@
 
 class LisaLoadError(RuntimeError):
     """A model could not be loaded; the message is one line that says what to do about it."""
+
+
+class LisaOutOfMemoryError(RuntimeError):
+    """Inference ran out of accelerator memory; the model is intact and can take the next request."""

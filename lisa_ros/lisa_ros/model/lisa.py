@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .checkpoint import TokenLayout
+from .errors import LisaOutOfMemoryError
 from .preprocessing import postprocess_masks, sam_input, validate_image
 from .prompt import IMAGE_TOKEN_INDEX, Turn, build_prompt, decode_answer, seg_phrases, tokenize_prompt
 from .result import SegmentationResult
@@ -239,32 +240,50 @@ class LisaModel:
         """
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty: say what to segment")
-        notify = on_stage or (lambda _stage: None)
-        with self._lock:
-            start = self._stopwatch.now()
-            notify("encoding_image")
-            encoding, encoded_now = self._encode_image(image)
+        try:
+            with self._lock:
+                return self._segment(image, instruction.strip(), history, on_stage or (lambda _stage: None), generate_kwargs)
+        except torch.OutOfMemoryError as error:
+            self._cached = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise LisaOutOfMemoryError(
+                f"out of {self.device.type} memory during inference: use quantization='nf4' or 'int8', a smaller "
+                "image or max_new_tokens, or free the device"
+            ) from error
 
-            prompt_ids = self.prompt_ids(instruction.strip(), history)
-            embeddings = self.prompt_embeddings(prompt_ids, encoding.image_tokens)
-            kwargs = self._generation_kwargs(embeddings.shape[1], generate_kwargs)
+    def _segment(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        history: Sequence[Turn] | None,
+        notify: StageCallback,
+        generate_kwargs: dict[str, Any],
+    ) -> SegmentationResult:
+        start = self._stopwatch.now()
+        notify("encoding_image")
+        encoding, encoded_now = self._encode_image(image)
 
-            notify("generating")
-            generate_start = self._stopwatch.now()
-            with self._capture_last_states() as (states, step_times):
-                output = self.llm.generate(
-                    inputs_embeds=embeddings,
-                    attention_mask=torch.ones(embeddings.shape[:2], dtype=torch.long, device=self.device),
-                    **kwargs,
-                )
-            sequences = output.sequences if hasattr(output, "sequences") else output
-            token_ids = sequences[0].tolist()
+        prompt_ids = self.prompt_ids(instruction, history)
+        embeddings = self.prompt_embeddings(prompt_ids, encoding.image_tokens)
+        kwargs = self._generation_kwargs(embeddings.shape[1], generate_kwargs)
 
-            notify("decoding_masks")
-            mask_start = self._stopwatch.now()
-            seg_steps = [step for step, token in enumerate(token_ids) if token == self.layout.seg]
-            logits, scores = self._masks_for_steps(seg_steps, states, encoding)
-            end = self._stopwatch.now()
+        notify("generating")
+        generate_start = self._stopwatch.now()
+        with self._capture_last_states() as (states, step_times):
+            output = self.llm.generate(
+                inputs_embeds=embeddings,
+                attention_mask=torch.ones(embeddings.shape[:2], dtype=torch.long, device=self.device),
+                **kwargs,
+            )
+        sequences = output.sequences if hasattr(output, "sequences") else output
+        token_ids = sequences[0].tolist()
+
+        notify("decoding_masks")
+        mask_start = self._stopwatch.now()
+        seg_steps = [step for step, token in enumerate(token_ids) if token == self.layout.seg]
+        logits, scores = self._masks_for_steps(seg_steps, states, encoding)
+        end = self._stopwatch.now()
 
         text = decode_answer(self.tokenizer, token_ids, self.layout)
         phrases, offsets = seg_phrases(text)
