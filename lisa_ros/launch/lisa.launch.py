@@ -1,0 +1,98 @@
+"""Launch the LISA node (a lifecycle node that configures and activates itself), and RViz if asked.
+
+    ros2 launch lisa_ros lisa.launch.py image:=/camera/color/image_raw \
+        camera_info:=/camera/color/camera_info model:=xinlai/LISA-7B-v1 use_rviz:=true
+
+Parameters come from ``params_file`` (default: the package's config/lisa.yaml); the model arguments
+below override it only when given. With the defaults the action is /lisa/segment and the results
+are /lisa/text, /lisa/masks, /lisa/overlay and /lisa/segmentation; ``namespace:=robot1`` moves them
+all under /robot1.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+PACKAGE = "lisa_ros"
+NODE_NAME = "lisa"
+
+# Launch arguments that override the node parameter of the same name when they are not empty.
+MODEL_ARGUMENTS = {
+    "model": "LISA checkpoint: hub id (xinlai/LISA-7B-v1, xinlai/LISA-13B-llama2-v1) or folder",
+    "vision_tower": "CLIP vision tower (hub id or folder); default: the checkpoint's",
+    "precision": "bf16, fp16 or fp32",
+    "quantization": "int8 or nf4 to quantize the LLM (bitsandbytes); 'none' for no quantization",
+    "device": "cpu, cuda, cuda:1, ...; default: the first GPU if any",
+}
+# Launch arguments naming the input topics (remappings of the node's relative names).
+TOPIC_ARGUMENTS = {
+    "image": "camera image topic (sensor_msgs/Image; with image_transport 'compressed' its /compressed)",
+    "camera_info": "camera info topic (sensor_msgs/CameraInfo)",
+    "instruction": "standing instruction topic (std_msgs/String)",
+}
+
+
+def _launch_setup(context: LaunchContext) -> list:
+    def argument(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    overrides: dict[str, str] = {}
+    for name in MODEL_ARGUMENTS:
+        value = argument(name)
+        if value:
+            overrides[name] = "" if (name == "quantization" and value == "none") else value
+    remappings = [(name, argument(name)) for name in TOPIC_ARGUMENTS if argument(name) != name]
+
+    lisa = LifecycleNode(
+        package=PACKAGE,
+        executable="lisa_node",
+        name=NODE_NAME,
+        namespace=argument("namespace"),
+        parameters=[argument("params_file"), overrides],
+        remappings=remappings,
+        output="screen",
+        emulate_tty=True,
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", argument("rviz_config")],
+        condition=IfCondition(argument("use_rviz")),
+        output="log",
+    )
+    return [lisa, rviz]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+    arguments = [
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=os.path.join(share, "config", "lisa.yaml"),
+            description="YAML file with the node's parameters",
+        ),
+        *(
+            DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
+            for name, text in MODEL_ARGUMENTS.items()
+        ),
+        *(
+            DeclareLaunchArgument(name, default_value=name, description=text)
+            for name, text in TOPIC_ARGUMENTS.items()
+        ),
+        DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz with lisa.rviz"),
+        DeclareLaunchArgument(
+            "rviz_config",
+            default_value=os.path.join(share, "rviz", "lisa.rviz"),
+            description="RViz configuration file",
+        ),
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_launch_setup)])

@@ -1,0 +1,257 @@
+"""The lisa node's parameters: one table that declares, documents and validates them.
+
+Everything a user can set lives in :data:`PARAMETERS`, so the declarations (with descriptions and
+ranges, visible through ``ros2 param describe``), the validation of new values, ``config/lisa.yaml``
+and the README can never disagree; a test compares the YAML with this table.
+
+Model parameters (``model`` ... ``adapter``) are read when the node is configured: change them, then
+run the ``cleanup`` and ``configure`` transitions to load another model. All others take effect at
+once.
+
+This module imports only ``rcl_interfaces`` message types, so it can be used without a running ROS
+graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+__all__ = [
+    "BUSY_POLICIES",
+    "IMAGE_TRANSPORTS",
+    "PARAMETERS",
+    "ParameterSpec",
+    "descriptor",
+    "validate",
+]
+
+BUSY_POLICIES = ("queue", "reject", "preempt")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+PRECISIONS = ("bf16", "fp16", "fp32")
+QUANTIZATIONS = ("", "int8", "nf4")
+
+ParameterValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: its default (which also fixes its type), what it does, and what it accepts."""
+
+    name: str
+    default: ParameterValue
+    description: str
+    choices: tuple[str, ...] | None = None
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    read_on_configure: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    def validate(self, value: Any) -> str | None:
+        """Return why ``value`` is not acceptable, or None when it is."""
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(repr(choice) for choice in self.choices)
+            return f"{self.name}={value!r} is not one of {allowed}"
+        if self.int_range is not None and not self.int_range[0] <= value <= self.int_range[1]:
+            return f"{self.name}={value} is outside [{self.int_range[0]}, {self.int_range[1]}]"
+        if self.float_range is not None and not self.float_range[0] <= value <= self.float_range[1]:
+            return f"{self.name}={value} is outside [{self.float_range[0]}, {self.float_range[1]}]"
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+
+def _no_surrounding_whitespace(name: str) -> Callable[[Any], str | None]:
+    def check(value: str) -> str | None:
+        if value != value.strip():
+            return f"{name}={value!r} has leading or trailing whitespace (a copy-paste slip?)"
+        return None
+
+    return check
+
+
+def _device_check(value: str) -> str | None:
+    if value == "" or value == "cpu" or value == "cuda" or value.startswith("cuda:"):
+        if value.startswith("cuda:") and not value[5:].isdigit():
+            return f"device={value!r}: write cuda:<index>, e.g. cuda:0"
+        return None
+    return f"device={value!r} is not '', 'cpu', 'cuda' or 'cuda:<index>'"
+
+
+_ON_CONFIGURE = " Read on configure: to change it on a running node, run cleanup then configure."
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec(
+        "autostart",
+        True,
+        "Configure and activate the node by itself at start-up. Set false when a lifecycle "
+        "manager (e.g. nav2_lifecycle_manager or launch's lifecycle events) drives the node.",
+    ),
+    # --- model (read on configure) --------------------------------------------------------
+    ParameterSpec(
+        "model",
+        "xinlai/LISA-7B-v1",
+        "LISA checkpoint: a Hugging Face hub id (e.g. xinlai/LISA-13B-llama2-v1) or a local "
+        "folder." + _ON_CONFIGURE,
+        read_on_configure=True,
+        check=_no_surrounding_whitespace("model"),
+    ),
+    ParameterSpec(
+        "vision_tower",
+        "",
+        "CLIP vision tower (hub id or folder). Empty: the one named in the checkpoint's "
+        "config.json." + _ON_CONFIGURE,
+        read_on_configure=True,
+        check=_no_surrounding_whitespace("vision_tower"),
+    ),
+    ParameterSpec(
+        "precision",
+        "bf16",
+        "Weights and activations: bf16 (recent GPUs), fp16 (older GPUs) or fp32 (CPU)."
+        + _ON_CONFIGURE,
+        choices=PRECISIONS,
+        read_on_configure=True,
+    ),
+    ParameterSpec(
+        "quantization",
+        "",
+        "Quantize the language model with bitsandbytes to fit smaller GPUs: '' (none), 'int8' or "
+        "'nf4' (with precision bf16 or fp16; meant for CUDA, slow on the CPU)." + _ON_CONFIGURE,
+        choices=QUANTIZATIONS,
+        read_on_configure=True,
+    ),
+    ParameterSpec(
+        "device",
+        "",
+        "Torch device: '' (the first GPU when there is one, else the CPU), 'cpu', 'cuda' or "
+        "'cuda:<index>'." + _ON_CONFIGURE,
+        read_on_configure=True,
+        check=_device_check,
+    ),
+    ParameterSpec(
+        "adapter",
+        "",
+        "Optional PEFT/LoRA adapter folder or hub id applied on top of the model. Empty: none."
+        + _ON_CONFIGURE,
+        read_on_configure=True,
+        check=_no_surrounding_whitespace("adapter"),
+    ),
+    # --- generation ------------------------------------------------------------------------
+    ParameterSpec(
+        "max_new_tokens",
+        512,
+        "Longest answer in tokens; generation stops there (the masks of the [SEG] tokens "
+        "produced so far are still returned).",
+        int_range=(1, 4096),
+    ),
+    # --- inputs ----------------------------------------------------------------------------
+    ParameterSpec(
+        "image_transport",
+        "raw",
+        "'raw': subscribe to sensor_msgs/Image on 'image'. 'compressed': subscribe to "
+        "sensor_msgs/CompressedImage (jpeg/png) on '<image>/compressed', following the remapped "
+        "name of 'image' as image_transport does. Applied on activate.",
+        choices=IMAGE_TRANSPORTS,
+    ),
+    ParameterSpec(
+        "max_rate_hz",
+        1.0,
+        "Continuous mode: segment the latest frame at most this often. 0: as often as the model "
+        "can (each inference takes the newest frame; older frames are dropped, never queued).",
+        float_range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        "min_image_side",
+        16,
+        "Images with a side shorter than this many pixels are rejected (nothing meaningful can be "
+        "segmented at the vision encoders' input sizes).",
+        int_range=(1, 1024),
+    ),
+    ParameterSpec(
+        "max_image_side",
+        4096,
+        "Images with a side longer than this many pixels are rejected before any decoding, to "
+        "bound memory use and latency.",
+        int_range=(16, 65536),
+    ),
+    ParameterSpec(
+        "max_instruction_chars",
+        2000,
+        "Longer instructions are rejected with a clear error (prompts must also fit the model's "
+        "context; the model checks that too).",
+        int_range=(1, 1_000_000),
+    ),
+    # --- action ----------------------------------------------------------------------------
+    ParameterSpec(
+        "busy_policy",
+        "queue",
+        "What a goal arriving while another goal runs gets. 'queue': waits its turn (up to "
+        "max_queued_goals waiting, more are rejected); 'reject': rejected; 'preempt': the running "
+        "and waiting goals are aborted with PREEMPTED and the new goal runs. Continuous-mode "
+        "frames always yield to goals.",
+        choices=BUSY_POLICIES,
+    ),
+    ParameterSpec(
+        "max_queued_goals",
+        4,
+        "busy_policy 'queue': how many goals may wait behind the running one.",
+        int_range=(0, 256),
+    ),
+    ParameterSpec(
+        "max_sessions",
+        32,
+        "Conversations (goal session_id) remembered for follow-up turns; the least recently used "
+        "is forgotten first. 0 disables follow-ups.",
+        int_range=(0, 10_000),
+    ),
+)
+
+_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def spec(name: str) -> ParameterSpec:
+    """The spec of parameter ``name`` (KeyError for a name the node does not declare)."""
+    return _BY_NAME[name]
+
+
+def descriptor(parameter: ParameterSpec) -> ParameterDescriptor:
+    """A ParameterDescriptor carrying the description, choices and range of ``parameter``."""
+    description = parameter.description
+    constraints = ""
+    if parameter.choices is not None:
+        constraints = "one of: " + ", ".join(repr(choice) for choice in parameter.choices)
+    result = ParameterDescriptor(description=description, additional_constraints=constraints)
+    if parameter.int_range is not None:
+        result.integer_range = [
+            IntegerRange(from_value=parameter.int_range[0], to_value=parameter.int_range[1], step=0)
+        ]
+    if parameter.float_range is not None:
+        result.floating_point_range = [
+            FloatingPointRange(
+                from_value=parameter.float_range[0], to_value=parameter.float_range[1], step=0.0
+            )
+        ]
+    return result
+
+
+def validate(values: Iterable[tuple[str, Any]]) -> str | None:
+    """Check ``(name, value)`` pairs against the table; return the first reason to refuse, or None.
+
+    Unknown names are left alone (rclpy refuses undeclared parameters by itself); values of the
+    wrong type never get here because every parameter is statically typed.
+    """
+    for name, value in values:
+        parameter = _BY_NAME.get(name)
+        if parameter is None:
+            continue
+        reason = parameter.validate(value)
+        if reason is not None:
+            return reason
+    return None
+
+
+def defaults() -> Mapping[str, ParameterValue]:
+    """Name -> default value of every parameter, in declaration order."""
+    return {parameter.name: parameter.default for parameter in PARAMETERS}
