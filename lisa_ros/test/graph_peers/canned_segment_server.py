@@ -9,8 +9,9 @@ answers by keyword in the instruction:
 - "nothing": NOTHING_FOUND, no mask;   "fail": INFERENCE_FAILED;   "reject": the goal is rejected;
 - "slow": generates for up to 30 s, one feedback every 0.1 s, until canceled (-> CANCELED).
 
-An empty goal image means "the latest camera frame": a 48x64 gradient with frame_id
-"canned_camera". A session id is counted: the answer ends with "(session ID, turn N)".
+It is its own camera too: it publishes a 48x64 rgb8 gradient on ``image`` at 5 Hz (frame_id
+"canned_camera", a new stamp each time); a goal without an image uses the latest of those frames.
+A session id is counted: the answer ends with "(session ID, turn N)".
 Prints "canned_segment_server ready on ACTION" when the server exists.
 """
 
@@ -35,23 +36,31 @@ ANSWER = "Sure, the left part [SEG] and the right part [SEG] ."
 PHRASES = ["Sure, the left part", "and the right part"]
 
 
-def latest_frame() -> Image:
+def camera_picture() -> np.ndarray:
     y, x = np.mgrid[:48, :64]
-    rgb = np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).astype(np.uint8)
-    frame = fill_image_msg(Image(), rgb, "rgb8")
-    frame.header.frame_id = "canned_camera"
-    return frame
+    return np.stack([x * 4, y * 5, (x + y) * 2], axis=-1).astype(np.uint8)
 
 
 class CannedSegmentServer:
     def __init__(self, node, action_name: str) -> None:
         self.node = node
         self.turns: dict[str, int] = {}
+        self.latest_frame: Image | None = None
+        self.camera = node.create_publisher(Image, "image", 5)
+        self.picture = camera_picture()
+        node.create_timer(0.2, self.publish_frame)
         self.server = ActionServer(
             node, Segment, action_name, execute_callback=self.execute,
             goal_callback=self.on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup(),
         )
+
+    def publish_frame(self) -> None:
+        frame = fill_image_msg(Image(), self.picture, "rgb8")
+        frame.header.frame_id = "canned_camera"
+        frame.header.stamp = self.node.get_clock().now().to_msg()
+        self.camera.publish(frame)
+        self.latest_frame = frame
 
     def on_goal(self, goal: Segment.Goal) -> GoalResponse:
         return GoalResponse.REJECT if "reject" in goal.instruction else GoalResponse.ACCEPT
@@ -59,7 +68,11 @@ class CannedSegmentServer:
     def execute(self, goal_handle) -> Segment.Result:
         goal = goal_handle.request
         result = Segment.Result()
-        source = goal.image if len(goal.image.data) else latest_frame()
+        source = goal.image if len(goal.image.data) else self.latest_frame
+        if source is None:
+            result.error_code, result.error_message = Segment.Result.NO_IMAGE, "no camera frame yet"
+            goal_handle.abort()
+            return result
         result.header = source.header
         try:
             height, width = image_msg_to_array(source).shape[:2]

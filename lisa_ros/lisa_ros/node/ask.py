@@ -1,0 +1,504 @@
+"""``lisa-ask``: send one instruction to a running lisa_node and show (and save) what it answers.
+
+    lisa-ask "where can I throw away the food scraps?" --image kitchen.jpg --output out/
+    lisa-ask "what is on the table?"                       # the node's latest camera frame
+    lisa-ask "and which bin takes paper?" --session k1     # a follow-up turn of conversation k1
+
+It is an rclpy client of the node's ``Segment`` action (``/lisa/segment`` unless ``--action``
+says otherwise): it prints the node's feedback (stage and answer so far) on stderr, the answer on
+stdout, then the outcome (``SUCCESS``, ``NOTHING_FOUND``, or the error code and message). With
+``--output`` it writes ``overlay.png``, ``mask_<k>.png`` (0/255) and ``result.json``, the JSON
+last, like ``lisa-segment``.
+
+Ctrl-C (or SIGTERM) cancels the goal on the node before exiting; so does ``--timeout``. Expected
+failures (unreadable image, no node, a rejected goal, an error from the node) end with one
+``lisa-ask: error: ...`` line, never a traceback. Exit status: 0 masks found, 3 the answer
+refers to nothing, 2 bad input, 1 any other failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+
+from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, image_msg_to_array, to_rgb8
+from lisa_ros.visualization import draw_overlay
+
+PROG = "lisa-ask"
+DEFAULT_ACTION = "/lisa/segment"
+OVERLAY_FILE = "overlay.png"
+RESULT_FILE = "result.json"
+
+EXIT_SUCCESS = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOTHING_FOUND = 3
+EXIT_INTERRUPTED = 130
+
+CANCEL_WAIT_S = 5.0  # how long to wait for the node to confirm a cancel and send its last result
+FRAME_WINDOW_S = 2.0  # --image-topic: frames kept after the goal is accepted (the node's pick is among them)
+
+
+class AskError(Exception):
+    """A failure reported as one line, with the exit status to end with."""
+
+    def __init__(self, message: str, exit_status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def mask_file_name(index: int) -> str:
+    return f"mask_{index}.png"
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Ask a running lisa_node to segment what an instruction refers to, through its "
+        "Segment action. Progress goes to stderr, the answer to stdout.",
+        epilog="Exit status: 0 masks found, 3 the answer refers to nothing (NOTHING_FOUND), 2 bad input, "
+        "1 other failures (no node, goal rejected, node error, timeout), 130 interrupted (goal canceled). "
+        "ROS arguments may follow --ros-args.",
+    )
+    parser.add_argument("instruction", help='what to find, e.g. "where can I throw away the food scraps?"')
+    parser.add_argument("--image", type=Path, help="image file to segment (default: the node's latest camera frame)")
+    parser.add_argument("--session", default="", metavar="ID",
+                        help="conversation id: the same id again asks a follow-up about the same frame")
+    parser.add_argument("--output", type=Path, metavar="DIR",
+                        help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)")
+    parser.add_argument("--timeout", type=_positive_float, default=300.0, metavar="S",
+                        help="give up (and cancel the goal) after S seconds without a result (default: %(default)s)")
+    parser.add_argument("--action", default=DEFAULT_ACTION, metavar="NAME",
+                        help="the node's Segment action (default: %(default)s)")
+    parser.add_argument("--server-timeout", type=_positive_float, default=10.0, metavar="S",
+                        help="how long to wait for the action server to appear (default: %(default)s)")
+    parser.add_argument("--image-topic", metavar="TOPIC",
+                        help="without --image: the camera topic the node reads, so the overlay can be drawn "
+                        "on the frame the node used (matched by header)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no feedback or progress on stderr")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image file at ``path`` as RGB uint8 HxWx3; an AskError says why it cannot be read."""
+    if not path.is_file():
+        raise AskError(f"image '{path}' {'is not a file' if path.exists() else 'does not exist'}", EXIT_BAD_INPUT)
+    if not os.access(path, os.R_OK):
+        raise AskError(f"image '{path}' is not readable (permissions)", EXIT_BAD_INPUT)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise AskError(f"image '{path}' cannot be decoded: use a PNG, JPEG, BMP, TIFF or WebP file", EXIT_BAD_INPUT)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def prepare_output(folder: Path | None) -> None:
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AskError(f"output folder '{folder}' cannot be created: {error.strerror or error}", EXIT_BAD_INPUT) from None
+    if not os.access(folder, os.W_OK):
+        raise AskError(f"output folder '{folder}' is not writable", EXIT_BAD_INPUT)
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+class FeedbackPrinter:
+    """Shows the node's feedback: one updating line on a terminal, a line per change otherwise."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.interactive = stream.isatty()
+        self._last: tuple[str, str] | None = None
+
+    def show(self, stage: str, text: str) -> None:
+        if not self.enabled or self._last == (stage, text):
+            return
+        self._last = (stage, text)
+        line = f"[{stage}] {text}".rstrip()
+        if self.interactive:
+            width = max(20, _terminal_width() - 1)
+            line = line if len(line) <= width else "..." + line[-(width - 3):]
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """A line of its own (ends an updating line first)."""
+        if self.enabled:
+            self.end()
+            self.stream.write(f"{PROG}: {text}\n")
+            self.stream.flush()
+
+    def end(self) -> None:
+        if self.interactive and self._last is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._last = None
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        return 80
+
+
+# --- the ROS client --------------------------------------------------------------------------
+
+
+class SourceFrames:
+    """Recent frames of the camera topic, to find the one a result's header names.
+
+    Frames are kept from start-up until ``FRAME_WINDOW_S`` after the goal is accepted: the node
+    picks its latest frame when the goal arrives, and no later frame is needed.
+    """
+
+    def __init__(self, node: Any, topic: str) -> None:
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        self._frames: deque = deque(maxlen=30)
+        self._stop_at: float | None = None
+        # Best effort matches both best-effort camera drivers and reliable publishers.
+        node.create_subscription(Image, topic, self._on_frame, qos_profile_sensor_data)
+
+    def _on_frame(self, msg: Any) -> None:
+        if self._stop_at is None or time.monotonic() < self._stop_at:
+            self._frames.append(msg)
+
+    def wait_for_first(self, client: SegmentClient, timeout: float, topic: str) -> None:
+        """Wait for a frame: the node picks its latest frame on the goal's arrival, and the
+        overlay can only use it if this subscription was already receiving."""
+        if not client.spin_until(lambda: len(self._frames) > 0, timeout):
+            raise AskError(f"no image on {topic} within {timeout:g} s: check the topic name "
+                           "(or leave out --image-topic to save masks without the camera picture)")
+
+    def goal_accepted(self) -> None:
+        self._stop_at = time.monotonic() + FRAME_WINDOW_S
+
+    def find(self, header: Any) -> np.ndarray | None:
+        """The RGB picture of the frame with ``header``'s stamp and frame_id, if one arrived."""
+        for msg in reversed(self._frames):
+            if msg.header.stamp == header.stamp and msg.header.frame_id == header.frame_id:
+                return to_rgb8(image_msg_to_array(msg), msg.encoding)
+        return None
+
+
+class SegmentClient:
+    """An rclpy node with one Segment action client, spun from the calling thread."""
+
+    def __init__(self, action_name: str, ros_args: list[str]) -> None:
+        import rclpy
+        from lisa_ros_interfaces.action import Segment
+        from rclpy.action import ActionClient
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        # rclpy's own SIGINT handler would shut the context down, and a canceled goal needs it:
+        # Ctrl-C stays a KeyboardInterrupt, handled by cancel().
+        rclpy.init(args=ros_args, context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(f"lisa_ask_{os.getpid()}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.action_name = action_name
+        self.client = ActionClient(self.node, Segment, action_name)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+    def spin_until(self, done: Any, timeout: float) -> bool:
+        """Process callbacks until ``done()`` (a callable) is true or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Short waits: a Ctrl-C is raised here within 0.1 s.
+            self.executor.spin_once(timeout_sec=min(0.1, remaining))
+        return True
+
+    def wait_for_server(self, timeout: float) -> None:
+        if not self.spin_until(self.client.server_is_ready, timeout):
+            raise AskError(
+                f"no action server {self.action_name} after {timeout:g} s: is lisa_node running and active, "
+                "with the same ROS_DOMAIN_ID (and --action matching its namespace)?"
+            )
+
+    def send(self, goal: Any, on_feedback: Any, timeout: float) -> Any:
+        future = self.client.send_goal_async(goal, feedback_callback=lambda msg: on_feedback(msg.feedback))
+        try:
+            answered = self.spin_until(future.done, timeout)
+        except KeyboardInterrupt:  # the node may accept the goal anyway: don't leave it running
+            if self.spin_until(future.done, CANCEL_WAIT_S) and future.result().accepted:
+                self.cancel(future.result())
+            raise
+        if not answered:
+            raise AskError(f"{self.action_name} did not answer the goal request within {timeout:g} s")
+        goal_handle = future.result()
+        if not goal_handle.accepted:
+            raise AskError(
+                f"the goal was rejected by {self.action_name}: the node is busy (busy_policy 'reject') "
+                "or not active; try again later"
+            )
+        return goal_handle
+
+    def result(self, goal_handle: Any, timeout: float) -> Any | None:
+        """The result response (status and result), or None if ``timeout`` passed first."""
+        future = goal_handle.get_result_async()
+        return future.result() if self.spin_until(future.done, timeout) else None
+
+    def cancel(self, goal_handle: Any) -> Any | None:
+        """Ask the node to cancel the goal; return its final result response if it comes in time."""
+        cancel_future = goal_handle.cancel_goal_async()
+        self.spin_until(cancel_future.done, CANCEL_WAIT_S)
+        return self.result(goal_handle, CANCEL_WAIT_S)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def constant_names(message_type: Any, prefix: str = "") -> dict[int, str]:
+    """``{value: name}`` of the integer constants a ROS message type defines."""
+    metaclass = type(message_type)
+    return {
+        getattr(message_type, name): name[len(prefix):]
+        for name in dir(metaclass)
+        if name.isupper() and name.startswith(prefix) and isinstance(getattr(message_type, name, None), int)
+    }
+
+
+def masks_to_array(mask_msgs: Sequence[Any]) -> np.ndarray:
+    """The result's mono8 masks as ``(N, H, W)`` bool."""
+    try:
+        masks = [image_msg_to_array(msg) > 0 for msg in mask_msgs]
+    except ImageConversionError as error:
+        raise AskError(f"the node sent a mask that cannot be read: {error}") from None
+    if len({mask.shape for mask in masks}) > 1:
+        raise AskError(f"the node sent masks of different sizes: {[mask.shape for mask in masks]}")
+    return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
+
+
+def result_record(result: Any, status_name: str, code_name: str, run_info: dict[str, Any]) -> dict[str, Any]:
+    """The result as a JSON-serialisable dict, masks described by file, box, area and score."""
+    return {
+        **run_info,
+        "status": status_name,
+        "error_code": int(result.error_code),
+        "error_code_name": code_name,
+        "error_message": result.error_message,
+        "header": {
+            "frame_id": result.header.frame_id,
+            "stamp": {"sec": int(result.header.stamp.sec), "nanosec": int(result.header.stamp.nanosec)},
+        },
+        "text": result.text,
+        "masks": [
+            {
+                "index": index,
+                "file": mask_file_name(index),
+                "seg_index": int(info.seg_index),
+                "phrase": info.phrase,
+                "text_offset": int(info.text_offset),
+                "bbox_xywh": [int(info.bbox.x_offset), int(info.bbox.y_offset), int(info.bbox.width), int(info.bbox.height)],
+                "area_px": int(info.area),
+                "score": round(float(info.score), 6),  # float32 on the wire
+            }
+            for index, info in enumerate(result.mask_info)
+        ],
+        "timings_s": {timing.stage: float(timing.seconds) for timing in result.timings},
+    }
+
+
+def write_outputs(folder: Path, record: dict[str, Any], masks: np.ndarray, text: str,
+                  source_rgb: np.ndarray | None, printer: FeedbackPrinter) -> None:
+    """Write the overlay (when there is a picture to draw on), the masks, then ``result.json``."""
+    canvas = source_rgb
+    if canvas is not None and masks.shape[0] and canvas.shape[:2] != masks.shape[1:]:
+        printer.message(f"the masks ({masks.shape[2]}x{masks.shape[1]}) do not match the image "
+                        f"({canvas.shape[1]}x{canvas.shape[0]}): overlay drawn on black")
+        canvas = None
+    if canvas is None and masks.shape[0]:
+        canvas = np.zeros((*masks.shape[1:], 3), dtype=np.uint8)
+        record["overlay_background"] = "black (the source frame was not available: pass --image or --image-topic)"
+    if canvas is not None:
+        overlay = draw_overlay(canvas, masks if masks.shape[0] else np.zeros((0, *canvas.shape[:2]), bool), text)
+        _write_png(folder / OVERLAY_FILE, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        record["overlay"] = OVERLAY_FILE
+    for index, mask in enumerate(masks):
+        _write_png(folder / mask_file_name(index), mask.astype(np.uint8) * 255)
+    result_path = folder / RESULT_FILE
+    partial = result_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(result_path)  # last and atomic: a result.json always belongs to a finished run
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), pixels):
+        raise OSError(f"cannot write '{path}'")
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter) -> int:
+    instruction = args.instruction.strip()
+    if not instruction:
+        raise AskError('the instruction is empty: say what to segment, e.g. "where is the mug?"', EXIT_BAD_INPUT)
+    image_rgb = read_image(args.image) if args.image is not None else None
+    prepare_output(args.output)
+
+    try:
+        from lisa_ros_interfaces.action import Segment
+    except ImportError as error:
+        raise AskError(f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
+                       "and source install/setup.bash)") from None
+    from sensor_msgs.msg import Image
+
+    client = SegmentClient(args.action, ros_args)
+    try:
+        frames = SourceFrames(client.node, args.image_topic) if image_rgb is None and args.image_topic else None
+        goal = Segment.Goal(instruction=instruction, session_id=args.session)
+        if image_rgb is not None:
+            goal.image = fill_image_msg(Image(), image_rgb, "rgb8")
+            goal.image.header.stamp = client.node.get_clock().now().to_msg()
+
+        printer.message(f"waiting for {args.action}")
+        client.wait_for_server(args.server_timeout)
+        if frames is not None:
+            frames.wait_for_first(client, args.server_timeout, args.image_topic)
+        deadline = time.monotonic() + args.timeout
+        goal_handle = client.send(goal, lambda feedback: printer.show(feedback.stage, feedback.text), args.server_timeout)
+        if frames is not None:
+            frames.goal_accepted()
+        printer.message("goal accepted" + (" (using the node's latest frame)" if image_rgb is None else ""))
+        try:
+            response = client.result(goal_handle, max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            printer.message("interrupted: canceling the goal")
+            response = client.cancel(goal_handle)
+            if response is not None:
+                report(response, printer)
+            raise
+        if response is None:
+            printer.message(f"no result after {args.timeout:g} s: canceling the goal")
+            canceled = client.cancel(goal_handle)
+            if canceled is not None:
+                printer.message(f"the node ended the goal: {_status_name(canceled.status)}")
+            raise AskError(f"no result within --timeout {args.timeout:g} s (goal canceled); "
+                           "CPU inference can take minutes: raise --timeout")
+
+        exit_status = report(response, printer)
+        if args.output is not None:
+            source = image_rgb if image_rgb is not None else (frames.find(response.result.header) if frames else None)
+            code_name = constant_names(Segment.Result).get(response.result.error_code, str(response.result.error_code))
+            record = result_record(response.result, _status_name(response.status), code_name, {
+                "instruction": instruction, "session_id": args.session, "action": args.action,
+                "image": str(args.image) if args.image is not None else None,
+            })
+            try:
+                write_outputs(args.output, record, masks_to_array(response.result.masks), response.result.text, source, printer)
+            except OSError as error:
+                raise AskError(f"cannot write the results into '{args.output}': {error}") from None
+            printer.message(f"wrote {args.output / RESULT_FILE}")
+        return exit_status
+    finally:
+        client.close()
+
+
+def _status_name(status: int) -> str:
+    from action_msgs.msg import GoalStatus
+
+    return constant_names(GoalStatus, "STATUS_").get(status, str(status))
+
+
+def report(response: Any, printer: FeedbackPrinter) -> int:
+    """Print the answer (stdout) and the outcome (stderr); return the exit status it means."""
+    from lisa_ros_interfaces.action import Segment
+
+    result = response.result
+    printer.end()
+    if result.text:
+        _print_stdout(result.text)
+    code = result.error_code
+    name = constant_names(Segment.Result).get(code, f"error code {code}")
+    if code == Segment.Result.SUCCESS:
+        masks = ", ".join(f"{info.phrase!r}: {info.area} px, score {info.score:.2f}" for info in result.mask_info)
+        printer.message(f"SUCCESS: {len(result.masks)} mask(s)" + (f" ({masks})" if masks else ""))
+        return EXIT_SUCCESS
+    if code == Segment.Result.NOTHING_FOUND:
+        printer.message("NOTHING_FOUND: the answer refers to no region" + (f" ({result.error_message})" if result.error_message else ""))
+        return EXIT_NOTHING_FOUND
+    outcome = f"{name}: {result.error_message or 'no message'} (goal {_status_name(response.status)})"
+    if code == Segment.Result.CANCELED:
+        print(f"{PROG}: {outcome}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"{PROG}: error: {outcome}", file=sys.stderr)
+    return EXIT_BAD_INPUT if code == Segment.Result.INVALID_INPUT else EXIT_FAILURE
+
+
+def _print_stdout(text: str) -> None:
+    encoding = sys.stdout.encoding or "utf-8"
+    sys.stdout.write(text.encode(encoding, errors="replace").decode(encoding) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rclpy.utilities import remove_ros_args
+
+    full_argv = list(sys.argv if argv is None else [PROG, *argv])
+    args = build_parser().parse_args(remove_ros_args(full_argv)[1:])
+    printer = FeedbackPrinter(sys.stderr, enabled=not args.quiet)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `timeout`, systemd: cancel like Ctrl-C
+    try:
+        return run(args, full_argv, printer)
+    except AskError as error:
+        printer.end()
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        printer.end()
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
