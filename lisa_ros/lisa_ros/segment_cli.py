@@ -190,10 +190,9 @@ def _first_line(error: BaseException) -> str:
 
 def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``result`` as a JSON-serialisable dict (masks described, not embedded), plus ``run_info``."""
-    masks_present = result.masks
-    boxes, colors = result.boxes(), mask_colors(len(masks_present))
-    areas = masks_present.sum(axis=(1, 2))
-    masks = [
+    binary = result.masks
+    boxes, areas, colors = result.boxes(), binary.sum(axis=(1, 2)), mask_colors(len(binary))
+    descriptions = [
         {
             "index": index,
             "file": mask_file_name(index),
@@ -204,13 +203,13 @@ def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None
             "score": float(result.scores[index]),
             "overlay_color_rgb": [int(v) for v in colors[index]],
         }
-        for index in range(len(result.mask_logits))
+        for index in range(len(binary))
     ]
     return {
         **dict(run_info or {}),
         "text": result.text,
         "token_ids": [int(token) for token in result.token_ids],
-        "masks": masks,
+        "masks": descriptions,
         "timings_s": {name: float(seconds) for name, seconds in result.timings.items()},
     }
 

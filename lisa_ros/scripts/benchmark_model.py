@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""Benchmark LISA inference: this implementation against the authors' way of generating.
+
+Both modes run in one process on the same weights, the same image, the same instruction and the same
+forced answer (``--answer-tokens`` tokens holding one ``[SEG]``, scripted through a logits processor, so
+a random-weight model gives the answer length a real one would):
+
+- cached: ``LisaModel.segment``: CLIP and SAM encode the image once, generation uses the KV cache and
+  picks up the ``[SEG]`` state while decoding. Measured on a new image (what a camera frame costs) and
+  again on the same image (a follow-up instruction, which reuses the image encodings).
+- reference-style: what the authors' ``chat.py`` does: SAM encodes the image once, then greedy
+  generation WITHOUT a KV cache that, for every new token, re-runs CLIP and the whole sequence through
+  the LLM (logits for every position), and takes the ``[SEG]`` state from the last full pass.
+
+Printed: per-stage latency medians over ``--repeats`` (after ``--warmup`` runs), tokens/s, peak memory
+and the reference/cached ratio, plus a check that both modes produced the same masks.
+
+    python lisa_ros/scripts/benchmark_model.py                              # tiny fixture, CPU
+    python lisa_ros/scripts/benchmark_model.py --full-size-7b --precision bf16 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lisa_ros.model import LisaModel, load_model
+from lisa_ros.model.generation import ScriptedReply
+from lisa_ros.model.lisa import ImageEncoding
+from lisa_ros.model.preprocessing import sam_input
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+TINY_FIXTURE = PACKAGE_ROOT / "test" / "fixtures" / "lisa-tiny-7b" / "checkpoint"
+INSTRUCTION = "What in this picture could I boil water in? Please output segmentation mask."
+# Words the scripted answer is made of (any ids would do; these read like a LISA answer).
+ANSWER_WORDS = (
+    "Sure, it is the kettle on the left side of the table, next to the cups and the bowl of fruit; "
+    "it can be filled with water and put on the stove to boil it. "
+)
+STAGES = ("clip", "sam_encoder", "prefill", "decode", "decode_per_token", "mask_decoder", "total")
+STAGE_LABELS = {
+    "clip": "CLIP (all runs)",
+    "sam_encoder": "SAM image encoder",
+    "prefill": "prefill",
+    "decode": "decode (all tokens)",
+    "decode_per_token": "decode / token",
+    "mask_decoder": "mask decoding",
+    "total": "total",
+}
+
+log = logging.getLogger("benchmark")
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+class Clock:
+    """Wall-clock time that first waits for queued GPU work, so each stage is charged its own cost."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+class PeakMemory:
+    """Peak memory of a stretch of code: CUDA allocations on a GPU, resident set size on a CPU.
+
+    On Linux the process's RSS high-water mark can be reset (/proc/self/clear_refs), so each mode
+    gets its own CPU peak; elsewhere the figure is the process's peak so far (getrusage).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.per_mode = device.type == "cuda" or self._reset_rss_peak()
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._reset_rss_peak()
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+    @property
+    def kind(self) -> str:
+        return "CUDA allocated" if self.device.type == "cuda" else "RSS"
+
+    @staticmethod
+    def _reset_rss_peak() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class Run:
+    """One segmentation: stage seconds, generated ids, mask logits."""
+
+    timings: dict[str, float]
+    token_ids: list[int]
+    mask_logits: np.ndarray
+    peak_bytes: int = 0
+
+
+@dataclass
+class ModeSummary:
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, stage: str) -> float:
+        return statistics.median(run.timings[stage] for run in self.runs)
+
+    def tokens_per_second(self) -> float:
+        """Generated tokens over the generation time (prefill + decode; the reference's CLIP re-runs too)."""
+        return statistics.median(
+            len(run.token_ids) / run.timings["generation"] for run in self.runs if run.timings["generation"] > 0
+        )
+
+    def peak_bytes(self) -> int:
+        return max(run.peak_bytes for run in self.runs)
+
+
+# --- the forced answer -------------------------------------------------------------------------
+
+
+def forced_answer(lisa: LisaModel, length: int) -> list[int]:
+    """``length`` ids: answer words with one [SEG] as the third token (as in "Sure, [SEG] ..."), then EOS."""
+    if length < 2:
+        raise ValueError("the answer needs at least 2 tokens: [SEG] and EOS")
+    words = lisa.tokenizer(ANSWER_WORDS, add_special_tokens=False).input_ids
+    body = list(itertools.islice(itertools.cycle(words), length - 2))
+    seg_at = min(2, len(body))
+    return body[:seg_at] + [lisa.layout.seg] + body[seg_at:] + [lisa.layout.eos]
+
+
+# --- this implementation ---------------------------------------------------------------------------
+
+
+def cached_segment(lisa: LisaModel, image: np.ndarray, answer: list[int]) -> Run:
+    result = lisa.segment(image, INSTRUCTION, logits_processor=[ScriptedReply(answer)], max_new_tokens=len(answer))
+    timings = {stage: float(result.timings.get(stage, 0.0)) for stage in STAGES}
+    timings["generation"] = timings["prefill"] + timings["decode"]
+    return Run(timings, list(result.token_ids), result.mask_logits)
+
+
+# --- the authors' way ----------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int]) -> Run:
+    """Generate like the authors' code: no KV cache, CLIP and the whole sequence re-run every step.
+
+    Uses the loaded model's own parts (CLIP tower, projector, LLM, SAM, [SEG] projection), so the
+    only difference from `cached_segment` is how the work is organised.
+    """
+    clock = Clock(lisa.device)
+    scripted = ScriptedReply(answer)
+    start = clock()
+
+    pixels, resize_hw = sam_input(image, lisa.sam_image_size)  # SAM: once per request, as in chat.py
+    encoder_dtype = next(lisa.sam.image_encoder.parameters()).dtype
+    sam_embeddings = lisa.sam.image_encoder(pixels.to(lisa.device, encoder_dtype)).float()
+    sam_done = clock()
+
+    clip_pixels = lisa.clip_pixels(image)  # chat.py pre-processes once; the model re-encodes each step
+    prompt_ids = lisa.prompt_ids(INSTRUCTION)
+    decoder, lm_head = lisa.llm.get_decoder(), lisa.llm.get_output_embeddings()
+    embed_tokens = lisa.llm.get_input_embeddings()
+    generated = torch.zeros((1, 0), dtype=torch.long, device=lisa.device)
+    clip_seconds, llm_seconds = 0.0, []
+    image_tokens = hidden = None
+    for _ in range(len(answer)):
+        step_start = clock()
+        features = lisa.vision_tower(clip_pixels, output_hidden_states=True).hidden_states[lisa.vision_select_layer]
+        image_tokens = lisa.mm_projector(features[:, 1:].to(lisa.mm_projector.weight.dtype))
+        clip_done = clock()
+        embeddings = torch.cat([lisa.prompt_embeddings(prompt_ids, image_tokens), embed_tokens(generated)], dim=1)
+        hidden = decoder(inputs_embeds=embeddings, use_cache=False).last_hidden_state  # after the final norm
+        logits = lm_head(hidden)  # every position, as transformers 4.31 computed them
+        next_token = scripted(generated, logits[:, -1].float()).argmax(dim=-1, keepdim=True)
+        generated = torch.cat([generated, next_token], dim=1)
+        step_done = clock()
+        clip_seconds += clip_done - step_start
+        llm_seconds.append(step_done - clip_done)
+        if next_token.item() == lisa.layout.eos:
+            break
+    generation_done = clock()
+
+    # The [SEG] states, from the last full pass: the position before each [SEG] predicted it.
+    token_ids = generated[0].tolist()
+    prompt_length = hidden.shape[1] - (len(token_ids) - 1)
+    positions = [prompt_length + step - 1 for step, token in enumerate(token_ids) if token == lisa.layout.seg]
+    mask_start = clock()
+    if positions:
+        encoding = ImageEncoding(
+            key="reference-style", image_tokens=image_tokens, sam_embeddings=sam_embeddings,
+            resize_hw=resize_hw, original_hw=image.shape[:2], timings={},
+        )
+        logits, _, _ = lisa.decode_masks(hidden[0, positions], encoding)
+        mask_logits = logits.float().cpu().numpy()
+    else:
+        mask_logits = np.zeros((0, *image.shape[:2]), np.float32)
+    end = clock()
+
+    decode = sum(llm_seconds[1:])
+    timings = {
+        "clip": clip_seconds,
+        "sam_encoder": sam_done - start,
+        "prefill": llm_seconds[0],
+        "decode": decode,
+        "decode_per_token": decode / (len(llm_seconds) - 1) if len(llm_seconds) > 1 else 0.0,
+        "mask_decoder": end - mask_start,
+        "total": end - start,
+        "generation": generation_done - sam_done,
+    }
+    return Run(timings, token_ids, mask_logits)
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def new_image_variant(image: np.ndarray, number: int) -> np.ndarray:
+    """The image with one pixel changed: a new image for the encoding cache, the same one for the model."""
+    variant = image.copy()
+    variant[0, 0, 0] ^= (number % 255) + 1
+    return variant
+
+
+def measure(
+    name: str, segment: Callable[[np.ndarray], Run], images: Sequence[np.ndarray], memory: PeakMemory, warmup: int
+) -> ModeSummary:
+    summary = ModeSummary(name)
+    for number, image in enumerate(images):
+        is_warmup = number < warmup
+        label = f"warm-up {number + 1}/{warmup}" if is_warmup else f"run {number - warmup + 1}/{len(images) - warmup}"
+        memory.reset()
+        run = segment(image)
+        run.peak_bytes = memory.peak_bytes()
+        log.info("%-24s %-12s %.3f s (%d tokens, %d mask(s))", name, label, run.timings["total"], len(run.token_ids), len(run.mask_logits))
+        if not is_warmup:
+            summary.runs.append(run)
+    return summary
+
+
+def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:
+    """A deterministic camera-sized RGB image (a smooth gradient with noise); the content does not matter."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:height, :width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
+    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+def read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+# --- the model ----------------------------------------------------------------------------------------
+
+
+def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
+    """The model to benchmark and a description of it."""
+    if not args.full_size_7b:
+        lisa = load_model(args.model, vision_tower=args.vision_tower, precision=args.precision, quantization=args.quantization, device=args.device)
+        return lisa, str(args.model)
+
+    from lisa_ros.model.random_checkpoint import RandomLisaSpec, write_random_checkpoint
+
+    overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
+    spec = RandomLisaSpec.full_size_7b(**overrides)
+    log.info(
+        "Writing a random LISA-7B-shaped checkpoint (%d layers, hidden %d, SAM ViT-H) to %s; this takes minutes",
+        spec.num_hidden_layers, spec.hidden_size, work_dir,
+    )
+    started = time.perf_counter()
+    checkpoint = write_random_checkpoint(work_dir, spec)
+    log.info("Written in %.0f s", time.perf_counter() - started)
+    lisa = load_model(checkpoint, precision=args.precision, quantization=args.quantization, device=args.device)
+    layers = f", {spec.num_hidden_layers} layers" if args.num_layers else ""
+    return lisa, f"random full-size LISA-7B architecture{layers}"
+
+
+def parameter_count(lisa: LisaModel) -> int:
+    parts = (lisa.llm, lisa.vision_tower, lisa.mm_projector, lisa.text_hidden_fcs, lisa.sam)
+    return sum(p.numel() for part in parts for p in part.parameters())
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _ratio(reference: float, cached: float) -> str:
+    return f"{reference / cached:.1f}x" if cached > 0 else "-"
+
+
+def table(cached_new: ModeSummary, cached_same: ModeSummary, reference: ModeSummary, memory: PeakMemory) -> str:
+    headers = ["stage (median)", "cached, new image", "cached, same image", "reference-style", "reference / cached"]
+    rows = []
+    for stage in STAGES:
+        values = [summary.median(stage) for summary in (cached_new, cached_same, reference)]
+        rows.append([STAGE_LABELS[stage], *map(_format_seconds, values), _ratio(values[2], values[0])])
+    speeds = [summary.tokens_per_second() for summary in (cached_new, cached_same, reference)]
+    rows.append(["tokens / s (generation)", *(f"{s:.1f}" for s in speeds), _ratio(speeds[0], speeds[2]) + " faster"])
+    peaks = [summary.peak_bytes() / 2**30 for summary in (cached_new, cached_same, reference)]
+    peak_note = "" if memory.per_mode else " (process)"
+    rows.append([f"peak memory, {memory.kind}{peak_note}", *(f"{p:.2f} GiB" for p in peaks), _ratio(peaks[2], peaks[0])])
+
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    separator = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(headers), separator, *map(line, rows)])
+
+
+def agreement(cached: ModeSummary, reference: ModeSummary) -> str:
+    """Both modes must compute the same thing; the masks are the evidence."""
+    a, b = cached.runs[-1], reference.runs[-1]
+    if a.token_ids != b.token_ids:
+        return f"token ids DIFFER: cached {a.token_ids} vs reference-style {b.token_ids}"
+    if a.mask_logits.shape != b.mask_logits.shape:
+        return f"mask counts DIFFER: {a.mask_logits.shape} vs {b.mask_logits.shape}"
+    if not a.mask_logits.size:
+        return "same token ids; no masks to compare"
+    difference = float(np.abs(a.mask_logits - b.mask_logits).max())
+    same_pixels = float(((a.mask_logits > 0) == (b.mask_logits > 0)).mean() * 100)
+    return f"same token ids; mask logits max |difference| {difference:.2e}; binary masks agree on {same_pixels:.3f} % of pixels"
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default=str(TINY_FIXTURE), help="LISA checkpoint folder or hub id")
+    source.add_argument(
+        "--full-size-7b", action="store_true",
+        help="random weights in LISA-7B-v1's shapes (Llama-7B, CLIP ViT-L/14, SAM ViT-H), no download",
+    )
+    parser.add_argument("--num-layers", type=int, help="with --full-size-7b: fewer decoder layers, for a quick trial")
+    parser.add_argument("--work-dir", type=Path, help="with --full-size-7b: where to write the checkpoint (default: a temporary folder, removed)")
+    parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--quantization", choices=("int8", "nf4"))
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    parser.add_argument("--answer-tokens", type=int, default=30, help="forced answer length, [SEG] and EOS included")
+    parser.add_argument("--repeats", type=int, default=5, help="measured runs per mode (medians are reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs per mode first")
+    parser.add_argument("--image", type=Path, help="image file (default: a synthetic 640x480 image)")
+    parser.add_argument("--json", type=Path, help="also write every measured run to this JSON file")
+    args = parser.parse_args(argv)
+    if args.answer_tokens < 2:
+        parser.error("--answer-tokens must be at least 2 ([SEG] and EOS)")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if (args.num_layers or args.work_dir) and not args.full_size_7b:
+        parser.error("--num-layers and --work-dir go with --full-size-7b")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for name in ("benchmark", "lisa_ros"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+    temporary = None
+    if args.full_size_7b and args.work_dir is None:
+        temporary = tempfile.mkdtemp(prefix="lisa-random-7b-")
+    try:
+        lisa, description = load(args, args.work_dir or Path(temporary or "."))
+        image = read_image(args.image) if args.image else synthetic_image()
+        answer = forced_answer(lisa, args.answer_tokens)
+        memory = PeakMemory(lisa.device)
+        weights = torch.cuda.memory_allocated(lisa.device) if lisa.device.type == "cuda" else None
+        count = args.warmup + args.repeats
+
+        log.info("Benchmarking: %d warm-up + %d measured runs per mode, %d-token answer", args.warmup, args.repeats, len(answer))
+        cached_new = measure("cached, new image", lambda im: cached_segment(lisa, im, answer), [new_image_variant(image, n) for n in range(count)], memory, args.warmup)
+        cached_same = measure("cached, same image", lambda im: cached_segment(lisa, im, answer), [image] * (count + 1), memory, args.warmup + 1)
+        reference = measure("reference-style", lambda im: reference_style_segment(lisa, im, answer), [image] * count, memory, args.warmup)
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+    device_name = torch.cuda.get_device_name(lisa.device) if lisa.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    quantization = f", {args.quantization} LLM" if args.quantization else ""
+    print(f"\nLISA benchmark: {description}, {parameter_count(lisa) / 1e9:.3f} B parameters, {args.precision}{quantization}, {device_name}")
+    print(f"image {image.shape[1]}x{image.shape[0]}, forced answer of {len(answer)} tokens with one [SEG], medians of {args.repeats} run(s)")
+    if weights is not None:
+        print(f"GPU memory after loading: {weights / 2**30:.2f} GiB")
+    print()
+    print(table(cached_new, cached_same, reference, memory))
+    print()
+    print("check: " + agreement(cached_new, reference))
+    print("cached, same image = a further instruction on an image already seen (its CLIP/SAM encodings are reused).")
+    print("tokens / s = generated tokens / (prefill + decode); reference-style generation includes its CLIP re-runs.")
+
+    if args.json:
+        record = {
+            "model": description, "precision": args.precision, "quantization": args.quantization,
+            "device": device_name, "answer_tokens": len(answer), "image_hw": list(image.shape[:2]),
+            "modes": {
+                summary.name: [{"timings_s": run.timings, "peak_bytes": run.peak_bytes} for run in summary.runs]
+                for summary in (cached_new, cached_same, reference)
+            },
+        }
+        args.json.write_text(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
