@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16", help="default: %(default)s")
-    parser.add_argument("--quantization", choices=("int8", "nf4"), help="quantise the LLM (CUDA + bitsandbytes)")
+    parser.add_argument("--quantization", choices=("int8", "nf4"), help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
     parser.add_argument("--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")

@@ -199,9 +199,9 @@ def test_folder_that_is_not_a_lisa_checkpoint(tmp_path):
     assert_one_line_error(completed, "not a LISA checkpoint")
 
 
-def test_quantization_without_cuda():
-    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--quantization", "nf4", "--precision", "bf16", "--device", "cpu")
-    assert_one_line_error(completed, "nf4", "CUDA")
+def test_settings_the_model_cannot_run_with():
+    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--quantization", "nf4", *CPU_FP32)
+    assert_one_line_error(completed, "nf4", "bf16")
 
 
 def test_output_that_is_a_file(tmp_path):
