@@ -1,0 +1,106 @@
+"""The node's health as diagnostic_msgs, for /diagnostics (rqt_robot_monitor, diagnostic_aggregator).
+
+Errors on topics have no caller to answer (a bad camera frame, an unusable standing instruction),
+so they go to the log and to a diagnostic that says what went wrong; the status stays WARN for a
+while after the last such error and returns to OK by itself. A model that failed to load is an
+ERROR until a configure succeeds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+from .scheduler import SchedulerStats
+
+__all__ = ["Health", "HealthSnapshot"]
+
+WARN_SECONDS = 10.0  # how long a topic input error keeps the status at WARN
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    lifecycle_state: str
+    model: str
+    device: str
+    instruction: str | None
+    stats: SchedulerStats | None
+    last_inference_seconds: float | None
+
+
+class Health:
+    """Remembers the last errors; turns a snapshot of the node into a DiagnosticArray."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._load_error: str | None = None
+        self._input_error: tuple[float, str] | None = None
+        self._errors_total = 0
+
+    def set_load_error(self, message: str | None) -> None:
+        with self._lock:
+            self._load_error = message
+
+    @property
+    def load_error(self) -> str | None:
+        with self._lock:
+            return self._load_error
+
+    def input_error(self, message: str) -> None:
+        with self._lock:
+            self._input_error = (self._clock(), message)
+            self._errors_total += 1
+
+    def diagnostics(self, snapshot: HealthSnapshot, stamp: Time) -> DiagnosticArray:
+        level, message = self._level_and_message(snapshot)
+        values = {
+            "lifecycle_state": snapshot.lifecycle_state,
+            "model": snapshot.model,
+            "device": snapshot.device,
+            "standing_instruction": snapshot.instruction or "",
+            "input_errors_total": str(self._errors_total),
+        }
+        if snapshot.stats is not None:
+            values.update(
+                frames_received=str(snapshot.stats.frames_received),
+                frames_processed=str(snapshot.stats.frames_processed),
+                frames_dropped=str(snapshot.stats.frames_dropped),
+                goals_waiting=str(snapshot.stats.goals_waiting),
+                running=snapshot.stats.running,
+            )
+        if snapshot.last_inference_seconds is not None:
+            values["last_inference_seconds"] = f"{snapshot.last_inference_seconds:.3f}"
+        with self._lock:
+            if self._load_error:
+                values["load_error"] = self._load_error
+            if self._input_error is not None:
+                values["last_input_error"] = self._input_error[1]
+        status = DiagnosticStatus(
+            level=level,
+            name=self._name,
+            message=message,
+            hardware_id=snapshot.device,
+            values=[KeyValue(key=key, value=value) for key, value in values.items()],
+        )
+        return DiagnosticArray(header=Header(stamp=stamp), status=[status])
+
+    def _level_and_message(self, snapshot: HealthSnapshot) -> tuple[bytes, str]:
+        with self._lock:
+            if self._load_error and snapshot.lifecycle_state == "unconfigured":
+                return DiagnosticStatus.ERROR, f"model not loaded: {self._load_error}"
+            if self._input_error is not None and self._clock() - self._input_error[0] < WARN_SECONDS:
+                return DiagnosticStatus.WARN, self._input_error[1]
+        if snapshot.lifecycle_state != "active":
+            return DiagnosticStatus.OK, f"{snapshot.lifecycle_state}: not processing"
+        if snapshot.instruction:
+            return DiagnosticStatus.OK, f"segmenting '{snapshot.instruction}' continuously"
+        return DiagnosticStatus.OK, "active: waiting for goals or a standing instruction"
+

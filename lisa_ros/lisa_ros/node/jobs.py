@@ -1,0 +1,379 @@
+"""The two kinds of work the inference thread runs: a continuous-mode frame and an action goal.
+
+Both run on the node's single inference thread (see :mod:`.scheduler`), never on the executor, so
+topics, cancel requests and lifecycle services stay responsive during a long generation. Both can
+be stopped within one decoding step through a ``threading.Event`` that a transformers stopping
+criterion watches.
+
+A frame job publishes its answer on the result topics; a problem is logged and reported as a
+diagnostic, and the next frame is tried as usual. A goal job always ends in an action result whose
+``error_code`` tells success from "nothing found" from failure, and also publishes a successful
+answer on the result topics so RViz shows what the goal found.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from lisa_ros_interfaces.action import Segment
+from sensor_msgs.msg import CameraInfo, CompressedImage
+from std_msgs.msg import Header
+
+from lisa_ros.model import LisaModel, LisaOutOfMemoryError
+
+from .inference import InferenceRequest, run_inference
+from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
+from .outputs import Answer, ResultPublishers, copy_header
+from .scheduler import StopReason
+from .sessions import Session, SessionStore
+
+__all__ = [
+    "Frame",
+    "FrameJob",
+    "GoalError",
+    "GoalJob",
+    "GoalTurn",
+    "JobSettings",
+    "Pipeline",
+    "resolve_turn",
+]
+
+Result = Segment.Result
+
+_STOP_CODES = {
+    StopReason.CANCELED: (Result.CANCELED, "canceled by the client"),
+    StopReason.PREEMPTED: (Result.PREEMPTED, "preempted by a newer goal (busy_policy 'preempt')"),
+    StopReason.DEACTIVATED: (
+        Result.MODEL_NOT_READY,
+        "the node was deactivated: activate it again and resend the goal",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A camera frame as received (conversion is deferred to the inference thread)."""
+
+    msg: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage
+    camera_info: CameraInfo
+
+    @property
+    def header(self) -> Header:
+        return self.msg.header
+
+    def to_rgb(self, limits: ImageLimits) -> np.ndarray:
+        if isinstance(self.msg, CompressedImage):
+            return compressed_to_rgb(self.msg, limits)
+        return image_to_rgb(self.msg, limits)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The run-time parameters a job reads, snapshotted when the job is created."""
+
+    max_new_tokens: int
+    limits: ImageLimits
+    max_instruction_chars: int
+
+
+@dataclass
+class Pipeline:
+    """What the jobs of one configured node share; built on configure, dropped on cleanup."""
+
+    model: LisaModel
+    outputs: ResultPublishers
+    sessions: SessionStore
+    report_input_error: Callable[[str], None]  # log line + diagnostic, for topic input
+    logger: Any
+    last_inference_seconds: float | None = None
+
+
+class _StoppableJob:
+    is_goal = False
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+
+class FrameJob(_StoppableJob):
+    """Segment one camera frame with the standing instruction and publish the answer."""
+
+    def __init__(self, pipeline: Pipeline, frame: Frame, instruction: str, settings: JobSettings) -> None:
+        super().__init__()
+        self._pipeline = pipeline
+        self._frame = frame
+        self._instruction = instruction
+        self._settings = settings
+
+    def run(self) -> None:
+        if self.stop_reason is not None:
+            return
+        pipeline = self._pipeline
+        started = time.perf_counter()
+        try:
+            image = self._frame.to_rgb(self._settings.limits)
+        except InputError as error:
+            pipeline.report_input_error(f"camera frame dropped: {error}")
+            return
+        converted = time.perf_counter()
+        try:
+            result = run_inference(
+                pipeline.model,
+                InferenceRequest(
+                    image_rgb=image,
+                    instruction=self._instruction,
+                    max_new_tokens=self._settings.max_new_tokens,
+                    stop=self._stop,
+                ),
+            )
+        except ValueError as error:
+            pipeline.report_input_error(f"standing instruction not usable: {error}")
+            return
+        except Exception as error:  # noqa: BLE001 - the node must survive e.g. GPU out-of-memory
+            _recover_from_failure(pipeline, error)
+            return
+        pipeline.last_inference_seconds = result.timings.get("total")
+        if self.stop_reason is not None:
+            return  # a goal or a new instruction took over; a partial answer is not worth showing
+        header = copy_header(self._frame.header)
+        pipeline.outputs.publish(
+            Answer(
+                header=header,
+                camera_info=self._frame.camera_info,
+                instruction=self._instruction,
+                image_rgb=image,
+                result=result,
+                node_timings={"image_conversion": converted - started},
+            )
+        )
+
+
+@dataclass
+class GoalTurn:
+    """A goal made ready for the model: checked instruction, converted image, conversation so far."""
+
+    instruction: str
+    image_rgb: np.ndarray
+    header: Header
+    camera_info: CameraInfo
+    session_id: str = ""
+    history: Sequence[tuple[str, str]] = ()
+    node_timings: dict[str, float] = field(default_factory=dict)
+
+
+class GoalError(Exception):
+    """A goal that cannot run; ``code`` is a Segment.Result error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolve_turn(
+    goal: Any,
+    latest_frame: Frame | None,
+    sessions: SessionStore,
+    settings: JobSettings,
+) -> GoalTurn:
+    """Check a Segment goal and gather its image and history; GoalError when it cannot run.
+
+    Order of precedence for the image: the session's frame (follow-up turns), the goal's image,
+    the latest camera frame.
+    """
+    try:
+        instruction = check_instruction(goal.instruction, settings.max_instruction_chars)
+    except InputError as error:
+        raise GoalError(Result.INVALID_INPUT, str(error)) from error
+
+    session = sessions.get(goal.session_id) if goal.session_id else None
+    if session is not None:
+        return GoalTurn(
+            instruction=instruction,
+            image_rgb=session.image_rgb,
+            header=session.header,
+            camera_info=session.camera_info,
+            session_id=goal.session_id,
+            history=list(session.history),
+        )
+
+    started = time.perf_counter()
+    if len(goal.image.data) > 0 or goal.image.width or goal.image.height:
+        frame = Frame(goal.image, CameraInfo())
+    elif latest_frame is not None:
+        frame = latest_frame
+    else:
+        raise GoalError(
+            Result.NO_IMAGE,
+            "the goal has no image and no camera frame has arrived on the image topic yet: "
+            "put an image in the goal or check the camera (is 'image' remapped to it?)",
+        )
+    try:
+        image = frame.to_rgb(settings.limits)
+    except InputError as error:
+        raise GoalError(Result.INVALID_INPUT, str(error)) from error
+    return GoalTurn(
+        instruction=instruction,
+        image_rgb=image,
+        header=copy_header(frame.header),
+        camera_info=frame.camera_info,
+        session_id=goal.session_id,
+        node_timings={"image_conversion": time.perf_counter() - started},
+    )
+
+
+def goal_result(code: int, message: str = "", answer: Answer | None = None) -> Any:
+    """A Segment.Result; with ``answer``, filled with its header, text, masks and timings."""
+    result = Result(error_code=code, error_message=message)
+    if answer is not None:
+        result.header = copy_header(answer.header)
+        result.camera_info = answer.camera_info
+        result.text = answer.result.text
+        result.masks = answer.mask_images
+        result.mask_info = answer.mask_infos
+        result.timings = answer.timings
+    return result
+
+
+class GoalJob(_StoppableJob):
+    """Answer one Segment goal, with feedback, and hand the result to ``on_done``.
+
+    ``on_done(result, status)`` is called exactly once, on the inference thread, with status
+    "succeeded", "aborted" or "canceled" (the state the action goal must end in).
+    """
+
+    is_goal = True
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        turn: GoalTurn,
+        settings: JobSettings,
+        publish_feedback: Callable[[Any], None],
+        on_done: Callable[[Any, str], None],
+    ) -> None:
+        super().__init__()
+        self._pipeline = pipeline
+        self._turn = turn
+        self._settings = settings
+        self._publish_feedback = publish_feedback
+        self._on_done = on_done
+        self._stage = "queued"
+        self._created = time.perf_counter()
+        self._finished = False
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as error:  # noqa: BLE001 - a bug must still end the goal, with its cause
+            self._pipeline.logger.error(f"goal failed with an unexpected error: {error!r}")
+            self._done(goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}"), "aborted")
+
+    def _done(self, result: Any, status: str) -> None:
+        """Hand the goal's outcome over, once (a late failure cannot overwrite a result)."""
+        if not self._finished:
+            self._finished = True
+            self._on_done(result, status)
+
+    def _run(self) -> None:
+        if self.stop_reason is not None:
+            self._finish_stopped(self.stop_reason, "")
+            return
+        turn = self._turn
+        queued = time.perf_counter() - self._created
+        try:
+            result = run_inference(
+                self._pipeline.model,
+                InferenceRequest(
+                    image_rgb=turn.image_rgb,
+                    instruction=turn.instruction,
+                    history=turn.history,
+                    max_new_tokens=self._settings.max_new_tokens,
+                    stop=self._stop,
+                    on_stage=self._on_stage,
+                    on_text=self._on_text,
+                ),
+            )
+        except ValueError as error:
+            self._done(goal_result(Result.INVALID_INPUT, str(error)), "aborted")
+            return
+        except Exception as error:  # noqa: BLE001 - report, free memory, keep serving
+            message = _recover_from_failure(self._pipeline, error)
+            self._done(goal_result(Result.INFERENCE_FAILED, message), "aborted")
+            return
+        self._pipeline.last_inference_seconds = result.timings.get("total")
+        if self.stop_reason is not None:
+            self._finish_stopped(self.stop_reason, result.text)
+            return
+
+        answer = Answer(
+            header=turn.header,
+            camera_info=turn.camera_info,
+            instruction=turn.instruction,
+            image_rgb=turn.image_rgb,
+            result=result,
+            node_timings={"queued": queued, **turn.node_timings},
+        )
+        if turn.session_id:
+            history = [*turn.history, (turn.instruction, result.text)]
+            self._pipeline.sessions.put(
+                turn.session_id, Session(turn.image_rgb, turn.header, turn.camera_info, history)
+            )
+        if len(result.mask_logits) == 0:
+            code, message = Result.NOTHING_FOUND, "the answer holds no [SEG] token, so no mask"
+        else:
+            code, message = Result.SUCCESS, ""
+        outcome = goal_result(code, message, answer)
+        self._done(outcome, "succeeded")
+        self._pipeline.outputs.publish(answer)
+
+    def _finish_stopped(self, reason: str, partial_text: str) -> None:
+        code, message = _STOP_CODES.get(reason, (Result.CANCELED, reason))
+        result = goal_result(code, message)
+        result.header = copy_header(self._turn.header)
+        result.text = partial_text
+        self._done(result, "canceled" if reason == StopReason.CANCELED else "aborted")
+
+    def feedback_queued(self, goals_ahead: int) -> None:
+        self._send_feedback(f"queued ({goals_ahead} ahead)" if goals_ahead else "queued", "", 0)
+
+    def _on_stage(self, stage: str) -> None:
+        self._stage = stage
+        self._send_feedback(stage, "", 0)
+
+    def _on_text(self, text: str, tokens: int) -> None:
+        self._send_feedback(self._stage, text, tokens)
+
+    def _send_feedback(self, stage: str, text: str, tokens: int) -> None:
+        try:
+            self._publish_feedback(Segment.Feedback(stage=stage, text=text, tokens_generated=tokens))
+        except Exception as error:  # noqa: BLE001 - a lost feedback message must not lose the goal
+            self._pipeline.logger.debug(f"feedback not sent: {error}")
+
+
+def _recover_from_failure(pipeline: Pipeline, error: Exception) -> str:
+    """Log an inference failure, free what memory can be freed, and return a message for the user."""
+    if isinstance(error, LisaOutOfMemoryError):
+        message = str(error)  # already says what to do
+    else:
+        message = f"inference failed: {type(error).__name__}: {error}"
+    pipeline.logger.error(message)
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - freeing memory is best effort
+        pass
+    return message

@@ -1,0 +1,541 @@
+"""``lisa_node``: LISA reasoning segmentation as a ROS 2 lifecycle node.
+
+Lifecycle:
+    configure   loads the model (parameters model, vision_tower, precision, quantization, device,
+                adapter) and creates the result publishers. A model that cannot be loaded makes the
+                transition FAIL with the reason in the log and on /diagnostics; the node stays up
+                (unconfigured), so the parameters can be fixed and configure tried again.
+    activate    subscribes to the camera and the instruction and starts processing.
+    deactivate  stops processing: the running inference stops within one decoding step, waiting
+                goals end with MODEL_NOT_READY.
+    cleanup     frees the model and its GPU memory.
+Run directly (``ros2 run lisa_ros lisa_node``) it configures and activates itself (``autostart``).
+
+Interfaces (names relative, so namespaces and remapping apply):
+    subscribes  image (sensor_msgs/Image) or image/compressed (image_transport 'compressed'),
+                camera_info (sensor_msgs/CameraInfo), instruction (std_msgs/String: the standing
+                instruction of continuous mode; an empty string stops it)
+    publishes   ~/text (std_msgs/String), ~/masks (mono8 label image: 0 background, k = mask k),
+                ~/overlay (bgr8), ~/segmentation (lisa_ros_interfaces/Segmentation),
+                /diagnostics (diagnostic_msgs/DiagnosticArray)
+    action      ~/segment (lisa_ros_interfaces/action/Segment)
+
+Threading: callbacks run on a MultiThreadedExecutor in a reentrant group; the model runs on one
+dedicated inference thread fed by :class:`~lisa_ros.node.scheduler.WorkScheduler`. Lifecycle
+services keep the node's default (mutually exclusive) group, so transitions never interleave.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from typing import Any
+
+import rclpy
+from lifecycle_msgs.msg import State as StateMsg
+from lisa_ros_interfaces.action import Segment
+from lisa_ros_interfaces.msg import Segmentation
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from diagnostic_msgs.msg import DiagnosticArray
+
+from lisa_ros.model import LisaLoadError, LisaModel, load_model
+
+from .diagnostics import Health, HealthSnapshot
+from .inputs import ImageLimits, InputError, check_instruction
+from .jobs import Frame, FrameJob, GoalError, GoalJob, JobSettings, Pipeline, goal_result, resolve_turn
+from .outputs import ResultPublishers
+from .parameters import PARAMETERS, descriptor, validate
+from .scheduler import StopReason, WorkScheduler
+from .sessions import SessionStore
+
+__all__ = ["LisaNode", "ModelSettings", "main"]
+
+Result = Segment.Result
+
+# Camera input: only the newest frame matters, and a lost frame is better than a late one.
+CAMERA_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    durability=DurabilityPolicy.VOLATILE,
+)
+# The standing instruction must not be lost. Volatile (not transient local) so that both plain
+# publishers (`ros2 topic pub` defaults) and latched ones can reach the node.
+INSTRUCTION_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    durability=DurabilityPolicy.VOLATILE,
+)
+# Results: every answer delivered to every subscriber; a short history bounds memory when a
+# subscriber lags (images are large).
+RESULT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+RESULT_IMAGE_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2
+)
+
+DIAGNOSTICS_PERIOD = 1.0
+LOG_REPEAT_SECONDS = 5.0  # the same input error is logged at most this often
+
+
+class ModelSettings:
+    """The model parameters, read on configure."""
+
+    def __init__(self, node: LifecycleNode) -> None:
+        value = lambda name: node.get_parameter(name).value  # noqa: E731
+        self.model: str = value("model")
+        self.vision_tower: str = value("vision_tower")
+        self.precision: str = value("precision")
+        self.quantization: str = value("quantization")
+        self.device: str = value("device")
+        self.adapter: str = value("adapter")
+
+    def describe(self) -> str:
+        parts = [f"'{self.model}'", self.precision]
+        if self.quantization:
+            parts.append(f"{self.quantization} LLM")
+        parts.append(f"on {self.device or 'the best device'}")
+        if self.vision_tower:
+            parts.append(f"vision tower '{self.vision_tower}'")
+        if self.adapter:
+            parts.append(f"adapter '{self.adapter}'")
+        return ", ".join(parts)
+
+
+class LisaNode(LifecycleNode):
+    """The LISA lifecycle node. Subclasses may override :meth:`load_model` (e.g. to wrap it)."""
+
+    def __init__(self, node_name: str = "lisa", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._callback_group = ReentrantCallbackGroup()
+        self._health = Health(self.get_fully_qualified_name())
+        self._model: LisaModel | None = None
+        self._model_description = ""
+        self._pipeline: Pipeline | None = None
+        self._scheduler: WorkScheduler[Frame] | None = None
+        self._worker: threading.Thread | None = None
+        self._sessions = SessionStore(0)
+
+        # Validation runs for the values given at start-up too (a bad YAML value stops the node
+        # with the reason), then for every later change.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        self._sessions.set_capacity(self._param("max_sessions"))
+        self._camera_info = CameraInfo()
+        self._inputs: list[Any] = []
+        self._result_publishers: list[Any] = []
+        self._goal_jobs: dict[bytes, GoalJob] = {}
+        self._goal_jobs_lock = threading.Lock()
+        self._last_logged: tuple[float, str] = (float("-inf"), "")
+
+        # The action server and diagnostics exist in every state: a goal sent to an unconfigured
+        # or inactive node gets MODEL_NOT_READY with the reason, instead of waiting for a server.
+        self._action_server = ActionServer(
+            self,
+            Segment,
+            "~/segment",
+            execute_callback=self._execute_goal,
+            goal_callback=self._on_goal,
+            cancel_callback=self._on_cancel,
+            callback_group=self._callback_group,
+            result_timeout=60,
+        )
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics, callback_group=self._callback_group)
+
+        self._autostart_timer = None
+        if self._param("autostart"):
+            # Once spinning, so the lifecycle services answer while the model loads.
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def load_model(self, settings: ModelSettings) -> LisaModel:
+        """Load the model for ``settings``; raises LisaLoadError with a one-line reason."""
+        return load_model(
+            settings.model,
+            vision_tower=settings.vision_tower or None,
+            precision=settings.precision,
+            quantization=settings.quantization or None,
+            device=settings.device or None,
+            adapter=settings.adapter or None,
+        )
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = ModelSettings(self)
+        self._model_description = settings.describe()
+        self.get_logger().info(f"Loading LISA {self._model_description} (this can take minutes)")
+        started = time.perf_counter()
+        try:
+            model = self.load_model(settings)
+        except LisaLoadError as error:
+            return self._configure_failed(f"{error}")
+        except Exception as error:  # noqa: BLE001 - e.g. out of GPU memory; stay alive, say why
+            return self._configure_failed(f"{type(error).__name__}: {error}")
+        self._health.set_load_error(None)
+        self._model = model
+        self.get_logger().info(
+            f"LISA loaded in {time.perf_counter() - started:.1f} s on {model.device} ({model.dtype})"
+        )
+
+        publishers = {
+            "text": self.create_lifecycle_publisher(String, "~/text", RESULT_QOS),
+            "masks": self.create_lifecycle_publisher(Image, "~/masks", RESULT_IMAGE_QOS),
+            "overlay": self.create_lifecycle_publisher(Image, "~/overlay", RESULT_IMAGE_QOS),
+            "segmentation": self.create_lifecycle_publisher(Segmentation, "~/segmentation", RESULT_QOS),
+        }
+        self._result_publishers = list(publishers.values())
+        self._pipeline = Pipeline(
+            model=model,
+            outputs=ResultPublishers(publishers),
+            sessions=self._sessions,
+            report_input_error=self._report_input_error,
+            logger=self.get_logger(),
+        )
+        self._scheduler = WorkScheduler(self._frame_job)
+        self._scheduler.set_max_rate(self._param("max_rate_hz"))
+        self._worker = threading.Thread(target=self._inference_loop, args=(self._scheduler,), name="lisa-inference", daemon=True)
+        self._worker.start()
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._subscribe()
+        assert self._scheduler is not None
+        self._scheduler.resume()
+        instruction = self._scheduler.instruction
+        self.get_logger().info(
+            "Active: serving ~/segment goals"
+            + (f" and segmenting '{instruction}' continuously" if instruction else "")
+        )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        if self._scheduler is not None:
+            self._scheduler.pause()
+            self._scheduler.forget_frame()
+        self.get_logger().info("Inactive: processing stopped (the model stays loaded)")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release()
+        self.get_logger().info("Cleaned up: model unloaded")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self.release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"Error in state '{state.label}': releasing everything")
+        self._unsubscribe()
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        self._health.set_load_error(reason)
+        self.get_logger().error(
+            f"Could not load LISA {self._model_description}: {reason}. Fix the parameters "
+            "(e.g. ros2 param set <node> model <folder or hub id>) and configure again."
+        )
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.FAILURE
+
+    def _autostart(self) -> None:
+        assert self._autostart_timer is not None
+        self._autostart_timer.cancel()
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def release(self) -> None:
+        """Stop the inference thread and free the model and the GPU memory it held (idempotent)."""
+        if self._scheduler is not None:
+            self._scheduler.close()
+        if self._worker is not None:
+            self._worker.join()
+        self._worker = None
+        self._scheduler = None
+        self._pipeline = None
+        for publisher in self._result_publishers:
+            self.destroy_lifecycle_publisher(publisher)
+        self._result_publishers = []
+        self._sessions.clear()
+        had_model = self._model is not None
+        self._model = None
+        gc.collect()
+        if had_model:
+            _empty_cuda_cache()
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        if self._param("image_transport") == "compressed":
+            # Follow the remapped name of 'image', as image_transport does for its subtopics.
+            topic = self.resolve_topic_name("image") + "/compressed"
+            image = self.create_subscription(CompressedImage, topic, self._on_image, CAMERA_QOS, callback_group=self._callback_group)
+        else:
+            image = self.create_subscription(Image, "image", self._on_image, CAMERA_QOS, callback_group=self._callback_group)
+        self._inputs = [
+            image,
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS, callback_group=self._callback_group),
+            self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS, callback_group=self._callback_group),
+        ]
+        self.get_logger().info(f"Listening to {image.topic_name} ({self._param('image_transport')})")
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.offer_frame(Frame(msg, self._camera_info))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_instruction(self, msg: String) -> None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        if not msg.data.strip():
+            if scheduler.instruction is not None:
+                self.get_logger().info("Standing instruction cleared: continuous mode stopped")
+            scheduler.set_instruction(None)
+            return
+        try:
+            instruction = check_instruction(msg.data, self._param("max_instruction_chars"))
+        except InputError as error:
+            kept = scheduler.instruction
+            self._report_input_error(
+                f"standing instruction ignored: {error}"
+                + (f" (still segmenting '{kept}')" if kept else "")
+            )
+            return
+        if instruction != scheduler.instruction:
+            self.get_logger().info(f"Standing instruction: '{instruction}'")
+            scheduler.set_instruction(instruction)
+
+    # --- action ------------------------------------------------------------------------------
+
+    def _on_goal(self, goal: Any) -> GoalResponse:
+        scheduler = self._scheduler
+        if scheduler is None or not self._is_active():
+            return GoalResponse.ACCEPT  # answered at once with MODEL_NOT_READY and the reason
+        reason = scheduler.admit(self._param("busy_policy"), self._param("max_queued_goals"), id(goal))
+        if reason is not None:
+            self.get_logger().warning(f"Goal rejected: {reason}")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        with self._goal_jobs_lock:
+            job = self._goal_jobs.get(bytes(goal_handle.goal_id.uuid))
+        scheduler = self._scheduler
+        if job is not None and scheduler is not None:
+            scheduler.stop(job, StopReason.CANCELED)
+        return CancelResponse.ACCEPT
+
+    async def _execute_goal(self, goal_handle: ServerGoalHandle) -> Any:
+        """Check the goal here (fast answers for bad goals), run it on the inference thread."""
+        scheduler, pipeline = self._scheduler, self._pipeline
+        # The slot admitted in _on_goal is keyed by the goal message, which the handle carries.
+        slot = id(goal_handle.request)
+        if scheduler is None or pipeline is None or not self._is_active():
+            if scheduler is not None:
+                scheduler.release(slot)
+            goal_handle.abort()
+            return goal_result(Result.MODEL_NOT_READY, self._not_ready_reason())
+        settings = self._job_settings()
+        try:
+            turn = resolve_turn(goal_handle.request, scheduler.latest_frame(), self._sessions, settings)
+        except GoalError as error:
+            scheduler.release(slot)
+            self.get_logger().warning(f"Goal refused: {error}")
+            goal_handle.abort()
+            return goal_result(error.code, str(error))
+        except Exception:
+            scheduler.release(slot)
+            raise
+
+        done: Future = Future(executor=self.executor)
+        executor = self.executor
+
+        def on_done(result: Any, status: str) -> None:
+            done.set_result((result, status))
+            if executor is not None:
+                executor.wake()  # resume this coroutine now, not on the next unrelated event
+
+        job = GoalJob(pipeline, turn, settings, goal_handle.publish_feedback, on_done)
+        key = bytes(goal_handle.goal_id.uuid)
+        with self._goal_jobs_lock:
+            self._goal_jobs[key] = job
+        try:
+            preempt = self._param("busy_policy") == "preempt"
+            if not scheduler.submit(job, slot, preempt=preempt):
+                goal_handle.abort()
+                return goal_result(Result.MODEL_NOT_READY, self._not_ready_reason())
+            if goal_handle.is_cancel_requested:
+                scheduler.stop(job, StopReason.CANCELED)
+            ahead = scheduler.goals_ahead_of(job)
+            if ahead:
+                job.feedback_queued(ahead)
+            result, status = await done
+        finally:
+            with self._goal_jobs_lock:
+                self._goal_jobs.pop(key, None)
+        if status == "succeeded":
+            goal_handle.succeed()
+        elif status == "canceled" and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
+    # --- inference thread --------------------------------------------------------------------
+
+    def _inference_loop(self, scheduler: WorkScheduler[Frame]) -> None:
+        while (job := scheduler.next_job()) is not None:
+            try:
+                job.run()
+            except Exception as error:  # noqa: BLE001 - one bad job must not end the thread
+                self.get_logger().error(f"Unexpected error in the inference thread: {error!r}")
+            finally:
+                scheduler.job_done(job)
+
+    def _frame_job(self, frame: Frame, instruction: str) -> FrameJob:
+        assert self._pipeline is not None
+        return FrameJob(self._pipeline, frame, instruction, self._job_settings())
+
+    # --- parameters, diagnostics -------------------------------------------------------------
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _job_settings(self) -> JobSettings:
+        return JobSettings(
+            max_new_tokens=self._param("max_new_tokens"),
+            limits=ImageLimits(self._param("min_image_side"), self._param("max_image_side")),
+            max_instruction_chars=self._param("max_instruction_chars"),
+        )
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        values = {parameter.name: parameter.value for parameter in parameters}
+        reason = validate(values.items())
+        if reason is None:
+            min_side = values.get("min_image_side", self._param_or_none("min_image_side"))
+            max_side = values.get("max_image_side", self._param_or_none("max_image_side"))
+            if min_side is not None and max_side is not None and min_side > max_side:
+                reason = f"min_image_side={min_side} is larger than max_image_side={max_side}"
+        if reason is not None:
+            self.get_logger().warning(f"Parameter change refused: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
+        if "max_rate_hz" in values and self._scheduler is not None:
+            self._scheduler.set_max_rate(values["max_rate_hz"])
+        if "max_sessions" in values:
+            self._sessions.set_capacity(values["max_sessions"])
+        return SetParametersResult(successful=True)
+
+    def _param_or_none(self, name: str) -> Any:
+        return self.get_parameter(name).value if self.has_parameter(name) else None
+
+    def _is_active(self) -> bool:
+        return self._state_machine.current_state[0] == StateMsg.PRIMARY_STATE_ACTIVE
+
+    def _state_label(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def _not_ready_reason(self) -> str:
+        state = self._state_label()
+        load_error = self._health.load_error
+        if load_error and self._model is None:
+            return f"the model is not loaded ({load_error}); fix the parameters and configure the node"
+        if state == "inactive":
+            return "the node is inactive: activate it (lifecycle transition 'activate')"
+        return f"the node is {state}: configure and activate it (or start it with autostart:=true)"
+
+    def _report_input_error(self, message: str) -> None:
+        """A problem with topic input: log it (without flooding) and report it on /diagnostics."""
+        self._health.input_error(message)
+        now = time.monotonic()
+        if message != self._last_logged[1] or now - self._last_logged[0] >= LOG_REPEAT_SECONDS:
+            self._last_logged = (now, message)
+            self.get_logger().error(message)
+        self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        scheduler = self._scheduler
+        pipeline = self._pipeline
+        snapshot = HealthSnapshot(
+            lifecycle_state=self._state_label(),
+            model=self._param("model"),
+            device=str(self._model.device) if self._model is not None else (self._param("device") or "auto"),
+            instruction=scheduler.instruction if scheduler is not None else None,
+            stats=scheduler.stats() if scheduler is not None else None,
+            last_inference_seconds=pipeline.last_inference_seconds if pipeline is not None else None,
+        )
+        try:
+            self._diagnostics.publish(self._health.diagnostics(snapshot, self.get_clock().now().to_msg()))
+        except Exception as error:  # noqa: BLE001 - e.g. during shutdown
+            self.get_logger().debug(f"diagnostics not published: {error}")
+
+
+def _empty_cuda_cache() -> None:
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def spin(node: LisaNode) -> None:
+    """Spin ``node`` on a multi-threaded executor until shutdown (Ctrl-C or SIGTERM)."""
+    # Threads for callbacks only: inference has its own thread, and waiting goals are coroutines
+    # that hold no thread, so a few threads keep topics, cancel and lifecycle services responsive.
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # The context is gone (no more lifecycle transitions); stop inference and free the model.
+        node.release()
+        executor.shutdown()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = LisaNode()
+    except Exception as error:  # noqa: BLE001 - e.g. an invalid value in the parameters file
+        print(f"lisa_node: cannot start: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        sys.exit(1)
+    try:
+        spin(node)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
