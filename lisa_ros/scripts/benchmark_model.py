@@ -26,7 +26,6 @@ import itertools
 import json
 import logging
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lisa_ros.model import LisaModel, load_model
+from lisa_ros.model import LisaLoadError, LisaModel, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding
 from lisa_ros.model.preprocessing import sam_input
@@ -257,20 +256,27 @@ def new_image_variant(image: np.ndarray, number: int) -> np.ndarray:
     return variant
 
 
-def measure(
-    name: str, segment: Callable[[np.ndarray], Run], images: Sequence[np.ndarray], memory: PeakMemory, warmup: int
-) -> ModeSummary:
-    summary = ModeSummary(name)
-    for number, image in enumerate(images):
+def measure_rounds(
+    modes: dict[str, Callable[[np.ndarray], Run]], image: np.ndarray, memory: PeakMemory, warmup: int, repeats: int
+) -> dict[str, ModeSummary]:
+    """Run every mode once per round, in turn, so that load from other processes hits them alike.
+
+    Each round uses a new variant of the image, so the first cached mode pays for encoding it and a
+    following one finds it in the model's image cache, as a follow-up instruction would.
+    """
+    summaries = {name: ModeSummary(name) for name in modes}
+    for number in range(warmup + repeats):
         is_warmup = number < warmup
-        label = f"warm-up {number + 1}/{warmup}" if is_warmup else f"run {number - warmup + 1}/{len(images) - warmup}"
-        memory.reset()
-        run = segment(image)
-        run.peak_bytes = memory.peak_bytes()
-        log.info("%-24s %-12s %.3f s (%d tokens, %d mask(s))", name, label, run.timings["total"], len(run.token_ids), len(run.mask_logits))
-        if not is_warmup:
-            summary.runs.append(run)
-    return summary
+        label = f"warm-up {number + 1}/{warmup}" if is_warmup else f"run {number - warmup + 1}/{repeats}"
+        variant = new_image_variant(image, number)
+        for name, segment in modes.items():
+            memory.reset()
+            run = segment(variant)
+            run.peak_bytes = memory.peak_bytes()
+            log.info("%-12s %-20s %.3f s (%d tokens, %d mask(s))", label, name, run.timings["total"], len(run.token_ids), len(run.mask_logits))
+            if not is_warmup:
+                summaries[name].runs.append(run)
+    return summaries
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:
@@ -371,7 +377,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--full-size-7b", action="store_true",
         help="random weights in LISA-7B-v1's shapes (Llama-7B, CLIP ViT-L/14, SAM ViT-H), no download",
     )
-    parser.add_argument("--num-layers", type=int, help="with --full-size-7b: fewer decoder layers, for a quick trial")
+    parser.add_argument("--num-layers", type=int, choices=range(1, 33), metavar="1..32", help="with --full-size-7b: fewer decoder layers, for a quick trial")
     parser.add_argument("--work-dir", type=Path, help="with --full-size-7b: where to write the checkpoint (default: a temporary folder, removed)")
     parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
@@ -392,30 +398,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    for name in ("benchmark", "lisa_ros"):
-        logging.getLogger(name).setLevel(logging.INFO)
-
-    temporary = None
-    if args.full_size_7b and args.work_dir is None:
-        temporary = tempfile.mkdtemp(prefix="lisa-random-7b-")
+def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     try:
-        lisa, description = load(args, args.work_dir or Path(temporary or "."))
-        image = read_image(args.image) if args.image else synthetic_image()
-        answer = forced_answer(lisa, args.answer_tokens)
-        memory = PeakMemory(lisa.device)
-        weights = torch.cuda.memory_allocated(lisa.device) if lisa.device.type == "cuda" else None
-        count = args.warmup + args.repeats
+        lisa, description = load(args, work_dir)
+    except LisaLoadError as error:
+        print(f"benchmark_model: error: {error}", file=sys.stderr)
+        return 1
+    image = read_image(args.image) if args.image else synthetic_image()
+    answer = forced_answer(lisa, args.answer_tokens)
+    memory = PeakMemory(lisa.device)
+    weights = torch.cuda.memory_allocated(lisa.device) if lisa.device.type == "cuda" else None
 
-        log.info("Benchmarking: %d warm-up + %d measured runs per mode, %d-token answer", args.warmup, args.repeats, len(answer))
-        cached_new = measure("cached, new image", lambda im: cached_segment(lisa, im, answer), [new_image_variant(image, n) for n in range(count)], memory, args.warmup)
-        cached_same = measure("cached, same image", lambda im: cached_segment(lisa, im, answer), [image] * (count + 1), memory, args.warmup + 1)
-        reference = measure("reference-style", lambda im: reference_style_segment(lisa, im, answer), [image] * count, memory, args.warmup)
-    finally:
-        if temporary:
-            shutil.rmtree(temporary, ignore_errors=True)
+    log.info("Benchmarking: %d warm-up + %d measured rounds, %d-token answer", args.warmup, args.repeats, len(answer))
+    cached = lambda im: cached_segment(lisa, im, answer)  # noqa: E731
+    modes = {
+        "cached, new image": cached,
+        "cached, same image": cached,  # right after the previous mode: the image is in the cache
+        "reference-style": lambda im: reference_style_segment(lisa, im, answer),
+    }
+    cached_new, cached_same, reference = measure_rounds(modes, image, memory, args.warmup, args.repeats).values()
 
     device_name = torch.cuda.get_device_name(lisa.device) if lisa.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     quantization = f", {args.quantization} LLM" if args.quantization else ""
@@ -434,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {
             "model": description, "precision": args.precision, "quantization": args.quantization,
             "device": device_name, "answer_tokens": len(answer), "image_hw": list(image.shape[:2]),
+            "weights_gpu_bytes": weights,
             "modes": {
                 summary.name: [{"timings_s": run.timings, "peak_bytes": run.peak_bytes} for run in summary.runs]
                 for summary in (cached_new, cached_same, reference)
@@ -441,6 +443,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(record, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for name in ("benchmark", "lisa_ros"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if not args.full_size_7b or args.work_dir is not None:
+        return run_benchmark(args, args.work_dir or Path("."))
+    with tempfile.TemporaryDirectory(prefix="lisa-random-7b-") as temporary:  # ~16 GB, removed afterwards
+        return run_benchmark(args, Path(temporary))
 
 
 if __name__ == "__main__":

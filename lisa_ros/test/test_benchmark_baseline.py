@@ -1,0 +1,67 @@
+"""The benchmark's reference-style baseline must compute what LISA computes, or its ratio means nothing.
+
+No timing is asserted here (speed is the benchmark script's job); this checks that the uncached,
+re-encode-every-step loop in scripts/benchmark_model.py gives the same ids and masks as
+`LisaModel.segment`, and that its scripted answer has the promised shape.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CHECKPOINT
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_model.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def lisa():
+    from lisa_ros.model import load_model
+
+    return load_model(CHECKPOINT, precision="fp32", device="cpu")
+
+
+@pytest.mark.parametrize("length", [2, 3, 12])
+def test_forced_answer_has_the_length_one_seg_and_eos(benchmark, lisa, length):
+    answer = benchmark.forced_answer(lisa, length)
+    assert len(answer) == length
+    assert answer.count(lisa.layout.seg) == 1
+    assert answer[-1] == lisa.layout.eos and answer.count(lisa.layout.eos) == 1
+
+
+def test_reference_style_generation_matches_the_cached_model(benchmark, lisa):
+    image = benchmark.synthetic_image(120, 160)
+    answer = benchmark.forced_answer(lisa, 12)
+
+    cached = benchmark.cached_segment(lisa, image, answer)
+    reference = benchmark.reference_style_segment(lisa, image, answer)
+
+    assert cached.token_ids == reference.token_ids == answer
+    assert reference.mask_logits.shape == cached.mask_logits.shape == (1, 120, 160)
+    np.testing.assert_allclose(reference.mask_logits, cached.mask_logits, atol=1e-5)
+    # The reference loop really re-ran CLIP and the LLM for every token.
+    assert reference.timings["clip"] > 0 and reference.timings["decode_per_token"] > 0
+
+
+def test_new_image_variant_defeats_the_image_cache_only(benchmark):
+    image = benchmark.synthetic_image(8, 8)
+    variants = [benchmark.new_image_variant(image, number) for number in range(300)]
+    assert len({variant.tobytes() for variant in variants}) == 255  # distinct within any 255 rounds
+    for variant in variants:
+        difference = variant.astype(int) - image
+        assert np.count_nonzero(difference) == 1
