@@ -63,7 +63,13 @@ def _build_encodings() -> dict[str, PixelFormat]:
         "rgba16": PixelFormat(np.dtype(np.uint16), 4),
         "bgra16": PixelFormat(np.dtype(np.uint16), 4),
         "mono16": PixelFormat(np.dtype(np.uint16), 1),
+        # Packed 4:2:2, two bytes per pixel: UYVY and YUYV.
+        "yuv422": PixelFormat(np.dtype(np.uint8), 2),
+        "yuv422_yuy2": PixelFormat(np.dtype(np.uint8), 2),
     }
+    for pattern in ("rggb", "bggr", "gbrg", "grbg"):  # raw sensor mosaics
+        encodings[f"bayer_{pattern}8"] = PixelFormat(np.dtype(np.uint8), 1)
+        encodings[f"bayer_{pattern}16"] = PixelFormat(np.dtype(np.uint16), 1)
     # The OpenCV-style generic names of sensor_msgs/image_encodings.hpp: 8UC3, 32FC1, ...
     depths = {"8U": np.uint8, "8S": np.int8, "16U": np.uint16, "16S": np.int16,
               "32S": np.int32, "32F": np.float32, "64F": np.float64}
@@ -87,6 +93,13 @@ _RGB_ORDER = {"rgb8": "rgb", "rgb16": "rgb", "rgba8": "rgba", "rgba16": "rgba",
               "8UC4": "bgra"}
 _TO_RGB = {"rgb": None, "rgba": cv2.COLOR_RGBA2RGB, "bgr": cv2.COLOR_BGR2RGB,
            "bgra": cv2.COLOR_BGRA2RGB}
+# OpenCV names a Bayer pattern by the second row's first two pixels, one row down from ROS's
+# name for it (the same table as cv_bridge's).
+_BAYER_TO_RGB = {
+    "rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB, "grbg": cv2.COLOR_BayerGB2RGB,
+}
+_YUV422_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
 _NATIVE_BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -96,9 +109,11 @@ def pixel_format(encoding: str) -> PixelFormat:
     try:
         return ENCODINGS[encoding]
     except KeyError:
+        named = ", ".join(name for name in ENCODINGS if not name[0].isdigit() and not name.startswith("bayer"))
         raise ImageConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)} "
-            "(convert Bayer/YUV images to rgb8 or bgr8 first, e.g. with image_proc)"
+            f"unsupported image encoding {encoding!r}; supported: {named}, bayer_<rggb|bggr|gbrg|grbg><8|16> "
+            "and the generic 8U/8S/16U/16S/32S/32F/64F with C1..C4 (e.g. 16UC1, 32FC1). "
+            "Convert other images to rgb8/bgr8 first (e.g. with image_proc)"
         ) from None
 
 
@@ -227,6 +242,7 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     - ``rgb8`` is returned as is (a copy only if rows are not contiguous);
     - ``bgr8``, ``bgra8``, ``rgba8`` (and ``8UC3``/``8UC4``, BGR by OpenCV convention) are
       reordered, alpha dropped; 16-bit colour is scaled to 8 bits;
+    - Bayer mosaics are demosaiced, ``yuv422`` (UYVY) and ``yuv422_yuy2`` (YUYV) converted;
     - ``mono8``/``8UC1`` is replicated into three channels;
     - any other single channel (``mono16``, ``16UC1``, ``32FC1`` depth, ...) is stretched
       linearly so its finite minimum maps to 0 and its finite maximum to 255, NaN/inf to 0.
@@ -240,6 +256,13 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     """
     layout = pixel_format(encoding)
     _check_array(array, encoding, layout)
+    if encoding.startswith("bayer_"):
+        rgb = cv2.cvtColor(np.ascontiguousarray(array, dtype=layout.dtype), _BAYER_TO_RGB[encoding[6:10]])
+        return _scale_16_to_8(rgb) if layout.dtype.itemsize == 2 else rgb
+    if encoding in _YUV422_TO_RGB:
+        if array.shape[1] % 2:
+            raise ImageConversionError(f"a {encoding} image must have an even width, got {array.shape[1]}")
+        return cv2.cvtColor(np.ascontiguousarray(array), _YUV422_TO_RGB[encoding])
     if layout.channels == 1:
         gray = array if array.dtype == np.uint8 else _stretch_to_uint8(array)
         return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2RGB)

@@ -287,6 +287,37 @@ def test_depth_is_stretched_over_its_finite_range_to_a_grey_picture(encoding):
         np.testing.assert_array_equal(picture[..., channel], expected)
 
 
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_mosaics_are_demosaiced_into_the_right_colours(pattern, bits):
+    """A flat colour seen through each mosaic: a wrong pattern table swaps red and blue."""
+    colour = {"r": 200, "g": 100, "b": 30}
+    mosaic = np.zeros((8, 10), dtype=np.uint8)
+    for row in range(2):  # the pattern names the first 2x2 block, row by row
+        for column in range(2):
+            mosaic[row::2, column::2] = colour[pattern[2 * row + column]]
+    if bits == 16:
+        mosaic = mosaic.astype(np.uint16) * 257
+    picture = to_rgb8(mosaic, f"bayer_{pattern}{bits}")
+    _check_rgb8(picture, 8, 10)
+    np.testing.assert_array_equal(picture[2:-2, 2:-2], np.broadcast_to([200, 100, 30], (4, 6, 3)))
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "yuv422_yuy2"])
+def test_yuv422_becomes_rgb(encoding):
+    # RGB (200, 100, 30) in video-range BT.601: Y 121, U (Cb) 82, V (Cr) 177.
+    y, u, v = 121, 82, 177
+    chroma = np.tile([u, v], 3)  # U for even pixels, V for odd ones
+    luma = np.full(6, y)
+    pairs = np.stack([chroma, luma], -1) if encoding == "yuv422" else np.stack([luma, chroma], -1)  # UYVY / YUYV
+    packed = np.broadcast_to(pairs, (4, 6, 2)).astype(np.uint8)
+    picture = to_rgb8(packed, encoding)
+    _check_rgb8(picture, 4, 6)
+    assert np.abs(picture.astype(int) - [200, 100, 30]).max() <= 3
+    with pytest.raises(ImageConversionError, match="even width"):
+        to_rgb8(packed[:, :5], encoding)
+
+
 def test_constant_or_all_invalid_depth_gives_a_black_picture_not_a_division_error():
     assert not to_rgb8(np.full((4, 5), 7, np.uint16), "mono16").any()
     assert not to_rgb8(np.full((4, 5), np.nan, np.float32), "32FC1").any()
@@ -304,7 +335,7 @@ def _fields(**overrides):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"encoding": "yuv422"}, r"unsupported image encoding 'yuv422'; supported: rgb8, bgr8"),
+        ({"encoding": "nv12"}, r"unsupported image encoding 'nv12'; supported: rgb8, bgr8, .*yuv422.*bayer_.*16UC1"),
         ({"encoding": ""}, r"unsupported image encoding ''"),
         ({"data": bytes(59)}, r"59 bytes, fewer than step x height = 15 x 4 = 60.*truncated"),
         ({"step": 14}, r"step 14 is smaller than width x channels x bytes per channel = 5 x 3 x 1 = 15"),
