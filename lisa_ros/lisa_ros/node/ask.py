@@ -145,13 +145,13 @@ class FeedbackPrinter:
         if not self.enabled or self._last == (stage, text):
             return
         self._last = (stage, text)
-        line = f"[{stage}] {text}".rstrip()
-        if self.interactive:
-            width = max(20, _terminal_width() - 1)
-            line = line if len(line) <= width else "..." + line[-(width - 3):]
-            self.stream.write("\r\033[K" + line)
+        prefix = f"[{stage}] "
+        if self.interactive:  # the end of the answer so far, on one line
+            room = max(10, _terminal_width() - 1 - len(prefix))
+            shown = text if len(text) <= room else "..." + text[-(room - 3):]
+            self.stream.write("\r\033[K" + prefix + shown)
         else:
-            self.stream.write(line + "\n")
+            self.stream.write((prefix + text).rstrip() + "\n")
         self.stream.flush()
 
     def message(self, text: str) -> None:
@@ -170,7 +170,7 @@ class FeedbackPrinter:
 
 def _terminal_width() -> int:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80  # 0 on a pty with no size set
     except OSError:
         return 80
 
