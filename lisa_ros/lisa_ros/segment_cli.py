@@ -66,12 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder")
     parser.add_argument("--image", required=True, type=Path, help="the image file (PNG, JPEG, ...)")
     parser.add_argument(
-        "--output", type=Path,
-        help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)",
+        "--output", type=Path, help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)"
     )
     parser.add_argument("--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16", help="default: %(default)s")
-    parser.add_argument("--quantization", choices=("int8", "nf4"), help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)")
+    parser.add_argument(
+        "--quantization",
+        choices=("int8", "nf4"),
+        help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
     parser.add_argument("--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
@@ -115,7 +118,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def _check_instruction(instruction: str) -> str:
     if not instruction.strip():
-        raise CommandError("the instruction is empty: say what to segment, e.g. \"where is the mug?\"", EXIT_BAD_INPUT)
+        raise CommandError('the instruction is empty: say what to segment, e.g. "where is the mug?"', EXIT_BAD_INPUT)
     return instruction.strip()
 
 
@@ -125,7 +128,9 @@ def _prepare_output(folder: Path | None) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CommandError(f"output folder '{folder}' cannot be created: {error.strerror or error}", EXIT_BAD_INPUT) from None
+        raise CommandError(
+            f"output folder '{folder}' cannot be created: {error.strerror or error}", EXIT_BAD_INPUT
+        ) from None
     if not os.access(folder, os.W_OK):
         raise CommandError(f"output folder '{folder}' is not writable", EXIT_BAD_INPUT)
 
@@ -152,7 +157,9 @@ def _load(args: argparse.Namespace) -> LisaModel:
     except LisaLoadError as error:
         raise CommandError(str(error).splitlines()[0]) from None
     except _out_of_memory_errors() as error:
-        raise CommandError(f"out of memory while loading the model ({_first_line(error)}): try --quantization nf4 or int8") from None
+        raise CommandError(
+            f"out of memory while loading the model ({_first_line(error)}): try --quantization nf4 or int8"
+        ) from None
 
 
 def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> SegmentationResult:
@@ -164,13 +171,17 @@ def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> Se
     }
     try:
         return lisa.segment(
-            image, args.instruction, on_stage=lambda stage: logger.info(stage_messages.get(stage, stage)), **generate_kwargs
+            image,
+            args.instruction,
+            on_stage=lambda stage: logger.info(stage_messages.get(stage, stage)),
+            **generate_kwargs,
         )
     except ValueError as error:  # e.g. an instruction too long for the model's context
         raise CommandError(_first_line(error), EXIT_BAD_INPUT) from None
     except _out_of_memory_errors() as error:
         raise CommandError(
-            f"out of memory while segmenting ({_first_line(error)}): try --max-new-tokens, a smaller image or --quantization"
+            f"out of memory while segmenting ({_first_line(error)}): "
+            "try --max-new-tokens, a smaller image or --quantization"
         ) from None
 
 
@@ -215,10 +226,7 @@ def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None
 
 
 def write_outputs(
-    result: SegmentationResult,
-    image_rgb: np.ndarray,
-    output_dir: Path,
-    run_info: Mapping[str, Any] | None = None,
+    result: SegmentationResult, image_rgb: np.ndarray, output_dir: Path, run_info: Mapping[str, Any] | None = None
 ) -> list[Path]:
     """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir``.
 
@@ -265,7 +273,9 @@ def run(args: argparse.Namespace) -> int:
     _print_answer(result.text)
     logger.info(
         "%d mask(s), %d tokens, %.2f s (%s)",
-        len(result.mask_logits), len(result.token_ids), result.timings.get("total", float("nan")),
+        len(result.mask_logits),
+        len(result.token_ids),
+        result.timings.get("total", float("nan")),
         ", ".join(f"{name} {seconds:.3f}" for name, seconds in result.timings.items() if name != "total"),
     )
     if args.output is not None:
@@ -289,7 +299,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_answer(text: str) -> None:
     # A random or odd model may emit text the terminal's encoding cannot show; never fail on it.
-    sys.stdout.write(text.encode(sys.stdout.encoding or "utf-8", errors="replace").decode(sys.stdout.encoding or "utf-8") + "\n")
+    sys.stdout.write(
+        text.encode(sys.stdout.encoding or "utf-8", errors="replace").decode(sys.stdout.encoding or "utf-8") + "\n"
+    )
     sys.stdout.flush()
 
 

@@ -223,8 +223,12 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
     mask_start = clock()
     if positions:
         encoding = ImageEncoding(
-            key="reference-style", image_tokens=image_tokens, sam_embeddings=sam_embeddings,
-            resize_hw=resize_hw, original_hw=image.shape[:2], timings={},
+            key="reference-style",
+            image_tokens=image_tokens,
+            sam_embeddings=sam_embeddings,
+            resize_hw=resize_hw,
+            original_hw=image.shape[:2],
+            timings={},
         )
         logits, _, _ = lisa.decode_masks(hidden[0, positions], encoding)
         mask_logits = logits.float().cpu().numpy()
@@ -273,7 +277,14 @@ def measure_rounds(
             memory.reset()
             run = segment(variant)
             run.peak_bytes = memory.peak_bytes()
-            log.info("%-12s %-20s %.3f s (%d tokens, %d mask(s))", label, name, run.timings["total"], len(run.token_ids), len(run.mask_logits))
+            log.info(
+                "%-12s %-20s %.3f s (%d tokens, %d mask(s))",
+                label,
+                name,
+                run.timings["total"],
+                len(run.token_ids),
+                len(run.mask_logits),
+            )
             if not is_warmup:
                 summaries[name].runs.append(run)
     return summaries
@@ -299,7 +310,13 @@ def read_image(path: Path) -> np.ndarray:
 def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
     """The model to benchmark and a description of it."""
     if not args.full_size_7b:
-        lisa = load_model(args.model, vision_tower=args.vision_tower, precision=args.precision, quantization=args.quantization, device=args.device)
+        lisa = load_model(
+            args.model,
+            vision_tower=args.vision_tower,
+            precision=args.precision,
+            quantization=args.quantization,
+            device=args.device,
+        )
         return lisa, str(args.model)
 
     from lisa_ros.model.random_checkpoint import RandomLisaSpec, write_random_checkpoint
@@ -308,7 +325,9 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
     spec = RandomLisaSpec.full_size_7b(**overrides)
     log.info(
         "Writing a random LISA-7B-shaped checkpoint (%d layers, hidden %d, SAM ViT-H) to %s; this takes minutes",
-        spec.num_hidden_layers, spec.hidden_size, work_dir,
+        spec.num_hidden_layers,
+        spec.hidden_size,
+        work_dir,
     )
     started = time.perf_counter()
     checkpoint = write_random_checkpoint(work_dir, spec)
@@ -334,22 +353,31 @@ def _ratio(reference: float, cached: float) -> str:
     return f"{reference / cached:.1f}x" if cached > 0 else "-"
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub table: first column left-aligned, the figures right-aligned, columns padded."""
+    widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [cells[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))]
+        return "| " + " | ".join(padded) + " |"
+
+    separator = "|" + "|".join(["-" * (widths[0] + 2), *("-" * (width + 1) + ":" for width in widths[1:])]) + "|"
+    return "\n".join([line(headers), separator, *map(line, rows)])
+
+
 def table(cached_new: ModeSummary, cached_same: ModeSummary, reference: ModeSummary, memory: PeakMemory) -> str:
-    headers = ["stage (median)", "cached, new image", "cached, same image", "reference-style", "reference / cached"]
+    modes = (cached_new, cached_same, reference)
+    headers = ["stage (median)", *(mode.name for mode in modes), "reference / cached"]
     rows = []
     for stage in STAGES:
-        values = [summary.median(stage) for summary in (cached_new, cached_same, reference)]
+        values = [mode.median(stage) for mode in modes]
         rows.append([STAGE_LABELS[stage], *map(_format_seconds, values), _ratio(values[2], values[0])])
-    speeds = [summary.tokens_per_second() for summary in (cached_new, cached_same, reference)]
+    speeds = [mode.tokens_per_second() for mode in modes]
     rows.append(["tokens / s (generation)", *(f"{s:.1f}" for s in speeds), _ratio(speeds[0], speeds[2]) + " faster"])
-    peaks = [summary.peak_bytes() / 2**30 for summary in (cached_new, cached_same, reference)]
-    peak_note = "" if memory.per_mode else " (process)"
-    rows.append([f"peak memory, {memory.kind}{peak_note}", *(f"{p:.2f} GiB" for p in peaks), _ratio(peaks[2], peaks[0])])
-
-    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-    separator = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(headers), separator, *map(line, rows)])
+    peaks = [mode.peak_bytes() / 2**30 for mode in modes]
+    peak_label = f"peak memory, {memory.kind}" + ("" if memory.per_mode else " (process)")
+    rows.append([peak_label, *(f"{p:.2f} GiB" for p in peaks), _ratio(peaks[2], peaks[0])])
+    return markdown_table(headers, rows)
 
 
 def agreement(cached: ModeSummary, reference: ModeSummary) -> str:
@@ -363,22 +391,38 @@ def agreement(cached: ModeSummary, reference: ModeSummary) -> str:
         return "same token ids; no masks to compare"
     difference = float(np.abs(a.mask_logits - b.mask_logits).max())
     same_pixels = float(((a.mask_logits > 0) == (b.mask_logits > 0)).mean() * 100)
-    return f"same token ids; mask logits max |difference| {difference:.2e}; binary masks agree on {same_pixels:.3f} % of pixels"
+    return (
+        f"same token ids; mask logits max |difference| {difference:.2e}; "
+        f"binary masks agree on {same_pixels:.3f} % of pixels"
+    )
 
 
 # --- main -----------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", default=str(TINY_FIXTURE), help="LISA checkpoint folder or hub id")
     source.add_argument(
-        "--full-size-7b", action="store_true",
+        "--full-size-7b",
+        action="store_true",
         help="random weights in LISA-7B-v1's shapes (Llama-7B, CLIP ViT-L/14, SAM ViT-H), no download",
     )
-    parser.add_argument("--num-layers", type=int, choices=range(1, 33), metavar="1..32", help="with --full-size-7b: fewer decoder layers, for a quick trial")
-    parser.add_argument("--work-dir", type=Path, help="with --full-size-7b: where to write the checkpoint (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--num-layers",
+        type=int,
+        choices=range(1, 33),
+        metavar="1..32",
+        help="with --full-size-7b: fewer decoder layers, for a quick trial",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="with --full-size-7b: where to write the checkpoint (default: a temporary folder, removed)",
+    )
     parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--quantization", choices=("int8", "nf4"))
@@ -410,18 +454,31 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     weights = torch.cuda.memory_allocated(lisa.device) if lisa.device.type == "cuda" else None
 
     log.info("Benchmarking: %d warm-up + %d measured rounds, %d-token answer", args.warmup, args.repeats, len(answer))
-    cached = lambda im: cached_segment(lisa, im, answer)  # noqa: E731
-    modes = {
-        "cached, new image": cached,
-        "cached, same image": cached,  # right after the previous mode: the image is in the cache
-        "reference-style": lambda im: reference_style_segment(lisa, im, answer),
-    }
+
+    def cached(variant: np.ndarray) -> Run:
+        return cached_segment(lisa, variant, answer)
+
+    def reference_style(variant: np.ndarray) -> Run:
+        return reference_style_segment(lisa, variant, answer)
+
+    # "same image" runs right after "new image" on the same variant: its encodings are in the cache.
+    modes = {"cached, new image": cached, "cached, same image": cached, "reference-style": reference_style}
     cached_new, cached_same, reference = measure_rounds(modes, image, memory, args.warmup, args.repeats).values()
 
-    device_name = torch.cuda.get_device_name(lisa.device) if lisa.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name(lisa.device)
+        if lisa.device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
     quantization = f", {args.quantization} LLM" if args.quantization else ""
-    print(f"\nLISA benchmark: {description}, {parameter_count(lisa) / 1e9:.3f} B parameters, {args.precision}{quantization}, {device_name}")
-    print(f"image {image.shape[1]}x{image.shape[0]}, forced answer of {len(answer)} tokens with one [SEG], medians of {args.repeats} run(s)")
+    print(
+        f"\nLISA benchmark: {description}, {parameter_count(lisa) / 1e9:.3f} B parameters, "
+        f"{args.precision}{quantization}, {device_name}"
+    )
+    print(
+        f"image {image.shape[1]}x{image.shape[0]}, forced answer of {len(answer)} tokens with one [SEG], "
+        f"medians of {args.repeats} run(s)"
+    )
     if weights is not None:
         print(f"GPU memory after loading: {weights / 2**30:.2f} GiB")
     print()
@@ -433,8 +490,12 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
 
     if args.json:
         record = {
-            "model": description, "precision": args.precision, "quantization": args.quantization,
-            "device": device_name, "answer_tokens": len(answer), "image_hw": list(image.shape[:2]),
+            "model": description,
+            "precision": args.precision,
+            "quantization": args.quantization,
+            "device": device_name,
+            "answer_tokens": len(answer),
+            "image_hw": list(image.shape[:2]),
             "weights_gpu_bytes": weights,
             "modes": {
                 summary.name: [{"timings_s": run.timings, "peak_bytes": run.peak_bytes} for run in summary.runs]

@@ -83,7 +83,16 @@ def test_cli_answers_and_writes_every_output(tmp_path):
 def test_cli_help_lists_the_options():
     completed = run_cli("--help")
     assert completed.returncode == 0
-    for option in ["--model", "--image", "--output", "--vision-tower", "--precision", "--quantization", "--device", "--max-new-tokens"]:
+    for option in [
+        "--model",
+        "--image",
+        "--output",
+        "--vision-tower",
+        "--precision",
+        "--quantization",
+        "--device",
+        "--max-new-tokens",
+    ]:
         assert option in completed.stdout
 
 

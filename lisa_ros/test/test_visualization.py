@@ -79,9 +79,7 @@ def test_label_image_holds_255_masks_and_refuses_more():
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [np.zeros((4, 4), dtype=bool), np.zeros((1, 4, 4), dtype=np.float32)],
-    ids=["2d", "float logits"],
+    "bad", [np.zeros((4, 4), dtype=bool), np.zeros((1, 4, 4), dtype=np.float32)], ids=["2d", "float logits"]
 )
 def test_label_image_rejects_wrong_masks(bad):
     with pytest.raises(ValueError):
