@@ -268,8 +268,9 @@ def _padded_rgb8() -> Image:
 
 BAD_GOALS = {
     "unsupported encoding": (
-        lambda: Image(height=32, width=64, encoding="yuv422", step=128, data=bytes(32 * 128)), "the cup",
-        "unsupported image encoding 'yuv422'",
+        # jpeg bytes sent as a raw Image instead of a CompressedImage
+        lambda: Image(height=32, width=64, encoding="jpeg", step=64, data=bytes(32 * 64)), "the cup",
+        "unsupported image encoding 'jpeg'",
     ),
     "data shorter than step x height": (_truncated, "the cup", "fewer than step x height"),
     "1x1 image": (lambda: image_msg(np.zeros((1, 1, 3), np.uint8), "rgb8"), "the cup", "at least 16"),

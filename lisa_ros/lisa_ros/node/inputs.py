@@ -61,7 +61,7 @@ def image_to_rgb(msg: Any, limits: ImageLimits) -> np.ndarray:
 
 def compressed_to_rgb(msg: Any, limits: ImageLimits) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 ``(H, W, 3)``; InputError if unusable."""
-    width, height = _compressed_size(bytes(msg.data))
+    width, height = _compressed_size(bytes(msg.data), msg.format)
     check_image_size(width, height, limits)
     try:
         array, encoding = compressed_msg_to_array(msg)
@@ -70,7 +70,7 @@ def compressed_to_rgb(msg: Any, limits: ImageLimits) -> np.ndarray:
         raise InputError(str(error)) from error
 
 
-def _compressed_size(data: bytes) -> tuple[int, int]:
+def _compressed_size(data: bytes, declared_format: str) -> tuple[int, int]:
     """Width and height from a jpeg/png header, without decoding the pixels."""
     from PIL import Image, UnidentifiedImageError
 
@@ -79,10 +79,11 @@ def _compressed_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError):
         raise InputError(
-            f"the compressed image ({len(data)} bytes) is not a readable jpeg or png: {error}"
-        ) from error
+            f"the compressed image ({len(data)} bytes, format {declared_format!r}) is not a "
+            "readable jpeg or png: check the publisher's image_transport plugin"
+        ) from None
 
 
 def check_instruction(instruction: str, max_chars: int) -> str:
