@@ -61,6 +61,7 @@ def start_lisa(
     remap: Sequence[str] = (),
     name: str = "lisa",
     namespace: str = "",
+    model: str | Path = CHECKPOINT,
 ) -> RosProcess:
     """Start lisa_node (scripted) with config/lisa.yaml, the fixture model and ``parameters``."""
     args: list[str] = [str(LAUNCHER)]
@@ -74,7 +75,7 @@ def start_lisa(
         args += ["-r", f"__ns:={namespace}"]
     for rule in remap:
         args += ["-r", rule]
-    for parameter in (f"model:={CHECKPOINT}", "precision:=fp32", "device:=cpu", *parameters):
+    for parameter in (f"model:={model}", "precision:=fp32", "device:=cpu", *parameters):
         args += ["-p", parameter]
     return processes.start_python(*args, name=f"{namespace.strip('/')}_{name}".strip("_"))
 

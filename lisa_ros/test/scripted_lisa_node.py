@@ -26,14 +26,13 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
 from rclpy.utilities import remove_ros_args
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lisa_ros.model import LisaModel, SegmentationResult
 from lisa_ros.model.generation import ScriptedReply
-from lisa_ros.node.lisa_node import LisaNode, ModelSettings, spin
+from lisa_ros.node.lisa_node import LisaNode, ModelSettings, run
 
 # The fixture's reference reply: "Sure, [SEG] and [SEG] ." (503 is [SEG]); EOS is appended.
 DEFAULT_REPLY = [368, 432, 503, 290, 503, 402, 416]
@@ -115,13 +114,7 @@ def main() -> None:
     replies = _pairs(options.reply, _token_ids)
     delays = _pairs(options.slow, float)
 
-    rclpy.init(args=sys.argv)
-    node = ScriptedLisaNode(replies, delays)
-    try:
-        spin(node)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(lambda: ScriptedLisaNode(replies, delays))
 
 
 if __name__ == "__main__":

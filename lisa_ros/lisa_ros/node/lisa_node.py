@@ -31,7 +31,7 @@ import gc
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import rclpy
 from lifecycle_msgs.msg import State as StateMsg
@@ -445,7 +445,7 @@ class LisaNode(LifecycleNode):
             if min_side is not None and max_side is not None and min_side > max_side:
                 reason = f"min_image_side={min_side} is larger than max_image_side={max_side}"
         if reason is not None:
-            self.get_logger().warning(f"Parameter change refused: {reason}")
+            self.get_logger().warning(f"Parameter value refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)
         if "max_rate_hz" in values and self._scheduler is not None:
             self._scheduler.set_max_rate(values["max_rate_hz"])
@@ -522,11 +522,13 @@ def spin(node: LisaNode) -> None:
         executor.shutdown()
 
 
-def main(args: list[str] | None = None) -> None:
+def run(make_node: Callable[[], LisaNode], args: list[str] | None = None) -> None:
+    """Create the node with ``make_node`` and spin it; exit with status 1 and the reason when it
+    cannot start (e.g. an invalid value in the parameters file)."""
     rclpy.init(args=args if args is not None else sys.argv)
     try:
-        node = LisaNode()
-    except Exception as error:  # noqa: BLE001 - e.g. an invalid value in the parameters file
+        node = make_node()
+    except Exception as error:  # noqa: BLE001 - one line saying why, not a traceback
         print(f"lisa_node: cannot start: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         sys.exit(1)
@@ -535,6 +537,10 @@ def main(args: list[str] | None = None) -> None:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def main(args: list[str] | None = None) -> None:
+    run(LisaNode, args)
 
 
 if __name__ == "__main__":

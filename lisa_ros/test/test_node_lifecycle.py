@@ -1,0 +1,175 @@
+"""lisa_node's lifecycle, driven over its lifecycle services from another process (this one).
+
+One node (autostart false) goes through a whole life in the order of the tests below: started with
+a model folder that does not exist, configure fails and the node stays up and says why; the model
+is fixed and configure/activate succeed; deactivate stops a running generation; cleanup unloads
+the model; configure again; shutdown. Plus: the parameters the node declares are the YAML's, and a
+bad value in the parameters stops the node at start-up with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.srv import DescribeParameters, ListParameters
+
+from lisa_ros.node.parameters import PARAMETERS
+from node_graph import (
+    CHECKPOINT,
+    CONFIG,
+    LONG_REPLY,
+    LisaClient,
+    bgr8_msg,
+    fixture_rgb,
+    graph,  # noqa: F401  (fixture)
+    module_processes,  # noqa: F401  (fixture)
+    start_lisa,
+)
+from ros_harness import ros_env  # noqa: F401  (fixture)
+from lisa_ros_interfaces.action import Segment
+
+Result = Segment.Result
+MISSING_MODEL = "/nonexistent/LISA-7B-v1"
+
+
+class Diagnostics:
+    def __init__(self, graph, name: str) -> None:  # noqa: F811
+        self.name = name
+        self.lock = threading.Lock()
+        self.statuses: list[DiagnosticStatus] = []
+        graph.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_message, 50)
+
+    def _on_message(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            self.statuses.extend(s for s in msg.status if s.name == self.name)
+
+    def latest(self) -> DiagnosticStatus | None:
+        with self.lock:
+            return self.statuses[-1] if self.statuses else None
+
+
+@pytest.fixture(scope="module")
+def lisa(module_processes, graph):  # noqa: F811
+    process = start_lisa(
+        module_processes, "autostart:=false", model=MISSING_MODEL,
+        replies={"long": LONG_REPLY}, slow={"long": 0.05},
+    )
+    client = LisaClient(graph)
+    client.wait_for_server(timeout=60)
+    return client, process, Diagnostics(graph, "/lisa")
+
+
+def call(graph, service_type, name: str, request):  # noqa: F811
+    client = graph.node.create_client(service_type, name)
+    assert client.wait_for_service(timeout_sec=10)
+    try:
+        return graph.wait_for_future(client.call_async(request), 10, name)
+    finally:
+        graph.node.destroy_client(client)
+
+
+def test_the_node_declares_exactly_the_yaml_parameters_with_descriptions(lisa, graph) -> None:  # noqa: F811
+    listed = call(graph, ListParameters, "/lisa/list_parameters", ListParameters.Request()).result.names
+    ours = set(listed) - {"use_sim_time", "start_type_description_service"}
+    in_yaml = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    assert ours == set(in_yaml) == {parameter.name for parameter in PARAMETERS}
+    described = call(graph, DescribeParameters, "/lisa/describe_parameters",
+                     DescribeParameters.Request(names=sorted(ours))).descriptors
+    assert all(len(d.description) > 20 for d in described)
+    ranges = {d.name: d for d in described}
+    assert ranges["max_rate_hz"].floating_point_range[0].to_value == 1000.0
+    assert "one of: 'queue', 'reject', 'preempt'" in ranges["busy_policy"].additional_constraints
+
+
+def test_an_unconfigured_node_answers_goals_with_model_not_ready(lisa) -> None:
+    client, process, _ = lisa
+    assert client.state() == "unconfigured"
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert status == GoalStatus.STATUS_ABORTED
+    assert result.error_code == Result.MODEL_NOT_READY and "configure" in result.error_message
+
+
+def test_a_missing_model_folder_fails_configure_with_the_reason_and_the_node_stays_up(lisa, graph) -> None:  # noqa: F811
+    client, process, diagnostics = lisa
+    assert client.transition("configure") is False
+    assert client.state() == "unconfigured"
+    process.wait_for_output(f"Could not load LISA '{MISSING_MODEL}'.*configure again", 5)
+    graph.wait_until(
+        lambda: (d := diagnostics.latest()) is not None and d.level == DiagnosticStatus.ERROR, 5,
+        "an ERROR diagnostic",
+    )
+    assert MISSING_MODEL in diagnostics.latest().message
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert result.error_code == Result.MODEL_NOT_READY
+    assert "the model is not loaded" in result.error_message and MISSING_MODEL in result.error_message
+    assert process.running
+
+
+def test_after_fixing_the_model_configure_and_activate_serve_goals(lisa, graph) -> None:  # noqa: F811
+    client, process, diagnostics = lisa
+    assert client.set_parameters(model=str(CHECKPOINT))[0].successful
+    assert client.transition("configure") is True
+    assert client.state() == "inactive"
+    graph.wait_until(lambda: diagnostics.latest().level == DiagnosticStatus.OK, 5, "the diagnostic back to OK")
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert result.error_code == Result.MODEL_NOT_READY and "inactive" in result.error_message
+
+    assert client.transition("activate") is True
+    assert client.state() == "active"
+    status, result, _ = client.run("what is in front of the robot?")  # no image, no camera yet
+    assert status == GoalStatus.STATUS_ABORTED
+    assert result.error_code == Result.NO_IMAGE and "no camera frame" in result.error_message
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.error_code == Result.SUCCESS
+
+
+def test_deactivate_stops_a_running_generation_and_activate_resumes(lisa) -> None:
+    client, process, _ = lisa
+    goal = client.send("a long answer please", bgr8_msg(fixture_rgb()))
+    goal.wait_for_feedback(lambda f: f.tokens_generated >= 3, 30, "generation to start")
+    started = time.monotonic()
+    assert client.transition("deactivate") is True
+    status, result = goal.result(timeout=10)
+    assert time.monotonic() - started < 3.0
+    assert status == GoalStatus.STATUS_ABORTED
+    assert result.error_code == Result.MODEL_NOT_READY and "deactivated" in result.error_message
+    assert client.state() == "inactive"
+
+    assert client.transition("activate") is True
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert status == GoalStatus.STATUS_SUCCEEDED
+
+
+def test_cleanup_unloads_the_model_and_configure_loads_it_again(lisa) -> None:
+    client, process, _ = lisa
+    assert client.transition("deactivate") is True
+    assert client.transition("cleanup") is True
+    assert client.state() == "unconfigured"
+    process.wait_for_output(r"Cleaned up: model unloaded", 5)
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert result.error_code == Result.MODEL_NOT_READY
+
+    assert client.transition("configure") is True
+    assert client.transition("activate") is True
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert status == GoalStatus.STATUS_SUCCEEDED
+
+
+def test_shutdown_finalizes_the_node(lisa) -> None:
+    client, process, _ = lisa
+    assert client.transition("shutdown") is True
+    assert client.state() == "finalized"
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+    assert result.error_code == Result.MODEL_NOT_READY
+
+
+def test_a_bad_parameter_value_stops_the_node_at_start_up_with_the_reason(module_processes) -> None:  # noqa: F811
+    process = start_lisa(module_processes, "busy_policy:=lifo", name="bad_lisa")
+    assert process.wait(timeout=60) == 1
+    assert "cannot start" in process.output
+    assert "busy_policy='lifo' is not one of 'queue', 'reject', 'preempt'" in process.output
