@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("int8", "nf4"),
         help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
     )
+    parser.add_argument("--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
     parser.add_argument("--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
@@ -153,6 +154,7 @@ def _load(args: argparse.Namespace) -> LisaModel:
             precision=args.precision,
             quantization=args.quantization,
             device=args.device,
+            adapter=args.adapter,
         )
     except LisaLoadError as error:
         raise CommandError(str(error).splitlines()[0]) from None
@@ -282,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         run_info = {
             "model": str(args.model),
             "vision_tower": args.vision_tower,
+            "adapter": args.adapter,
             "precision": args.precision,
             "quantization": args.quantization,
             "device": str(lisa.device),

@@ -92,6 +92,7 @@ def test_cli_help_lists_the_options():
         "--quantization",
         "--device",
         "--max-new-tokens",
+        "--adapter",
     ]:
         assert option in completed.stdout
 
@@ -211,6 +212,11 @@ def test_folder_that_is_not_a_lisa_checkpoint(tmp_path):
 def test_settings_the_model_cannot_run_with():
     completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--quantization", "nf4", *CPU_FP32)
     assert_one_line_error(completed, "nf4", "bf16")
+
+
+def test_missing_adapter(tmp_path):
+    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--adapter", tmp_path / "no_lora", *CPU_FP32)
+    assert_one_line_error(completed, "no_lora")
 
 
 def test_output_that_is_a_file(tmp_path):
