@@ -130,10 +130,10 @@ def test_segment_action_round_trips_between_processes(ros_processes, ros_node):
     assert all(mask.header.frame_id == "wrist_camera" for mask in result.masks)
     assert [info.bbox.x_offset for info in result.mask_info] == [0, 30]
     assert [info.area for info in result.mask_info] == [450, 450]
-    # The first feedback may race the client's acceptance of the goal (rclpy drops feedback of
-    # goals it does not know yet); the rest arrives in order.
-    stages = [f.stage for f in feedback]
-    assert "generating" in stages and stages[-1] == "decoding_masks", stages
+    # Feedback and result travel separately: the last feedback may still be on its way. (The
+    # first may race the client's acceptance of the goal: rclpy drops feedback of unknown goals.)
+    ros_node.wait_until(lambda: feedback and feedback[-1].stage == "decoding_masks", 10, "the last feedback")
+    assert "generating" in [f.stage for f in feedback]
     assert feedback[-1].text == result.text
 
 

@@ -47,6 +47,7 @@ EXIT_NOTHING_FOUND = 3
 EXIT_INTERRUPTED = 130
 
 CANCEL_WAIT_S = 5.0  # how long to wait for the node to confirm a cancel and send its last result
+FEEDBACK_DRAIN_S = 0.05  # after the result: time to process feedback that arrived with it
 FRAME_WINDOW_S = 2.0  # --image-topic: frames kept after the goal is accepted (the node's pick is among them)
 
 
@@ -281,7 +282,12 @@ class SegmentClient:
     def result(self, goal_handle: Any, timeout: float) -> Any | None:
         """The result response (status and result), or None if ``timeout`` passed first."""
         future = goal_handle.get_result_async()
-        return future.result() if self.spin_until(future.done, timeout) else None
+        if not self.spin_until(future.done, timeout):
+            return None
+        # Feedback and result travel separately: feedback sent just before the result may still be
+        # waiting in the executor. Show it before the answer rather than drop it.
+        self.spin_until(lambda: False, FEEDBACK_DRAIN_S)
+        return future.result()
 
     def cancel(self, goal_handle: Any) -> Any | None:
         """Ask the node to cancel the goal; return its final result response if it comes in time."""

@@ -34,6 +34,7 @@ from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, imag
 
 ANSWER = "Sure, the left part [SEG] and the right part [SEG] ."
 PHRASES = ["Sure, the left part", "and the right part"]
+WORD_DELAY_S = 0.02  # paced like a model's tokens: feedback is well ahead of the result
 
 
 def camera_picture() -> np.ndarray:
@@ -48,6 +49,7 @@ class CannedSegmentServer:
         self.latest_frame: Image | None = None
         self.camera = node.create_publisher(Image, "image", 5)
         self.picture = camera_picture()
+        self.publish_frame()  # a goal arriving right after start-up has a frame too
         node.create_timer(0.2, self.publish_frame)
         self.server = ActionServer(
             node, Segment, action_name, execute_callback=self.execute,
@@ -102,6 +104,7 @@ class CannedSegmentServer:
         words = text.split(" ")
         for count in range(1, len(words) + 1):
             self.feedback(goal_handle, "generating", " ".join(words[:count]), count)
+            time.sleep(WORD_DELAY_S)
         self.feedback(goal_handle, "decoding_masks", text, len(words))
 
         result.text = text
