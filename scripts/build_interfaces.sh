@@ -16,10 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=$(realpath "${1:-.venv}")
+VENV=$(realpath -m "${1:-.venv}")
 PY="$VENV/bin/python"
 PKG_DIR=lisa_ros_interfaces
-BUILD_DIR=build/lisa_ros_interfaces
+BUILD_DIR=build/venv/lisa_ros_interfaces  # not build/lisa_ros_interfaces: colcon's, on a real install
 
 if [[ ! -x "$PY" ]]; then
     echo "[interfaces] no python in $VENV: create the venv first (make setup)" >&2
