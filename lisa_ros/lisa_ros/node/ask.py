@@ -19,6 +19,7 @@ refers to nothing, 2 bad input, 1 any other failure, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -386,68 +387,92 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter) -> int:
+    """Check the inputs, send the goal, report the result and save it; return the exit status."""
     instruction = args.instruction.strip()
     if not instruction:
         raise AskError('the instruction is empty: say what to segment, e.g. "where is the mug?"', EXIT_BAD_INPUT)
     image_rgb = read_image(args.image) if args.image is not None else None
-    prepare_output(args.output)
-
-    try:
-        from lisa_ros_interfaces.action import Segment
-    except ImportError as error:
-        raise AskError(f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
-                       "and source install/setup.bash)") from None
-    from sensor_msgs.msg import Image
+    prepare_output(args.output)  # before the goal: a bad folder must not cost an inference
+    _check_interfaces()
 
     client = SegmentClient(args.action, ros_args)
     try:
         frames = SourceFrames(client.node, args.image_topic) if image_rgb is None and args.image_topic else None
-        goal = Segment.Goal(instruction=instruction, session_id=args.session)
-        if image_rgb is not None:
-            goal.image = fill_image_msg(Image(), image_rgb, "rgb8")
-            goal.image.header.stamp = client.node.get_clock().now().to_msg()
-
         printer.message(f"waiting for {args.action}")
         client.wait_for_server(args.server_timeout)
         if frames is not None:
             frames.wait_for_first(client, args.server_timeout, args.image_topic)
-        deadline = time.monotonic() + args.timeout
+        goal = build_goal(instruction, args.session, image_rgb, client.node.get_clock().now().to_msg())
         goal_handle = client.send(goal, lambda feedback: printer.show(feedback.stage, feedback.text), args.server_timeout)
         if frames is not None:
             frames.goal_accepted()
         printer.message("goal accepted" + (" (using the node's latest frame)" if image_rgb is None else ""))
-        try:
-            response = client.result(goal_handle, max(0.0, deadline - time.monotonic()))
-        except KeyboardInterrupt:
-            printer.message("interrupted: canceling the goal")
-            response = client.cancel(goal_handle)
-            if response is not None:
-                report(response, printer)
-            raise
-        if response is None:
-            printer.message(f"no result after {args.timeout:g} s: canceling the goal")
-            canceled = client.cancel(goal_handle)
-            if canceled is not None:
-                printer.message(f"the node ended the goal: {_status_name(canceled.status)}")
-            raise AskError(f"no result within --timeout {args.timeout:g} s (goal canceled); "
-                           "CPU inference can take minutes: raise --timeout")
-
+        response = await_result(client, goal_handle, args.timeout, printer)
         exit_status = report(response, printer)
         if args.output is not None:
             source = image_rgb if image_rgb is not None else (frames.find(response.result.header) if frames else None)
-            code_name = constant_names(Segment.Result).get(response.result.error_code, str(response.result.error_code))
-            record = result_record(response.result, _status_name(response.status), code_name, {
-                "instruction": instruction, "session_id": args.session, "action": args.action,
-                "image": str(args.image) if args.image is not None else None,
-            })
-            try:
-                write_outputs(args.output, record, masks_to_array(response.result.masks), response.result.text, source, printer)
-            except OSError as error:
-                raise AskError(f"cannot write the results into '{args.output}': {error}") from None
-            printer.message(f"wrote {args.output / RESULT_FILE}")
+            save(args, instruction, response, source, printer)
         return exit_status
     finally:
         client.close()
+
+
+def _check_interfaces() -> None:
+    try:
+        importlib.import_module("lisa_ros_interfaces.action")
+    except ImportError as error:
+        raise AskError(f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
+                       "and source install/setup.bash)") from None
+
+
+def build_goal(instruction: str, session_id: str, image_rgb: np.ndarray | None, stamp: Any) -> Any:
+    """The Segment goal; without an image the node uses its latest camera frame."""
+    from lisa_ros_interfaces.action import Segment
+    from sensor_msgs.msg import Image
+
+    goal = Segment.Goal(instruction=instruction, session_id=session_id)
+    if image_rgb is not None:
+        goal.image = fill_image_msg(Image(), image_rgb, "rgb8")
+        goal.image.header.stamp = stamp
+    return goal
+
+
+def await_result(client: SegmentClient, goal_handle: Any, timeout: float, printer: FeedbackPrinter) -> Any:
+    """The goal's result response; Ctrl-C or ``timeout`` cancel the goal on the node first."""
+    try:
+        response = client.result(goal_handle, timeout)
+    except KeyboardInterrupt:
+        printer.message("interrupted: canceling the goal")
+        response = client.cancel(goal_handle)
+        if response is not None:
+            report(response, printer)
+        raise
+    if response is None:
+        printer.message(f"no result after {timeout:g} s: canceling the goal")
+        canceled = client.cancel(goal_handle)
+        if canceled is not None:
+            printer.message(f"the node ended the goal: {_status_name(canceled.status)}")
+        raise AskError(f"no result within --timeout {timeout:g} s (goal canceled); "
+                       "CPU inference can take minutes: raise --timeout")
+    return response
+
+
+def save(args: argparse.Namespace, instruction: str, response: Any, source_rgb: np.ndarray | None,
+         printer: FeedbackPrinter) -> None:
+    """Write the result into ``args.output`` (masks, overlay, result.json)."""
+    from lisa_ros_interfaces.action import Segment
+
+    result = response.result
+    code_name = constant_names(Segment.Result).get(result.error_code, str(result.error_code))
+    record = result_record(result, _status_name(response.status), code_name, {
+        "instruction": instruction, "session_id": args.session, "action": args.action,
+        "image": str(args.image) if args.image is not None else None,
+    })
+    try:
+        write_outputs(args.output, record, masks_to_array(result.masks), result.text, source_rgb, printer)
+    except OSError as error:
+        raise AskError(f"cannot write the results into '{args.output}': {error}") from None
+    printer.message(f"wrote {args.output / RESULT_FILE}")
 
 
 def _status_name(status: int) -> str:
