@@ -227,3 +227,17 @@ def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(quantiza
     assert all(type(m) is not quantized for m in lisa.sam.modules())
     result = lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply([368, 432, 503, 290, 503, 2])])
     assert result.masks.shape == (2, 300, 420)
+
+
+def test_in_memory_random_model_equals_the_written_one(tmp_path):
+    """build_model on parts in memory is load_model without the file reading."""
+    from lisa_ros.model import build_model
+    from lisa_ros.model.random_checkpoint import random_checkpoint
+
+    written = forced_run(write_random_checkpoint(tmp_path / "disk"))[1]
+    lisa = build_model(random_checkpoint(tmp_path / "memory"), precision="fp32", device="cpu")
+    words = lisa.tokenizer("the cup", add_special_tokens=False).input_ids
+    reply = words + [lisa.layout.seg] + words + [lisa.layout.seg]
+    in_memory = lisa.segment(IMAGE, "where is the cup?", logits_processor=[ScriptedReply(reply, lisa.layout.eos)])
+    assert in_memory.token_ids == written.token_ids
+    np.testing.assert_array_equal(in_memory.mask_logits, written.mask_logits)

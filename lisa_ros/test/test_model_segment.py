@@ -169,3 +169,8 @@ def test_out_of_memory_is_reported_and_the_model_keeps_working(lisa, fixture_ima
     with pytest.raises(LisaOutOfMemoryError, match="quantization"):
         lisa.segment(fixture_image, "where?", stopping_criteria=StoppingCriteriaList([ExhaustMemory()]))
     assert lisa.segment(fixture_image, "where?", **forced(REPLY)).token_ids == REPLY
+
+
+def test_answer_without_masks_has_empty_areas_and_boxes(lisa, fixture_image):
+    result = lisa.segment(fixture_image, "what is this?", **forced(NO_SEG_REPLY))
+    assert result.areas().shape == (0,) and result.boxes().shape == (0, 4)

@@ -8,7 +8,7 @@
 
 from .errors import LisaLoadError, LisaOutOfMemoryError
 from .lisa import LisaModel
-from .loading import load_model
+from .loading import build_model, load_model
 from .result import SegmentationResult
 
-__all__ = ["LisaLoadError", "LisaOutOfMemoryError", "LisaModel", "SegmentationResult", "load_model"]
+__all__ = ["LisaLoadError", "LisaOutOfMemoryError", "LisaModel", "SegmentationResult", "build_model", "load_model"]

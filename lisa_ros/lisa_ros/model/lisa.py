@@ -142,9 +142,17 @@ class LisaModel:
         pixels = self.clip_processor(images=image, return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.vision_tower.dtype)
 
+    def clear_image_cache(self) -> None:
+        """Forget the last image's encodings (to free memory, or to time a fresh encoding)."""
+        self._cached = None
+
     def clip_tokens(self, image: np.ndarray) -> torch.Tensor:
         """The projected patch features that stand for the image in the LLM's input."""
-        hidden = self.vision_tower(self.clip_pixels(image), output_hidden_states=True).hidden_states
+        return self.clip_tokens_from_pixels(self.clip_pixels(image))
+
+    def clip_tokens_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`clip_tokens` from CLIP's pre-processed input (1, 3, 224, 224)."""
+        hidden = self.vision_tower(pixels, output_hidden_states=True).hidden_states
         patches = hidden[self.vision_select_layer][:, 1:]  # drop CLS
         return self.mm_projector(patches.to(self.mm_projector.weight.dtype))
 
@@ -244,7 +252,7 @@ class LisaModel:
             with self._lock:
                 return self._segment(image, instruction.strip(), history, on_stage or (lambda _stage: None), generate_kwargs)
         except torch.OutOfMemoryError as error:
-            self._cached = None
+            self.clear_image_cache()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             raise LisaOutOfMemoryError(

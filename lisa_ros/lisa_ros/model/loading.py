@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,19 @@ def _load_vision_tower(name: str, dtype: torch.dtype, device: torch.device) -> t
 
 
 def _load_tokenizer(folder: Path) -> Any:
+    """The checkpoint's tokenizer, with its added tokens ([SEG], <im_start>, ...) as saved.
+
+    (Handing AutoTokenizer a LlamaConfig picks transformers' LlamaTokenizer class, which splits
+    `<im_start>` into pieces: the generic backend it picks from LISA's own config keeps the ids
+    of the reference.) Parsing LISA's old "llava" config.json warns about `rope_scaling`, which
+    only the tokenizer class lookup reads here.
+    """
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*rope_scaling.*", category=FutureWarning)
+            return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
         raise LisaLoadError(f"'{folder}' has no usable tokenizer: {error}".splitlines()[0]) from error
 
@@ -173,18 +183,35 @@ def load_model(
     `vision_tower` overrides the CLIP tower named in the checkpoint's config (hub id or folder).
     `precision` sets the LLM, CLIP and SAM image encoder dtype; SAM's prompt encoder, mask decoder and
     the [SEG] projection stay in fp32 (they are tiny and SAM's positional encoding fails in bf16).
-    `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU) applies to the LLM's linear layers except
-    `lm_head`; the projector, [SEG] projection and SAM are never quantised. `adapter` is a peft LoRA
-    folder (or hub id) applied to the LLM. Hub downloads use the Hugging Face cache and honour
-    HF_HUB_OFFLINE. Raises LisaLoadError with a one-line explanation when something is wrong.
+    `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU) applies to the
+    LLM's linear layers except `lm_head`; the projector, [SEG] projection and SAM are never quantised.
+    `adapter` is a peft LoRA folder (or hub id) applied to the LLM. Hub downloads use the Hugging Face
+    cache and honour HF_HUB_OFFLINE. Raises LisaLoadError with a one-line explanation when something
+    is wrong.
+    """
+    _validate_options(precision, quantization, _parse_device(device))  # fail before any download
+    checkpoint = read_checkpoint(resolve_folder(model, what="LISA checkpoint"))
+    return build_model(checkpoint, vision_tower, precision, quantization, device, adapter)
+
+
+def build_model(
+    checkpoint: LisaCheckpoint,
+    vision_tower: str | os.PathLike | None = None,
+    precision: str = "bf16",
+    quantization: str | None = None,
+    device: str | torch.device | None = None,
+    adapter: str | os.PathLike | None = None,
+) -> LisaModel:
+    """A LisaModel from checkpoint parts already in memory (`load_model` without the file reading).
+
+    The tokenizer is read from `checkpoint.folder`. Benchmarks use this to build full-size random
+    models without writing their weights to disk.
     """
     parsed_device = _parse_device(device)
     dtype = _validate_options(precision, quantization, parsed_device)
-    folder = resolve_folder(model, what="LISA checkpoint")
-    checkpoint = read_checkpoint(folder)
-    tokenizer = _load_tokenizer(folder)
+    tokenizer = _load_tokenizer(checkpoint.folder)
     layout = token_layout(tokenizer)
-    tower_name = os.fspath(vision_tower) if vision_tower else resolve_vision_tower(checkpoint.vision_tower, folder)
+    tower_name = os.fspath(vision_tower) if vision_tower else resolve_vision_tower(checkpoint.vision_tower, checkpoint.folder)
 
     llm = _load_llm(checkpoint, dtype, parsed_device, quantization)
     if adapter:

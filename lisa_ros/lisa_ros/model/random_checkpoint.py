@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .checkpoint import BIN_INDEX, BIN_SINGLE, PROJECTOR_PREFIX, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, SAM_PREFIX, TEXT_FCS_PREFIX
+from .checkpoint import BIN_INDEX, BIN_SINGLE, LisaCheckpoint, PROJECTOR_PREFIX, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, SAM_PREFIX, TEXT_FCS_PREFIX
 from .sam import CONFIG_KEY_MASK_DECODER_HEADS, SAM_VIT_H, SamArchitecture, build_sam
 
 TokenLayoutName = Literal["7b", "13b"]
@@ -149,8 +149,11 @@ def _save_weights(state: dict[str, torch.Tensor], folder: Path, weight_format: W
         (folder / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
 
 
-def write_random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) -> Path:
-    """Write `folder/checkpoint` (LISA layout) and `folder/clip` (its vision tower); returns the former."""
+def random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) -> LisaCheckpoint:
+    """A random LISA in memory, for `build_model`; its config, tokenizer and CLIP tower go to disk.
+
+    Writes `folder/checkpoint` (config.json and tokenizer, no weights) and `folder/clip`.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     spec = spec or RandomLisaSpec()
@@ -158,8 +161,7 @@ def write_random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = No
     checkpoint, clip = root / "checkpoint", root / "clip"
     checkpoint.mkdir(parents=True, exist_ok=True)
     clip.mkdir(parents=True, exist_ok=True)
-    vocab = write_tokenizer(checkpoint, spec.layout)
-    vocab = max(vocab, spec.vocab_size or 0)
+    vocab = max(write_tokenizer(checkpoint, spec.layout), spec.vocab_size or 0)
     config = _llama_config(spec, vocab, "../clip")
     (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
     write_clip(clip, spec)
@@ -169,12 +171,25 @@ def write_random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = No
     with torch.device("meta"):
         llm = LlamaForCausalLM(LlamaConfig(**llama_fields))
         sam = build_sam(spec.sam)
-    hidden, out_dim = spec.hidden_size, spec.sam.out_chans
-    text_fcs = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
-    projector = nn.Linear(spec.clip["hidden_size"], hidden)
-    state = _fill_random(llm, generator, torch.bfloat16)
-    state.update({PROJECTOR_PREFIX + k: v for k, v in _fill_random(projector, generator, torch.bfloat16).items()})
-    state.update({TEXT_FCS_PREFIX + k: v for k, v in _fill_random(text_fcs, generator, torch.float32).items()})
-    state.update({SAM_PREFIX + k: v for k, v in _fill_random(sam, generator, torch.float32).items()})
-    _save_weights(state, checkpoint, spec.weight_format)
-    return checkpoint
+        text_fcs = nn.Sequential(nn.Linear(spec.hidden_size, spec.hidden_size), nn.ReLU(), nn.Linear(spec.hidden_size, spec.sam.out_chans))
+        projector = nn.Linear(spec.clip["hidden_size"], spec.hidden_size)
+    return LisaCheckpoint(
+        folder=checkpoint,
+        config=config,
+        llm_state=_fill_random(llm, generator, torch.bfloat16),
+        projector_state=_fill_random(projector, generator, torch.bfloat16),
+        text_fcs_state=_fill_random(text_fcs, generator, torch.float32),
+        sam_state=_fill_random(sam, generator, torch.float32),
+    )
+
+
+def write_random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) -> Path:
+    """Write `folder/checkpoint` (LISA layout) and `folder/clip` (its vision tower); returns the former."""
+    spec = spec or RandomLisaSpec()
+    parts = random_checkpoint(folder, spec)
+    state = dict(parts.llm_state)
+    state.update({PROJECTOR_PREFIX + k: v for k, v in parts.projector_state.items()})
+    state.update({TEXT_FCS_PREFIX + k: v for k, v in parts.text_fcs_state.items()})
+    state.update({SAM_PREFIX + k: v for k, v in parts.sam_state.items()})
+    _save_weights(state, parts.folder, spec.weight_format)
+    return parts.folder

@@ -31,7 +31,7 @@ class SegmentationResult:
 
     def areas(self) -> np.ndarray:
         """int64 (N,): pixels in each mask."""
-        return self.masks.reshape(len(self.mask_logits), -1).sum(axis=1)
+        return self.masks.sum(axis=(1, 2))
 
     def boxes(self) -> np.ndarray:
         """int64 (N, 4): x, y, width, height of each mask's tight box (zeros for an empty mask)."""
