@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lisa_ros.model import LisaLoadError, LisaModel, load_model
+from lisa_ros.model import LisaLoadError, LisaModel, build_model, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding
 from lisa_ros.model.preprocessing import sam_input
@@ -201,8 +201,7 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
     image_tokens = hidden = None
     for _ in range(len(answer)):
         step_start = clock()
-        features = lisa.vision_tower(clip_pixels, output_hidden_states=True).hidden_states[lisa.vision_select_layer]
-        image_tokens = lisa.mm_projector(features[:, 1:].to(lisa.mm_projector.weight.dtype))
+        image_tokens = lisa.clip_tokens_from_pixels(clip_pixels)
         clip_done = clock()
         embeddings = torch.cat([lisa.prompt_embeddings(prompt_ids, image_tokens), embed_tokens(generated)], dim=1)
         hidden = decoder(inputs_embeds=embeddings, use_cache=False).last_hidden_state  # after the final norm
@@ -319,20 +318,21 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
         )
         return lisa, str(args.model)
 
-    from lisa_ros.model.random_checkpoint import RandomLisaSpec, write_random_checkpoint
+    from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
     overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
     spec = RandomLisaSpec.full_size_7b(**overrides)
     log.info(
-        "Writing a random LISA-7B-shaped checkpoint (%d layers, hidden %d, SAM ViT-H) to %s; this takes minutes",
+        "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; tokenizer and "
+        "CLIP tower in %s); this takes a minute or two",
         spec.num_hidden_layers,
         spec.hidden_size,
         work_dir,
     )
     started = time.perf_counter()
-    checkpoint = write_random_checkpoint(work_dir, spec)
-    log.info("Written in %.0f s", time.perf_counter() - started)
-    lisa = load_model(checkpoint, precision=args.precision, quantization=args.quantization, device=args.device)
+    checkpoint = random_checkpoint(work_dir, spec)
+    log.info("Made in %.0f s", time.perf_counter() - started)
+    lisa = build_model(checkpoint, precision=args.precision, quantization=args.quantization, device=args.device)
     layers = f", {spec.num_hidden_layers} layers" if args.num_layers else ""
     return lisa, f"random full-size LISA-7B architecture{layers}"
 
@@ -421,7 +421,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--work-dir",
         type=Path,
-        help="with --full-size-7b: where to write the checkpoint (default: a temporary folder, removed)",
+        help="with --full-size-7b: where to write its tokenizer and CLIP tower (default: a temporary folder, removed)",
     )
     parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
@@ -513,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if not args.full_size_7b or args.work_dir is not None:
         return run_benchmark(args, args.work_dir or Path("."))
-    with tempfile.TemporaryDirectory(prefix="lisa-random-7b-") as temporary:  # ~16 GB, removed afterwards
+    with tempfile.TemporaryDirectory(prefix="lisa-random-7b-") as temporary:  # ~1.2 GB (CLIP), removed afterwards
         return run_benchmark(args, Path(temporary))
 
 
