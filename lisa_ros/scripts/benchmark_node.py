@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Benchmark lisa_node's own cost per camera frame, beside the model's, at 640x480 and 1280x720.
+
+A frame costs the node, outside the model: taking the sensor_msgs/Image off the wire (rclpy
+deserialisation), converting it to RGB, drawing the overlay, building the result messages
+(Segmentation with one mono8 image per mask, the label image, the overlay, the text) and
+publishing them. Each stage is timed with the node's own code (lisa_ros.node.jobs/outputs) on
+real messages; publishing goes through rclpy to a subscriber in another process, over the same
+localhost-only shared-memory Fast DDS set-up the graph tests use. The model's time on the same
+frames (the tiny fixture checkpoint by default, two [SEG] scripted) is printed beside it, in the
+same run, with the node/model ratio.
+
+    python lisa_ros/scripts/benchmark_node.py
+    python lisa_ros/scripts/benchmark_node.py --model xinlai/LISA-7B-v1 --precision bf16 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+TINY_FIXTURE = PACKAGE_ROOT / "test" / "fixtures" / "lisa-tiny-7b"
+FASTDDS_PROFILE = PACKAGE_ROOT / "test" / "fastdds_shm_profile.xml"
+INSTRUCTION = "Where is the thing? Please output segmentation mask."
+REPLY = [368, 432, 503, 290, 503, 402, 416]  # "Sure, [SEG] and [SEG] ." in the fixture's vocabulary
+SIZES = ((640, 480), (1280, 720))
+TOPICS = ("text", "masks", "overlay", "segmentation")
+
+SUBSCRIBER = textwrap.dedent(
+    """
+    import sys, rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from lisa_ros_interfaces.msg import Segmentation
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+    rclpy.init()
+    node = rclpy.create_node("benchmark_subscriber")
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    for topic, kind in (("text", String), ("masks", Image), ("overlay", Image), ("segmentation", Segmentation)):
+        node.create_subscription(kind, "/benchmark/lisa/" + topic, lambda msg: None, qos)
+    print("subscribed", flush=True)
+    try:
+        rclpy.spin(node)
+    except BaseException:
+        pass
+    """
+)
+
+
+def use_localhost_graph() -> None:
+    """Keep DDS traffic on this machine, on a private domain, with frames-sized shared memory."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(150, 232)))
+    if FASTDDS_PROFILE.is_file():
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+
+
+def timed(function: Callable[[], object], repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls (after one unmeasured call)."""
+    function()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def camera_frames(rgb: np.ndarray, count: int) -> list[np.ndarray]:
+    """``count`` different frames (a counter in the first pixels), as a camera would send."""
+    frames = []
+    for number in range(count):
+        frame = rgb.copy()
+        frame[0, :2, 0] = (number % 256, number // 256)
+        frames.append(frame)
+    return frames
+
+
+def benchmark_size(width: int, height: int, args: argparse.Namespace, lisa, publishers) -> dict[str, list[float]]:  # noqa: ANN001
+    from PIL import Image as PILImage
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header, String
+
+    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.model.generation import ScriptedReply
+    from lisa_ros.node.inputs import ImageLimits
+    from lisa_ros.node.jobs import Frame
+    from lisa_ros.node.outputs import Answer, label_image_msg, overlay_msg
+    from lisa_ros.visualization import draw_overlay
+    from transformers import LogitsProcessorList
+
+    source = np.asarray(PILImage.open(TINY_FIXTURE / "image.png").convert("RGB").resize((width, height)))
+    frames = camera_frames(source, max(args.frames, args.model_frames) + 1)
+    messages = [fill_image_msg(Image(), f[..., ::-1].copy(), "bgr8", Header(frame_id="camera")) for f in frames]
+    wire = [serialize_message(m) for m in messages]
+    limits = ImageLimits(16, 4096)
+    iterator = iter(range(10**9))
+
+    def next_index() -> int:
+        return next(iterator) % len(messages)
+
+    results: dict[str, list[float]] = {}
+    results["take Image (deserialize)"] = timed(lambda: deserialize_message(wire[next_index()], Image), args.frames)
+    results["convert to RGB"] = timed(lambda: Frame(messages[next_index()], CameraInfo()).to_rgb(limits), args.frames)
+
+    scripted = LogitsProcessorList([ScriptedReply(REPLY, lisa.layout.eos)])
+    lisa.segment(frames[-1], INSTRUCTION, logits_processor=scripted, max_new_tokens=32)  # warm-up
+    model_seconds = []
+    answer = None
+    for frame in frames[1 : args.model_frames + 1]:
+        start = time.perf_counter()
+        answer = lisa.segment(frame, INSTRUCTION, logits_processor=scripted, max_new_tokens=32)
+        model_seconds.append(time.perf_counter() - start)
+    assert answer is not None and len(answer.mask_logits) == 2, answer
+
+    header = messages[0].header
+    masks = answer.masks
+
+    def build() -> list[object]:
+        built = Answer(header, CameraInfo(), INSTRUCTION, frames[0], answer, {})
+        return [built.segmentation_msg(), label_image_msg(masks, header), overlay_msg(frames[0], masks, answer.text, header)]
+
+    results["build messages"] = timed(build, args.frames)
+    results["  of which: draw overlay"] = timed(lambda: draw_overlay(frames[0], masks, answer.text), args.frames)
+    built = build()
+    text = String(data=answer.text)
+
+    def publish() -> None:
+        publishers["segmentation"].publish(built[0])
+        publishers["masks"].publish(built[1])
+        publishers["overlay"].publish(built[2])
+        publishers["text"].publish(text)
+
+    results["publish (4 topics, 1 subscriber)"] = timed(publish, args.frames)
+    results["model (LisaModel.segment)"] = model_seconds
+    return results
+
+
+def table(rows: Sequence[tuple[str, dict[str, list[float]]]]) -> str:
+    stages = list(rows[0][1])
+    node_stages = [s for s in stages if s != "model (LisaModel.segment)" and not s.startswith(" ")]
+    header = ["stage (median ms; p90 in brackets)", *(name for name, _ in rows)]
+    lines = [header, ["---"] * len(header)]
+    for stage in stages:
+        cells = [stage]
+        for _, results in rows:
+            values = np.array(results[stage]) * 1e3
+            cells.append(f"{np.median(values):.2f} ({np.quantile(values, 0.9):.2f})")
+        lines.append(cells)
+    totals = ["node total (take + convert + build + publish)"]
+    ratios = ["node / model"]
+    for _, results in rows:
+        node = sum(statistics.median(results[s]) for s in node_stages)
+        model = statistics.median(results["model (LisaModel.segment)"])
+        totals.append(f"{node * 1e3:.2f}")
+        ratios.append(f"{node / model:.1%}")
+    lines += [totals, ratios]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", default=str(TINY_FIXTURE / "checkpoint"), help="LISA checkpoint folder or hub id")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--frames", type=int, default=50, help="frames per node stage (medians reported)")
+    parser.add_argument("--model-frames", type=int, default=5, help="frames through the model per size")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    use_localhost_graph()
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from lisa_ros.model import load_model
+    from lisa_ros_interfaces.msg import Segmentation
+
+    lisa = load_model(args.model, precision=args.precision, device=args.device)
+    subscriber = subprocess.Popen(
+        [sys.executable, "-c", SUBSCRIBER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    rclpy.init()
+    node = rclpy.create_node("lisa", namespace="/benchmark")
+    try:
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        kinds = {"text": String, "masks": Image, "overlay": Image, "segmentation": Segmentation}
+        publishers = {topic: node.create_publisher(kinds[topic], f"~/{topic}", qos) for topic in TOPICS}
+        assert subscriber.stdout is not None and subscriber.stdout.readline().strip() == "subscribed"
+        deadline = time.monotonic() + 30
+        while any(p.get_subscription_count() == 0 for p in publishers.values()):
+            if time.monotonic() > deadline:
+                sys.exit("the subscriber process was not discovered within 30 s")
+            time.sleep(0.05)
+        rows = []
+        for width, height in SIZES:
+            print(f"[benchmark] {width}x{height} ...", file=sys.stderr, flush=True)
+            rows.append((f"{width}x{height}", benchmark_size(width, height, args, lisa, publishers)))
+        print(
+            f"lisa_node per-frame cost, model {args.model} ({args.precision}, {lisa.device}); "
+            f"{args.frames} frames per node stage, {args.model_frames} through the model\n"
+        )
+        print(table(rows))
+    finally:
+        subscriber.send_signal(signal.SIGINT)
+        try:
+            subscriber.wait(10)
+        except subprocess.TimeoutExpired:
+            subscriber.kill()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
