@@ -26,6 +26,7 @@ from std_msgs.msg import Header
 
 from lisa_ros.model import LisaModel, LisaOutOfMemoryError
 
+from .camera_info import CameraInfoCache
 from .inference import InferenceRequest, run_inference
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
 from .outputs import Answer, ResultPublishers, copy_header
@@ -60,11 +61,18 @@ class Frame:
     """A camera frame as received (conversion is deferred to the inference thread)."""
 
     msg: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage
-    camera_info: CameraInfo
+    camera_infos: CameraInfoCache | None = None  # None: an image without a camera (goal image)
 
     @property
     def header(self) -> Header:
         return self.msg.header
+
+    @property
+    def camera_info(self) -> CameraInfo:
+        """The camera info published with this frame (empty when there is none)."""
+        if self.camera_infos is None:
+            return CameraInfo()
+        return self.camera_infos.for_stamp(self.msg.header.stamp)
 
     def to_rgb(self, limits: ImageLimits) -> np.ndarray:
         if isinstance(self.msg, CompressedImage):
@@ -209,7 +217,7 @@ def resolve_turn(
 
     started = time.perf_counter()
     if len(goal.image.data) > 0 or goal.image.width or goal.image.height:
-        frame = Frame(goal.image, CameraInfo())
+        frame = Frame(goal.image)
     elif latest_frame is not None:
         frame = latest_frame
     else:

@@ -53,6 +53,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from lisa_ros.model import LisaLoadError, LisaModel, load_model
 
+from .camera_info import CameraInfoCache
 from .diagnostics import Health, HealthSnapshot
 from .inputs import ImageLimits, InputError, check_instruction
 from .jobs import Frame, FrameJob, GoalError, GoalJob, JobSettings, Pipeline, goal_result, resolve_turn
@@ -135,7 +136,7 @@ class LisaNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self._sessions.set_capacity(self._param("max_sessions"))
-        self._camera_info = CameraInfo()
+        self._camera_infos = CameraInfoCache()
         self._inputs: list[Any] = []
         self._result_publishers: list[Any] = []
         self._goal_jobs: dict[bytes, GoalJob] = {}
@@ -228,6 +229,7 @@ class LisaNode(LifecycleNode):
         if self._scheduler is not None:
             self._scheduler.pause()
             self._scheduler.forget_frame()
+        self._camera_infos.clear()
         self.get_logger().info("Inactive: processing stopped (the model stays loaded)")
         return super().on_deactivate(state)
 
@@ -306,10 +308,10 @@ class LisaNode(LifecycleNode):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.offer_frame(Frame(msg, self._camera_info))
+            scheduler.offer_frame(Frame(msg, self._camera_infos))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+        self._camera_infos.add(msg)
 
     def _on_instruction(self, msg: String) -> None:
         scheduler = self._scheduler
