@@ -98,6 +98,8 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     assert {"image_conversion", "queued", "sam_encoder", "decode", "total"} <= set(timings)
     assert all(seconds >= 0 for seconds in timings.values())
 
+    # Feedback and result travel on different channels: the last feedback may come after the result.
+    client.graph.wait_until(lambda: any(f.stage == "decoding_masks" for f in feedback), 5, "the last feedback")
     stages = [f.stage for f in feedback]
     assert stages.index("encoding_image") < stages.index("generating") < stages.index("decoding_masks")
     texts = [f.text for f in feedback if f.text]
@@ -169,7 +171,7 @@ def test_cancel_stops_generation_within_a_decoding_step(client) -> None:
     canceled_at = time.monotonic()
     status, result = goal.result(timeout=10)
     # 400 tokens would take 20 s; one decoding step is 50 ms (+ the tiny model's few ms).
-    assert time.monotonic() - canceled_at < 2.0
+    assert time.monotonic() - canceled_at < 3.0
     assert status == GoalStatus.STATUS_CANCELED
     assert result.error_code == Result.CANCELED
     generated = result.text.split().count("and")
