@@ -15,42 +15,35 @@ status. Inputs are checked before the model is loaded, so those mistakes cost no
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
+from lisa_ros.cli_io import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    OVERLAY_FILE,
+    RESULT_FILE,
+    CommandError,
+    check_instruction,
+    mask_file_name,
+    prepare_output,
+    print_answer,
+    read_image,
+    write_result_files,
+)
 from lisa_ros.visualization import draw_overlay, mask_colors
 
 if TYPE_CHECKING:  # the model stack imports torch and transformers: seconds, only when needed
     from lisa_ros.model import LisaModel, SegmentationResult
 
 PROG = "lisa-segment"
-OVERLAY_FILE = "overlay.png"
-RESULT_FILE = "result.json"
-EXIT_RUNTIME_ERROR = 1  # the model could not be loaded or run
-EXIT_BAD_INPUT = 2  # what the user gave is wrong (argparse uses 2 for usage errors too)
-EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger(PROG)
-
-
-class CommandError(Exception):
-    """A failure to report as one line, with the process exit status to end with."""
-
-    def __init__(self, message: str, exit_status: int = EXIT_RUNTIME_ERROR) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
-
-
-def mask_file_name(index: int) -> str:
-    return f"mask_{index}.png"
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -100,46 +93,12 @@ def _configure_logging(quiet: bool) -> None:
     logger.setLevel(level)
 
 
-# --- inputs ----------------------------------------------------------------------------------
-
-
-def read_image(path: Path) -> np.ndarray:
-    """The image at ``path`` as RGB uint8 HxWx3 (read like the reference: OpenCV, EXIF-rotated)."""
-    if not path.exists():
-        raise CommandError(f"image '{path}' does not exist", EXIT_BAD_INPUT)
-    if not path.is_file():
-        raise CommandError(f"image '{path}' is not a file", EXIT_BAD_INPUT)
-    if not os.access(path, os.R_OK):
-        raise CommandError(f"image '{path}' is not readable (permissions)", EXIT_BAD_INPUT)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise CommandError(f"image '{path}' cannot be decoded: use a PNG, JPEG, BMP, TIFF or WebP file", EXIT_BAD_INPUT)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _check_instruction(instruction: str) -> str:
-    if not instruction.strip():
-        raise CommandError('the instruction is empty: say what to segment, e.g. "where is the mug?"', EXIT_BAD_INPUT)
-    return instruction.strip()
-
-
-def _prepare_output(folder: Path | None) -> None:
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CommandError(
-            f"output folder '{folder}' cannot be created: {error.strerror or error}", EXIT_BAD_INPUT
-        ) from None
-    if not os.access(folder, os.W_OK):
-        raise CommandError(f"output folder '{folder}' is not writable", EXIT_BAD_INPUT)
-
-
 # --- model -----------------------------------------------------------------------------------
 
 
 def _load(args: argparse.Namespace) -> LisaModel:
+    import torch
+
     from lisa_ros.model import LisaLoadError, load_model
 
     if args.quiet:
@@ -158,13 +117,15 @@ def _load(args: argparse.Namespace) -> LisaModel:
         )
     except LisaLoadError as error:
         raise CommandError(str(error).splitlines()[0]) from None
-    except _out_of_memory_errors() as error:
+    except (torch.OutOfMemoryError, MemoryError) as error:
         raise CommandError(
             f"out of memory while loading the model ({_first_line(error)}): try --quantization nf4 or int8"
         ) from None
 
 
 def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> SegmentationResult:
+    from lisa_ros.model import LisaOutOfMemoryError
+
     generate_kwargs = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     stage_messages = {
         "encoding_image": "Encoding the image",
@@ -180,17 +141,11 @@ def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> Se
         )
     except ValueError as error:  # e.g. an instruction too long for the model's context
         raise CommandError(_first_line(error), EXIT_BAD_INPUT) from None
-    except _out_of_memory_errors() as error:
+    except (LisaOutOfMemoryError, MemoryError) as error:  # the core turns torch's into its own
         raise CommandError(
             f"out of memory while segmenting ({_first_line(error)}): "
             "try --max-new-tokens, a smaller image or --quantization"
         ) from None
-
-
-def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
-    import torch
-
-    return (torch.cuda.OutOfMemoryError, MemoryError)
 
 
 def _first_line(error: BaseException) -> str:
@@ -230,49 +185,30 @@ def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None
 def write_outputs(
     result: SegmentationResult, image_rgb: np.ndarray, output_dir: Path, run_info: Mapping[str, Any] | None = None
 ) -> list[Path]:
-    """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir``.
+    """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir`` (created if missing).
 
     ``run_info`` (model, instruction, image, settings...) is stored in ``result.json`` beside the
-    result. The JSON goes last, so an interrupted run leaves no ``result.json`` that lies.
-    Returns the paths written, in order. Raises OSError if a file cannot be written.
+    result. Returns the paths written, in order. Raises OSError if a file cannot be written.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    written = [_write_png(output_dir / OVERLAY_FILE, draw_overlay(image_rgb, result.masks, result.text))]
-    for index, mask in enumerate(result.masks):
-        written.append(_write_png(output_dir / mask_file_name(index), mask.astype(np.uint8) * 255))
-
     record = result_record(result, run_info)
-    record["overlay"] = OVERLAY_FILE
     record.setdefault("image_size", {"width": int(image_rgb.shape[1]), "height": int(image_rgb.shape[0])})
-    result_path = output_dir / RESULT_FILE
-    temporary = result_path.with_suffix(".json.partial")
-    temporary.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(result_path)
-    written.append(result_path)
-    return written
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> Path:
-    """Write RGB (H, W, 3) or grey (H, W) uint8 pixels; OpenCV wants BGR and reports failure by False."""
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), pixels):
-        raise OSError(f"cannot write '{path}'")
-    return path
+    overlay = draw_overlay(image_rgb, result.masks, result.text)
+    return write_result_files(output_dir, record, result.masks, overlay)
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    args.instruction = _check_instruction(args.instruction)
+    args.instruction = check_instruction(args.instruction)
     image = read_image(args.image)
-    _prepare_output(args.output)
+    prepare_output(args.output)
 
     lisa = _load(args)
     result = _segment(lisa, image, args)
-    _print_answer(result.text)
+    print_answer(result.text)
     logger.info(
         "%d mask(s), %d tokens, %.2f s (%s)",
         len(result.mask_logits),
@@ -298,14 +234,6 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot write the results into '{args.output}': {error}") from None
         logger.info("Wrote %s", ", ".join(path.name for path in written))
     return 0
-
-
-def _print_answer(text: str) -> None:
-    # A random or odd model may emit text the terminal's encoding cannot show; never fail on it.
-    sys.stdout.write(
-        text.encode(sys.stdout.encoding or "utf-8", errors="replace").decode(sys.stdout.encoding or "utf-8") + "\n"
-    )
-    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
@@ -30,38 +29,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
 import numpy as np
 
+from lisa_ros.cli_io import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    OVERLAY_FILE,
+    RESULT_FILE,
+    CommandError,
+    check_instruction,
+    mask_file_name,
+    prepare_output,
+    print_answer,
+    read_image,
+    write_result_files,
+)
 from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, image_msg_to_array, to_rgb8
 from lisa_ros.visualization import draw_overlay
 
 PROG = "lisa-ask"
 DEFAULT_ACTION = "/lisa/segment"
-OVERLAY_FILE = "overlay.png"
-RESULT_FILE = "result.json"
 
 EXIT_SUCCESS = 0
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
 EXIT_NOTHING_FOUND = 3
-EXIT_INTERRUPTED = 130
 
 CANCEL_WAIT_S = 5.0  # how long to wait for the node to confirm a cancel and send its last result
 FEEDBACK_DRAIN_S = 0.05  # after the result: time to process feedback that arrived with it
 FRAME_WINDOW_S = 2.0  # --image-topic: frames kept after the goal is accepted (the node's pick is among them)
-
-
-class AskError(Exception):
-    """A failure reported as one line, with the exit status to end with."""
-
-    def __init__(self, message: str, exit_status: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
-
-
-def mask_file_name(index: int) -> str:
-    return f"mask_{index}.png"
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -103,32 +98,6 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
-
-
-# --- inputs ----------------------------------------------------------------------------------
-
-
-def read_image(path: Path) -> np.ndarray:
-    """The image file at ``path`` as RGB uint8 HxWx3; an AskError says why it cannot be read."""
-    if not path.is_file():
-        raise AskError(f"image '{path}' {'is not a file' if path.exists() else 'does not exist'}", EXIT_BAD_INPUT)
-    if not os.access(path, os.R_OK):
-        raise AskError(f"image '{path}' is not readable (permissions)", EXIT_BAD_INPUT)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise AskError(f"image '{path}' cannot be decoded: use a PNG, JPEG, BMP, TIFF or WebP file", EXIT_BAD_INPUT)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def prepare_output(folder: Path | None) -> None:
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AskError(f"output folder '{folder}' cannot be created: {error.strerror or error}", EXIT_BAD_INPUT) from None
-    if not os.access(folder, os.W_OK):
-        raise AskError(f"output folder '{folder}' is not writable", EXIT_BAD_INPUT)
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -204,8 +173,8 @@ class SourceFrames:
         """Wait for a frame: the node picks its latest frame on the goal's arrival, and the
         overlay can only use it if this subscription was already receiving."""
         if not client.spin_until(lambda: len(self._frames) > 0, timeout):
-            raise AskError(f"no image on {topic} within {timeout:g} s: check the topic name "
-                           "(or leave out --image-topic to save masks without the camera picture)")
+            raise CommandError(f"no image on {topic} within {timeout:g} s: check the topic name "
+                               "(or leave out --image-topic to save masks without the camera picture)")
 
     def goal_accepted(self) -> None:
         self._stop_at = time.monotonic() + FRAME_WINDOW_S
@@ -257,7 +226,7 @@ class SegmentClient:
 
     def wait_for_server(self, timeout: float) -> None:
         if not self.spin_until(self.client.server_is_ready, timeout):
-            raise AskError(
+            raise CommandError(
                 f"no action server {self.action_name} after {timeout:g} s: is lisa_node running and active, "
                 "with the same ROS_DOMAIN_ID (and --action matching its namespace)?"
             )
@@ -271,10 +240,10 @@ class SegmentClient:
                 self.cancel(future.result())
             raise
         if not answered:
-            raise AskError(f"{self.action_name} did not answer the goal request within {timeout:g} s")
+            raise CommandError(f"{self.action_name} did not answer the goal request within {timeout:g} s")
         goal_handle = future.result()
         if not goal_handle.accepted:
-            raise AskError(
+            raise CommandError(
                 f"the goal was rejected by {self.action_name}: the node is busy (busy_policy 'reject') "
                 "or not active; try again later"
             )
@@ -315,9 +284,9 @@ def masks_to_array(mask_msgs: Sequence[Any]) -> np.ndarray:
     try:
         masks = [image_msg_to_array(msg) > 0 for msg in mask_msgs]
     except ImageConversionError as error:
-        raise AskError(f"the node sent a mask that cannot be read: {error}") from None
+        raise CommandError(f"the node sent a mask that cannot be read: {error}") from None
     if len({mask.shape for mask in masks}) > 1:
-        raise AskError(f"the node sent masks of different sizes: {[mask.shape for mask in masks]}")
+        raise CommandError(f"the node sent masks of different sizes: {[mask.shape for mask in masks]}")
     return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
 
 
@@ -362,21 +331,10 @@ def write_outputs(folder: Path, record: dict[str, Any], masks: np.ndarray, text:
     if canvas is None and masks.shape[0]:
         canvas = np.zeros((*masks.shape[1:], 3), dtype=np.uint8)
         record["overlay_background"] = "black (the source frame was not available: pass --image or --image-topic)"
+    overlay = None
     if canvas is not None:
         overlay = draw_overlay(canvas, masks if masks.shape[0] else np.zeros((0, *canvas.shape[:2]), bool), text)
-        _write_png(folder / OVERLAY_FILE, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-        record["overlay"] = OVERLAY_FILE
-    for index, mask in enumerate(masks):
-        _write_png(folder / mask_file_name(index), mask.astype(np.uint8) * 255)
-    result_path = folder / RESULT_FILE
-    partial = result_path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    partial.replace(result_path)  # last and atomic: a result.json always belongs to a finished run
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), pixels):
-        raise OSError(f"cannot write '{path}'")
+    write_result_files(folder, record, masks, overlay)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -388,9 +346,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter) -> int:
     """Check the inputs, send the goal, report the result and save it; return the exit status."""
-    instruction = args.instruction.strip()
-    if not instruction:
-        raise AskError('the instruction is empty: say what to segment, e.g. "where is the mug?"', EXIT_BAD_INPUT)
+    instruction = check_instruction(args.instruction)
     image_rgb = read_image(args.image) if args.image is not None else None
     prepare_output(args.output)  # before the goal: a bad folder must not cost an inference
     _check_interfaces()
@@ -421,8 +377,8 @@ def _check_interfaces() -> None:
     try:
         importlib.import_module("lisa_ros_interfaces.action")
     except ImportError as error:
-        raise AskError(f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
-                       "and source install/setup.bash)") from None
+        raise CommandError(f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
+                           "and source install/setup.bash)") from None
 
 
 def build_goal(instruction: str, session_id: str, image_rgb: np.ndarray | None, stamp: Any) -> Any:
@@ -452,8 +408,8 @@ def await_result(client: SegmentClient, goal_handle: Any, timeout: float, printe
         canceled = client.cancel(goal_handle)
         if canceled is not None:
             printer.message(f"the node ended the goal: {_status_name(canceled.status)}")
-        raise AskError(f"no result within --timeout {timeout:g} s (goal canceled); "
-                       "CPU inference can take minutes: raise --timeout")
+        raise CommandError(f"no result within --timeout {timeout:g} s (goal canceled); "
+                           "CPU inference can take minutes: raise --timeout")
     return response
 
 
@@ -471,7 +427,7 @@ def save(args: argparse.Namespace, instruction: str, response: Any, source_rgb: 
     try:
         write_outputs(args.output, record, masks_to_array(result.masks), result.text, source_rgb, printer)
     except OSError as error:
-        raise AskError(f"cannot write the results into '{args.output}': {error}") from None
+        raise CommandError(f"cannot write the results into '{args.output}': {error}") from None
     printer.message(f"wrote {args.output / RESULT_FILE}")
 
 
@@ -488,7 +444,7 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
     result = response.result
     printer.end()
     if result.text:
-        _print_stdout(result.text)
+        print_answer(result.text)
     code = result.error_code
     name = constant_names(Segment.Result).get(code, f"error code {code}")
     if code == Segment.Result.SUCCESS:
@@ -506,12 +462,6 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
     return EXIT_BAD_INPUT if code == Segment.Result.INVALID_INPUT else EXIT_FAILURE
 
 
-def _print_stdout(text: str) -> None:
-    encoding = sys.stdout.encoding or "utf-8"
-    sys.stdout.write(text.encode(encoding, errors="replace").decode(encoding) + "\n")
-    sys.stdout.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from rclpy.utilities import remove_ros_args
 
@@ -521,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `timeout`, systemd: cancel like Ctrl-C
     try:
         return run(args, full_argv, printer)
-    except AskError as error:
+    except CommandError as error:
         printer.end()
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_status
