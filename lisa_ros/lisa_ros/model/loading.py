@@ -127,11 +127,15 @@ def _apply_adapter(llm: nn.Module, adapter: str, merge: bool) -> nn.Module:
 
 def _load_vision_tower(name: str, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
     from transformers import CLIPVisionModel
-    from transformers.models.clip import CLIPImageProcessorPil
+
+    try:  # the PIL back-end resizes exactly as the reference did; the torchvision one differs slightly
+        from transformers.models.clip import CLIPImageProcessorPil as ClipProcessor
+    except ImportError:  # transformers releases without separate back-ends
+        from transformers import CLIPImageProcessor as ClipProcessor
 
     logger.info("Loading the vision tower %s", name)
     try:
-        processor = CLIPImageProcessorPil.from_pretrained(name)
+        processor = ClipProcessor.from_pretrained(name)
         tower = CLIPVisionModel.from_pretrained(name, dtype=dtype)
     except OSError as error:
         raise LisaLoadError(
