@@ -27,6 +27,7 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,9 @@ def camera_frames(rgb: np.ndarray, count: int) -> list[np.ndarray]:
     return frames
 
 
-def benchmark_size(width: int, height: int, args: argparse.Namespace, lisa, publishers) -> dict[str, list[float]]:  # noqa: ANN001
+def benchmark_size(
+    width: int, height: int, args: argparse.Namespace, lisa: Any, publishers: dict[str, Any]
+) -> dict[str, list[float]]:
     from PIL import Image as PILImage
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CameraInfo, Image
@@ -131,7 +134,8 @@ def benchmark_size(width: int, height: int, args: argparse.Namespace, lisa, publ
 
     def build() -> list[object]:
         built = Answer(header, CameraInfo(), INSTRUCTION, frames[0], answer, {})
-        return [built.segmentation_msg(), label_image_msg(masks, header), overlay_msg(frames[0], masks, answer.text, header)]
+        overlay = overlay_msg(frames[0], masks, answer.text, header)
+        return [built.segmentation_msg(), label_image_msg(masks, header), overlay]
 
     results["build messages"] = timed(build, args.frames)
     results["  of which: draw overlay"] = timed(lambda: draw_overlay(frames[0], masks, answer.text), args.frames)

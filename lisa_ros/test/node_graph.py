@@ -97,7 +97,8 @@ def stamp_seconds(time_msg: Time) -> float:
 
 
 def image_msg(array: np.ndarray, encoding: str, when: float = 1234.5, frame_id: str = "camera_optical") -> Image:
-    return fill_image_msg(Image(), np.ascontiguousarray(array), encoding, header=Header(stamp=stamp(when), frame_id=frame_id))
+    header = Header(stamp=stamp(when), frame_id=frame_id)
+    return fill_image_msg(Image(), np.ascontiguousarray(array), encoding, header=header)
 
 
 def bgr8_msg(rgb: np.ndarray, when: float = 1234.5, frame_id: str = "camera_optical") -> Image:

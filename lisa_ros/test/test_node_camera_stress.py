@@ -39,7 +39,7 @@ from std_msgs.msg import String
 
 CAMERA_HZ = 30.0
 DURATION = 60.0
-WARM_UP = 10.0
+WARM_UP = 25.0  # allocator arenas of the node's threads settle in the first ~20 s
 MAX_RSS_GROWTH_MB = 50.0  # a frame queue would grow by ~25 MB/s (640x480 bgr8 at 30 Hz)
 
 
@@ -110,8 +110,8 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     assert statistics.median(inference) > 1.0 / CAMERA_HZ, "inference faster than a frame: test is moot"
 
     # Memory: flat after warm-up. RSS swings by a few hundred MB within each inference (SAM's
-    # activations), so compare the floors between inferences: at the start of the run and at its
-    # end. A queue of frames would raise the floor by ~25 MB per second.
+    # activations), so compare the floors between inferences: after warm-up and at the end of the
+    # run. A queue of frames would raise the floor by ~25 MB per second, ~600 MB between the two.
     first_floor = min(mb for t, mb in rss if WARM_UP <= t < WARM_UP + 10)
     last_floor = min(mb for t, mb in rss if t >= DURATION - 10)
     growth = last_floor - first_floor
@@ -121,23 +121,26 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     frames_received = int(last_stats["frames_received"])
     frames_processed = int(last_stats["frames_processed"])
     frames_dropped = int(last_stats["frames_dropped"])
-    assert frames_received > 0.8 * len(published)
+    # (Best effort with a depth of 1: frames the node had no time to take are already replaced in
+    # DDS, so it receives fewer than were published, more so when the machine is busy.)
     assert frames_received - frames_processed - frames_dropped in (0, 1)
-    assert frames_dropped > frames_processed  # the camera outran the model: most frames dropped
+    assert frames_received >= 3 * frames_processed  # the camera outran the model: most frames dropped
     assert last_stats["goals_waiting"] == "0"
 
-    # Results: steady, and each from a frame that was the newest when its inference started.
+    # Results: steady, and each from a frame that was the newest when its inference started. The
+    # node times how long each frame waited between its arrival and the start of its inference: a
+    # frame that had waited behind another inference would show a whole inference time.
     assert len(received) >= 0.5 * DURATION / max(inference)
+    waited = [next(t.seconds for t in msg.timings if t.stage == "queued") for _, msg in received]
+    assert max(waited) < statistics.median(inference), f"frames waited for inferences: {sorted(waited)[-5:]}"
     ages = [received_at - stamp_seconds(msg.header.stamp) for received_at, msg in received]
-    lags = [age - seconds for age, seconds in zip(ages, inference)]
-    # A frame that had waited behind another inference would lag by a whole inference time.
-    assert max(lags) < statistics.median(inference), f"results lag behind the camera: {sorted(lags)[-5:]}"
     stamps = [stamp_seconds(msg.header.stamp) for _, msg in received]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     print(
         f"camera {len(published) / DURATION:.1f} Hz, {len(received)} results, inference median "
-        f"{statistics.median(inference):.3f} s, result age median {statistics.median(ages):.3f} s "
-        f"(max lag over inference {max(lags):.3f} s), frames received/processed/dropped "
+        f"{statistics.median(inference):.3f} s, frame wait before inference median "
+        f"{statistics.median(waited) * 1e3:.1f} ms (max {max(waited) * 1e3:.1f} ms), result age at "
+        f"the test median {statistics.median(ages):.3f} s, frames received/processed/dropped "
         f"{frames_received}/{frames_processed}/{frames_dropped}, RSS floor {first_floor:.0f} -> "
         f"{last_floor:.0f} MB"
     )

@@ -94,7 +94,9 @@ def test_an_unconfigured_node_answers_goals_with_model_not_ready(lisa) -> None:
     assert result.error_code == Result.MODEL_NOT_READY and "configure" in result.error_message
 
 
-def test_a_missing_model_folder_fails_configure_with_the_reason_and_the_node_stays_up(lisa, graph) -> None:  # noqa: F811
+def test_a_missing_model_folder_fails_configure_with_the_reason_and_the_node_stays_up(
+    lisa, graph  # noqa: F811
+) -> None:
     client, process, diagnostics = lisa
     assert client.transition("configure") is False
     assert client.state() == "unconfigured"
@@ -173,3 +175,38 @@ def test_a_bad_parameter_value_stops_the_node_at_start_up_with_the_reason(module
     assert process.wait(timeout=60) == 1
     assert "cannot start" in process.output
     assert "busy_policy='lifo' is not one of 'queue', 'reject', 'preempt'" in process.output
+
+
+def test_cleanup_drops_every_reference_to_the_model(graph) -> None:  # noqa: F811
+    """In-process: after cleanup nothing holds the model any more, so its (GPU) memory is freed."""
+    import gc
+    import weakref
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from lisa_ros.node.lisa_node import LisaNode
+
+    node = LisaNode(
+        "lisa_in_process",
+        context=graph.context,
+        parameter_overrides=[
+            Parameter("autostart", value=False),
+            Parameter("model", value=str(CHECKPOINT)),
+            Parameter("precision", value="fp32"),
+            Parameter("device", value="cpu"),
+        ],
+    )
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        model = weakref.ref(node._model)
+        worker = node._worker
+        assert model() is not None and worker is not None and worker.is_alive()
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert model() is None, gc.get_referrers(model())
+        assert not worker.is_alive()
+    finally:
+        node.destroy_node()

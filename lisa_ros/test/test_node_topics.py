@@ -124,7 +124,9 @@ def lisa(module_processes, graph):  # noqa: F811
     camera.stop()
 
 
-def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame_header(lisa, graph) -> None:  # noqa: F811
+def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame_header(
+    lisa, graph  # noqa: F811
+) -> None:
     process, outputs, camera, instruction = lisa
     started = time.monotonic()
     camera.start(10.0)
@@ -213,7 +215,9 @@ BAD_FRAMES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
-def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(lisa, graph, case: str) -> None:  # noqa: F811
+def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(
+    lisa, graph, case: str  # noqa: F811
+) -> None:
     process, outputs, camera, instruction = lisa
     make_frame, expected = BAD_FRAMES[case]
     instruction.publish(String(data="the thing"))

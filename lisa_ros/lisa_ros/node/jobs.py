@@ -62,6 +62,7 @@ class Frame:
 
     msg: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage
     camera_infos: CameraInfoCache | None = None  # None: an image without a camera (goal image)
+    received: float = field(default_factory=time.perf_counter)  # when the node got it
 
     @property
     def header(self) -> Header:
@@ -129,6 +130,7 @@ class FrameJob(_StoppableJob):
             return
         pipeline = self._pipeline
         started = time.perf_counter()
+        queued = started - self._frame.received  # under one camera period: frames never queue
         try:
             image = self._frame.to_rgb(self._settings.limits)
         except InputError as error:
@@ -162,7 +164,7 @@ class FrameJob(_StoppableJob):
                 instruction=self._instruction,
                 image_rgb=image,
                 result=result,
-                node_timings={"image_conversion": converted - started},
+                node_timings={"queued": queued, "image_conversion": converted - started},
             )
         )
 

@@ -34,6 +34,7 @@ import time
 from typing import Any, Callable
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State as StateMsg
 from lisa_ros_interfaces.action import Segment
 from lisa_ros_interfaces.msg import Segmentation
@@ -49,7 +50,6 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
-from diagnostic_msgs.msg import DiagnosticArray
 
 from lisa_ros.model import LisaLoadError, LisaModel, load_model
 
@@ -62,7 +62,7 @@ from .parameters import PARAMETERS, descriptor, validate
 from .scheduler import StopReason, WorkScheduler
 from .sessions import SessionStore
 
-__all__ = ["LisaNode", "ModelSettings", "main"]
+__all__ = ["LisaNode", "ModelSettings", "main", "run", "spin"]
 
 Result = Segment.Result
 
@@ -209,7 +209,9 @@ class LisaNode(LifecycleNode):
         )
         self._scheduler = WorkScheduler(self._frame_job)
         self._scheduler.set_max_rate(self._param("max_rate_hz"))
-        self._worker = threading.Thread(target=self._inference_loop, args=(self._scheduler,), name="lisa-inference", daemon=True)
+        self._worker = threading.Thread(
+            target=self._inference_loop, args=(self._scheduler,), name="lisa-inference", daemon=True
+        )
         self._worker.start()
         return super().on_configure(state)
 
@@ -287,16 +289,19 @@ class LisaNode(LifecycleNode):
     # --- subscriptions -----------------------------------------------------------------------
 
     def _subscribe(self) -> None:
+        def subscribe(msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
+            return self.create_subscription(msg_type, topic, callback, qos, callback_group=self._callback_group)
+
         if self._param("image_transport") == "compressed":
             # Follow the remapped name of 'image', as image_transport does for its subtopics.
             topic = self.resolve_topic_name("image") + "/compressed"
-            image = self.create_subscription(CompressedImage, topic, self._on_image, CAMERA_QOS, callback_group=self._callback_group)
+            image = subscribe(CompressedImage, topic, self._on_image, CAMERA_QOS)
         else:
-            image = self.create_subscription(Image, "image", self._on_image, CAMERA_QOS, callback_group=self._callback_group)
+            image = subscribe(Image, "image", self._on_image, CAMERA_QOS)
         self._inputs = [
             image,
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS, callback_group=self._callback_group),
-            self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS, callback_group=self._callback_group),
+            subscribe(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS),
+            subscribe(String, "instruction", self._on_instruction, INSTRUCTION_QOS),
         ]
         self.get_logger().info(f"Listening to {image.topic_name} ({self._param('image_transport')})")
 
