@@ -127,12 +127,18 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     assert frames_received >= 3 * frames_processed  # the camera outran the model: most frames dropped
     assert last_stats["goals_waiting"] == "0"
 
-    # Results: steady, and each from a frame that was the newest when its inference started. The
-    # node times how long each frame waited between its arrival and the start of its inference: a
-    # frame that had waited behind another inference would show a whole inference time.
+    # Results: steady, and each from the newest frame. The node times how long each frame waited
+    # between its arrival and the start of its inference ("queued"). A frame never waits behind
+    # more than the inference that was running when it arrived: it arrived after the previous
+    # inference started, or a newer frame would have replaced it (or it would have been taken
+    # then). With any queue, waits would add up to several inference times.
     assert len(received) >= 0.5 * DURATION / max(inference)
-    waited = [next(t.seconds for t in msg.timings if t.stage == "queued") for _, msg in received]
-    assert max(waited) < statistics.median(inference), f"frames waited for inferences: {sorted(waited)[-5:]}"
+    timings = [{t.stage: t.seconds for t in msg.timings} for _, msg in received]
+    waited = [t["queued"] for t in timings]
+    previous_busy = [t["image_conversion"] + t["total"] for t in timings]
+    slack = 0.2  # building and publishing the previous result, thread wake-up
+    late = [(w, busy) for w, busy in zip(waited[1:], previous_busy[:-1]) if w > busy + slack]
+    assert not late, f"frames waited longer than the inference before them: {late[:5]}"
     ages = [received_at - stamp_seconds(msg.header.stamp) for received_at, msg in received]
     stamps = [stamp_seconds(msg.header.stamp) for _, msg in received]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
