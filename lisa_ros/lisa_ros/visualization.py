@@ -74,10 +74,10 @@ def label_image(masks: np.ndarray) -> np.ndarray:
     masks = _check_masks(masks)
     if masks.shape[0] > 255:
         raise ValueError(f"a uint8 label image holds at most 255 masks, got {masks.shape[0]}")
-    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
-    for k, mask in enumerate(masks, start=1):
-        labels[mask] = k
-    return labels
+    # Mask k-1 contributes k where it is set; the maximum over masks is then the latest mask
+    # covering each pixel. One pass over the stack: indexing mask by mask cost ~10x more.
+    numbers = np.arange(1, masks.shape[0] + 1, dtype=np.uint8)[:, None, None]
+    return (numbers * masks.view(np.uint8)).max(axis=0, initial=0)
 
 
 def draw_overlay(
