@@ -378,9 +378,11 @@ class LisaNode(LifecycleNode):
             self.get_logger().warning(f"Goal refused: {error}")
             goal_handle.abort()
             return goal_result(error.code, str(error))
-        except Exception:
+        except Exception as error:  # noqa: BLE001 - re-raised, rclpy would send an empty result (SUCCESS)
             scheduler.release(slot)
-            raise
+            self.get_logger().error(f"Goal failed with an unexpected error: {error!r}")
+            goal_handle.abort()
+            return goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
 
         done: Future = Future(executor=self.executor)
         executor = self.executor
