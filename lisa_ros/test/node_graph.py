@@ -58,6 +58,7 @@ def start_lisa(
     *parameters: str,
     replies: dict[str, Sequence[int] | tuple[int, int]] | None = None,
     slow: dict[str, float] | None = None,
+    out_of_memory: Sequence[str] = (),
     remap: Sequence[str] = (),
     name: str = "lisa",
     namespace: str = "",
@@ -70,6 +71,8 @@ def start_lisa(
         args += ["--reply", f"{keyword}={text}"]
     for keyword, seconds in (slow or {}).items():
         args += ["--slow", f"{keyword}={seconds}"]
+    for keyword in out_of_memory:
+        args += ["--oom", keyword]
     args += ["--ros-args", "--params-file", str(CONFIG), "-r", f"__node:={name}"]
     if namespace:
         args += ["-r", f"__ns:={namespace}"]

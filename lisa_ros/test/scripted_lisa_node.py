@@ -16,6 +16,9 @@ token is scripted. The product has no test-only parameter.
   so tests can see that the node passed the conversation to the model.
 - ``--slow KEYWORD=SECONDS``: decoding steps of instructions containing KEYWORD take SECONDS
   longer each, so a test can act while a generation runs (cancel it, preempt it, query the node).
+- ``--oom KEYWORD``: the first decoding step of instructions containing KEYWORD raises
+  ``torch.OutOfMemoryError``, as a real GPU allocation failure would (this machine has no GPU), so
+  the core's conversion to ``LisaOutOfMemoryError`` and the node's recovery both run.
 """
 
 from __future__ import annotations
@@ -50,13 +53,27 @@ class SlowDecoding(LogitsProcessor):
         return scores
 
 
+class ExhaustMemory(LogitsProcessor):
+    """Fails a decoding step the way running out of GPU memory does."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (scripted)")
+
+
 class ScriptedModel:
     """A loaded LisaModel whose ``segment`` answers are scripted by instruction keyword."""
 
-    def __init__(self, model: LisaModel, replies: dict[str, list[int]], delays: dict[str, float]) -> None:
+    def __init__(
+        self,
+        model: LisaModel,
+        replies: dict[str, list[int]],
+        delays: dict[str, float],
+        out_of_memory: list[str],
+    ) -> None:
         self._model = model
         self._replies = replies
         self._delays = delays
+        self._out_of_memory = out_of_memory
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -69,6 +86,8 @@ class ScriptedModel:
         delay = self._match(self._delays, instruction, 0.0)
         if delay:
             processors.append(SlowDecoding(delay))
+        if any(keyword in instruction for keyword in self._out_of_memory):
+            processors.append(ExhaustMemory())
         return self._model.segment(image, instruction, history, logits_processor=processors, **kwargs)
 
     @staticmethod
@@ -80,13 +99,15 @@ class ScriptedModel:
 
 
 class ScriptedLisaNode(LisaNode):
-    def __init__(self, replies: dict[str, list[int]], delays: dict[str, float]) -> None:
+    def __init__(self, replies: dict[str, list[int]], delays: dict[str, float], out_of_memory: list[str]) -> None:
         self._replies = replies
         self._delays = delays
+        self._out_of_memory = out_of_memory
         super().__init__()
 
     def load_model(self, settings: ModelSettings) -> LisaModel:
-        return ScriptedModel(super().load_model(settings), self._replies, self._delays)  # type: ignore[return-value]
+        model = super().load_model(settings)
+        return ScriptedModel(model, self._replies, self._delays, self._out_of_memory)  # type: ignore[return-value]
 
 
 def _pairs(values: list[str], parse: Any) -> dict[str, Any]:
@@ -110,11 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reply", action="append", default=[], metavar="KEYWORD=IDS")
     parser.add_argument("--slow", action="append", default=[], metavar="KEYWORD=SECONDS")
+    parser.add_argument("--oom", action="append", default=[], metavar="KEYWORD")
     options = parser.parse_args(remove_ros_args(sys.argv)[1:])
     replies = _pairs(options.reply, _token_ids)
     delays = _pairs(options.slow, float)
 
-    run(lambda: ScriptedLisaNode(replies, delays))
+    run(lambda: ScriptedLisaNode(replies, delays, options.oom))
 
 
 if __name__ == "__main__":

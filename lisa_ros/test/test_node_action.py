@@ -51,6 +51,7 @@ def lisa(module_processes, graph):  # noqa: F811
         "max_image_side:=1024",
         replies={"nothing": NOTHING_REPLY, "long": LONG_REPLY},
         slow={"long": SLOW_SECONDS_PER_TOKEN},
+        out_of_memory=["exhaust the gpu"],
         remap=[f"image:={CAMERA}", f"camera_info:={CAMERA_INFO}"],
     )
     wait_active(process)
@@ -238,6 +239,18 @@ def test_busy_policy_preempt_aborts_the_running_goal_for_the_new_one(client) -> 
     assert result.error_code == Result.PREEMPTED and "preempt" in result.error_message
     status, result = newer.result()
     assert status == GoalStatus.STATUS_SUCCEEDED and result.header.stamp.sec == 5000
+
+
+def test_running_out_of_gpu_memory_fails_the_goal_with_the_reason_and_the_next_goal_is_answered(
+    client,
+) -> None:
+    status, result, _ = client.run("exhaust the gpu: where is the cup?", bgr8_msg(fixture_rgb(), when=6000.0))
+    assert status == GoalStatus.STATUS_ABORTED
+    assert result.error_code == Result.INFERENCE_FAILED
+    assert "memory during inference" in result.error_message and "quantization" in result.error_message
+    status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb(), when=6001.0))
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.error_code == Result.SUCCESS
+    assert result.text == DEFAULT_TEXT and result.header.stamp.sec == 6001
 
 
 def test_invalid_parameter_values_are_refused_with_a_reason(client) -> None:
