@@ -95,13 +95,15 @@ def write_result_files(
     every file it names is there. Returns the paths written, in order; raises OSError if a file
     cannot be written.
     """
+    result_path = folder / RESULT_FILE
+    # A result.json of an earlier run in this folder would name the images being overwritten.
+    result_path.unlink(missing_ok=True)
     written = []
     if overlay_rgb is not None:
         written.append(_write_png(folder / OVERLAY_FILE, overlay_rgb))
         record = {**record, "overlay": OVERLAY_FILE}
     for index, mask in enumerate(masks):
         written.append(_write_png(folder / mask_file_name(index), mask.astype(np.uint8) * 255))
-    result_path = folder / RESULT_FILE
     partial = result_path.with_suffix(".json.partial")
     partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     partial.replace(result_path)

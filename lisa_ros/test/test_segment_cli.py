@@ -154,6 +154,16 @@ def test_write_outputs_writes_overlay_masks_and_json(scripted_result, tmp_path):
     assert not list(folder.glob("*.partial"))
 
 
+def test_a_failed_rewrite_leaves_no_result_json_of_the_earlier_run(scripted_result, tmp_path):
+    write_outputs(scripted_result, rgb_image(), tmp_path)
+    (tmp_path / "mask_1.png").unlink()
+    (tmp_path / "mask_1.png").mkdir()  # the second run cannot write its second mask
+    with pytest.raises(OSError):
+        write_outputs(scripted_result, rgb_image(), tmp_path)
+    # The overlay and mask_0.png are the second run's now: no result.json may claim them.
+    assert not (tmp_path / "result.json").exists()
+
+
 def test_write_outputs_reports_an_unwritable_folder(scripted_result, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
