@@ -101,6 +101,20 @@ def test_latest_frame_goals_follow_a_session_and_draw_on_the_camera_frame(ros_en
     np.testing.assert_array_equal(read_rgb(tmp_path / "overlay.png"), expected_overlay)
 
 
+def test_a_camera_frame_without_colour_meaning_still_saves_the_result(ros_env, ros_processes, tmp_path):
+    server = ros_processes.start_python(str(CANNED_SERVER), "--camera-encoding", "32FC3")
+    server.wait_for_output("canned_segment_server ready", timeout=30)
+
+    done = ask(ros_env, "what is on the table?", "--image-topic", "/image", "--output", str(tmp_path))
+
+    assert done.returncode == 0, done.stderr
+    assert "the frame on /image cannot be drawn on (cannot make an RGB picture from a 32FC3 image" in done.stderr
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["overlay_background"].startswith("black")
+    masks = np.stack([cv2.imread(str(tmp_path / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) for k in range(2)])
+    np.testing.assert_array_equal(masks, np.stack(thirds(48, 64)))
+
+
 def test_outcomes_other_than_success_have_their_own_message_and_exit_status(ros_env, canned_server, tmp_path):
     nothing = ask(ros_env, "is there nothing?", "--output", str(tmp_path))
     assert nothing.returncode == 3, nothing.stderr

@@ -156,10 +156,12 @@ class SourceFrames:
     picks its latest frame when the goal arrives, and no later frame is needed.
     """
 
-    def __init__(self, node: Any, topic: str) -> None:
+    def __init__(self, node: Any, topic: str, printer: FeedbackPrinter) -> None:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
+        self._topic = topic
+        self._printer = printer
         self._frames: deque = deque(maxlen=30)
         self._stop_at: float | None = None
         # Best effort matches both best-effort camera drivers and reliable publishers.
@@ -169,21 +171,26 @@ class SourceFrames:
         if self._stop_at is None or time.monotonic() < self._stop_at:
             self._frames.append(msg)
 
-    def wait_for_first(self, client: SegmentClient, timeout: float, topic: str) -> None:
+    def wait_for_first(self, client: SegmentClient, timeout: float) -> None:
         """Wait for a frame: the node picks its latest frame on the goal's arrival, and the
         overlay can only use it if this subscription was already receiving."""
         if not client.spin_until(lambda: len(self._frames) > 0, timeout):
-            raise CommandError(f"no image on {topic} within {timeout:g} s: check the topic name "
+            raise CommandError(f"no image on {self._topic} within {timeout:g} s: check the topic name "
                                "(or leave out --image-topic to save masks without the camera picture)")
 
     def goal_accepted(self) -> None:
         self._stop_at = time.monotonic() + FRAME_WINDOW_S
 
     def find(self, header: Any) -> np.ndarray | None:
-        """The RGB picture of the frame with ``header``'s stamp and frame_id, if one arrived."""
+        """The RGB picture of the frame with ``header``'s stamp and frame_id, if one arrived and
+        has a colour meaning (the masks are saved either way)."""
         for msg in reversed(self._frames):
             if msg.header.stamp == header.stamp and msg.header.frame_id == header.frame_id:
-                return to_rgb8(image_msg_to_array(msg), msg.encoding)
+                try:
+                    return to_rgb8(image_msg_to_array(msg), msg.encoding)
+                except ImageConversionError as error:
+                    self._printer.message(f"the frame on {self._topic} cannot be drawn on ({error})")
+                    return None
         return None
 
 
@@ -353,11 +360,11 @@ def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter)
 
     client = SegmentClient(args.action, ros_args)
     try:
-        frames = SourceFrames(client.node, args.image_topic) if image_rgb is None and args.image_topic else None
+        frames = SourceFrames(client.node, args.image_topic, printer) if image_rgb is None and args.image_topic else None
         printer.message(f"waiting for {args.action}")
         client.wait_for_server(args.server_timeout)
         if frames is not None:
-            frames.wait_for_first(client, args.server_timeout, args.image_topic)
+            frames.wait_for_first(client, args.server_timeout)
         goal = build_goal(instruction, args.session, image_rgb, client.node.get_clock().now().to_msg())
         goal_handle = client.send(goal, lambda feedback: printer.show(feedback.stage, feedback.text), args.server_timeout)
         if frames is not None:

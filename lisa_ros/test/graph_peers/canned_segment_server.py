@@ -10,7 +10,8 @@ answers by keyword in the instruction:
 - "slow": generates for up to 30 s, one feedback every 0.1 s, until canceled (-> CANCELED).
 
 It is its own camera too: it publishes a 48x64 rgb8 gradient on ``image`` at 5 Hz (frame_id
-"canned_camera", a new stamp each time); a goal without an image uses the latest of those frames.
+"canned_camera", a new stamp each time; ``--camera-encoding 32FC3`` sends it as a frame with no
+colour meaning); a goal without an image uses the latest of those frames.
 A session id is counted: the answer ends with "(session ID, turn N)".
 Prints "canned_segment_server ready on ACTION" when the server exists.
 """
@@ -43,12 +44,13 @@ def camera_picture() -> np.ndarray:
 
 
 class CannedSegmentServer:
-    def __init__(self, node, action_name: str) -> None:
+    def __init__(self, node, action_name: str, camera_encoding: str = "rgb8") -> None:
         self.node = node
+        self.camera_encoding = camera_encoding
         self.turns: dict[str, int] = {}
         self.latest_frame: Image | None = None
         self.camera = node.create_publisher(Image, "image", 5)
-        self.picture = camera_picture()
+        self.picture = camera_picture() if camera_encoding == "rgb8" else camera_picture().astype(np.float32)
         self.publish_frame()  # a goal arriving right after start-up has a frame too
         node.create_timer(0.2, self.publish_frame)
         self.server = ActionServer(
@@ -58,7 +60,7 @@ class CannedSegmentServer:
         )
 
     def publish_frame(self) -> None:
-        frame = fill_image_msg(Image(), self.picture, "rgb8")
+        frame = fill_image_msg(Image(), self.picture, self.camera_encoding)
         frame.header.frame_id = "canned_camera"
         frame.header.stamp = self.node.get_clock().now().to_msg()
         self.camera.publish(frame)
@@ -148,10 +150,11 @@ class CannedSegmentServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--action", default="/lisa/segment")
+    parser.add_argument("--camera-encoding", choices=("rgb8", "32FC3"), default="rgb8")
     args = parser.parse_args()
     rclpy.init()
     node = rclpy.create_node("canned_segment_server")
-    CannedSegmentServer(node, args.action)
+    CannedSegmentServer(node, args.action, args.camera_encoding)
     print(f"canned_segment_server ready on {args.action}", flush=True)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
