@@ -1,6 +1,5 @@
 # Two commands for a fresh machine:  make setup  (venv + everything)  and  make test.
 VENV ?= .venv
-PY := $(VENV)/bin/python
 
 .PHONY: setup test
 
