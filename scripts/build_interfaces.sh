@@ -69,7 +69,7 @@ EOF
 
 # A build folder configured for another venv would install there: start it afresh.
 if [[ -f "$BUILD_DIR/CMakeCache.txt" ]] &&
-    ! grep -qx "CMAKE_INSTALL_PREFIX:PATH=$VENV" "$BUILD_DIR/CMakeCache.txt"; then
+    ! grep -qxF "CMAKE_INSTALL_PREFIX:PATH=$VENV" "$BUILD_DIR/CMakeCache.txt"; then
     echo "[interfaces] $BUILD_DIR was configured for another prefix: removing it"
     rm -rf "$BUILD_DIR"
 fi
