@@ -20,9 +20,13 @@ Interfaces (names relative, so namespaces and remapping apply):
                 /diagnostics (diagnostic_msgs/DiagnosticArray)
     action      ~/segment (lisa_ros_interfaces/action/Segment)
 
-Threading: callbacks run on a MultiThreadedExecutor in a reentrant group; the model runs on one
-dedicated inference thread fed by :class:`~lisa_ros.node.scheduler.WorkScheduler`. Lifecycle
-services keep the node's default (mutually exclusive) group, so transitions never interleave.
+Threading: callbacks run on a MultiThreadedExecutor; the model runs on one dedicated inference
+thread fed by :class:`~lisa_ros.node.scheduler.WorkScheduler`. The action server and the
+diagnostics timer are in a reentrant group. The input subscriptions share a mutually exclusive
+group, so the messages of a topic are handled in the order they arrived (a reentrant group may
+run two messages of one subscription at once, letting an older frame or instruction win).
+Lifecycle services keep the node's default (mutually exclusive) group, so transitions never
+interleave.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from lisa_ros_interfaces.msg import Segmentation
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
@@ -122,6 +126,7 @@ class LisaNode(LifecycleNode):
     def __init__(self, node_name: str = "lisa", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._callback_group = ReentrantCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()  # callbacks take microseconds
         self._health = Health(self.get_fully_qualified_name())
         self._model: LisaModel | None = None
         self._model_description = ""
@@ -290,7 +295,7 @@ class LisaNode(LifecycleNode):
 
     def _subscribe(self) -> None:
         def subscribe(msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
-            return self.create_subscription(msg_type, topic, callback, qos, callback_group=self._callback_group)
+            return self.create_subscription(msg_type, topic, callback, qos, callback_group=self._input_group)
 
         if self._param("image_transport") == "compressed":
             # Follow the remapped name of 'image', as image_transport does for its subtopics.
