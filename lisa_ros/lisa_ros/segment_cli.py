@@ -226,7 +226,6 @@ def run(args: argparse.Namespace) -> int:
             "device": str(lisa.device),
             "instruction": args.instruction,
             "image": str(args.image),
-            "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
         }
         try:
             written = write_outputs(result, image, args.output, run_info)
