@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from lisa_ros_interfaces.msg import MaskInfo, Segmentation, StageTime
 from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
 from std_msgs.msg import Header, String
@@ -36,7 +37,8 @@ _NOT_SECONDS = {"generated_tokens"}
 
 def copy_header(header: Header) -> Header:
     """A copy of ``header``, so later changes to the source message cannot leak into outputs."""
-    return Header(stamp=header.stamp, frame_id=header.frame_id)
+    stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)  # not the source's Time object
+    return Header(stamp=stamp, frame_id=header.frame_id)
 
 
 @dataclass
