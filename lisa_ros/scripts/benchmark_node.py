@@ -117,7 +117,7 @@ def benchmark_size(
 
     results: dict[str, list[float]] = {}
     results["take Image (deserialize)"] = timed(lambda: deserialize_message(wire[next_index()], Image), args.frames)
-    results["convert to RGB"] = timed(lambda: Frame(messages[next_index()], CameraInfo()).to_rgb(limits), args.frames)
+    results["convert to RGB"] = timed(lambda: Frame(messages[next_index()]).to_rgb(limits), args.frames)
 
     scripted = LogitsProcessorList([ScriptedReply(REPLY, lisa.layout.eos)])
     lisa.segment(frames[-1], INSTRUCTION, logits_processor=scripted, max_new_tokens=32)  # warm-up
