@@ -12,7 +12,8 @@ inference thread. This module decides what it runs, and keeps every queue bounde
   arrives is stopped (its result would only be superseded by the next frame anyway).
 - Stopped work (cancelled or preempted goals, goals caught by a deactivation) is handed back to the
   inference thread on a separate "finish" list, so every job is completed in one place and on one
-  thread, without waiting behind a long generation.
+  thread, ahead of any waiting goal. A cancelled *waiting* goal is still only completed once the
+  running job has ended (after a preemption or deactivation that is within one decoding step).
 
 ROS-free and model-free: jobs are any objects with the small :class:`Job` interface.
 """
