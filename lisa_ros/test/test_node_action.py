@@ -228,6 +228,20 @@ def test_busy_policy_queue_runs_waiting_goals_in_order_up_to_the_limit(client) -
     assert status == GoalStatus.STATUS_SUCCEEDED and result.header.stamp.sec == 4000
 
 
+def test_canceling_a_waiting_goal_answers_at_once_while_the_running_one_goes_on(client) -> None:
+    assert client.set_parameters(busy_policy="queue", max_queued_goals=2)[0].successful
+    running = client.send("a long answer please", bgr8_msg(fixture_rgb()))
+    running.wait_for_feedback(lambda f: f.stage == "generating", 30, "generation to start")
+    waiting = client.send("the cup", bgr8_msg(fixture_rgb()))
+    waiting.wait_for_feedback(lambda f: f.stage.startswith("queued"), 10, "'queued' feedback")
+    assert len(waiting.cancel().goals_canceling) == 1
+    status, result = waiting.result(timeout=5)  # the running answer needs ~20 s more
+    assert status == GoalStatus.STATUS_CANCELED and result.error_code == Result.CANCELED
+    assert not running.done()
+    running.cancel()
+    assert running.result(10)[0] == GoalStatus.STATUS_CANCELED
+
+
 def test_busy_policy_preempt_aborts_the_running_goal_for_the_new_one(client) -> None:
     assert client.set_parameters(busy_policy="preempt")[0].successful
     running = client.send("a long answer please", bgr8_msg(fixture_rgb()))

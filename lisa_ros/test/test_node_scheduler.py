@@ -181,7 +181,7 @@ def test_preempt_policy_stops_the_running_goal_and_finishes_the_waiting_ones_fir
     assert take(scheduler) is newest and newest.stop_reasons == []
 
 
-def test_stopping_a_waiting_goal_hands_it_back_without_waiting_for_the_running_one(
+def test_stopping_a_waiting_goal_takes_it_out_for_the_caller_to_finish_at_once(
     scheduler: WorkScheduler[str],
 ) -> None:
     first, second = goal("first"), goal("second")
@@ -190,9 +190,13 @@ def test_stopping_a_waiting_goal_hands_it_back_without_waiting_for_the_running_o
         scheduler.submit(job, job.name)
     assert take(scheduler) is first
     assert scheduler.goals_ahead_of(second) == 1
-    scheduler.stop(second, StopReason.CANCELED)
-    # The inference thread is still busy with `first`; the stopped goal is next in line.
-    assert take(scheduler) is second and second.stop_reasons == [StopReason.CANCELED]
+    # The inference thread is still busy with `first`: the caller finishes the waiting goal.
+    assert scheduler.stop(second, StopReason.CANCELED) is True
+    assert second.stop_reasons == [StopReason.CANCELED]
+    assert scheduler.stop(first, StopReason.CANCELED) is False  # running: stops at its next step
+    assert first.stop_reasons == [StopReason.CANCELED]
+    finish(scheduler, first)
+    assert take(scheduler) is None  # the stopped goal is not handed out again
 
 
 def test_pause_stops_everything_and_submit_while_paused_is_answered(scheduler: WorkScheduler[str]) -> None:

@@ -94,6 +94,7 @@ RESULT_IMAGE_QOS = QoSProfile(
 
 DIAGNOSTICS_PERIOD = 1.0
 LOG_REPEAT_SECONDS = 5.0  # the same input error is logged at most this often
+CANCEL_STATE_TIMEOUT = 2.0  # how long a finished, canceled goal waits for rclpy's CANCELING state
 
 
 class ModelSettings:
@@ -118,6 +119,21 @@ class ModelSettings:
         if self.adapter:
             parts.append(f"adapter '{self.adapter}'")
         return ", ".join(parts)
+
+
+def _cancel_acknowledged(goal_handle: ServerGoalHandle, timeout: float = CANCEL_STATE_TIMEOUT) -> bool:
+    """Whether rclpy has put the goal into CANCELING, waiting briefly for it.
+
+    A waiting goal is finished from inside the cancel callback, and rclpy moves the goal to
+    CANCELING only after that callback returns: ending it as canceled before then is an invalid
+    transition (and rclpy would drop the goal from the cancel response).
+    """
+    deadline = time.monotonic() + timeout
+    while not goal_handle.is_cancel_requested:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 class LisaNode(LifecycleNode):
@@ -361,8 +377,8 @@ class LisaNode(LifecycleNode):
         with self._goal_jobs_lock:
             job = self._goal_jobs.get(bytes(goal_handle.goal_id.uuid))
         scheduler = self._scheduler
-        if job is not None and scheduler is not None:
-            scheduler.stop(job, StopReason.CANCELED)
+        if job is not None and scheduler is not None and scheduler.stop(job, StopReason.CANCELED):
+            job.run()  # it was waiting: report the cancel now, not after the running generation
         return CancelResponse.ACCEPT
 
     async def _execute_goal(self, goal_handle: ServerGoalHandle) -> Any:
@@ -406,8 +422,8 @@ class LisaNode(LifecycleNode):
             if not scheduler.submit(job, slot, preempt=preempt):
                 goal_handle.abort()
                 return goal_result(Result.MODEL_NOT_READY, self._not_ready_reason())
-            if goal_handle.is_cancel_requested:
-                scheduler.stop(job, StopReason.CANCELED)
+            if goal_handle.is_cancel_requested and scheduler.stop(job, StopReason.CANCELED):
+                job.run()
             ahead = scheduler.goals_ahead_of(job)
             if ahead:
                 job.feedback_queued(ahead)
@@ -417,7 +433,7 @@ class LisaNode(LifecycleNode):
                 self._goal_jobs.pop(key, None)
         if status == "succeeded":
             goal_handle.succeed()
-        elif status == "canceled" and goal_handle.is_cancel_requested:
+        elif status == "canceled" and _cancel_acknowledged(goal_handle):
             goal_handle.canceled()
         else:
             goal_handle.abort()

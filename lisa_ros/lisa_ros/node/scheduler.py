@@ -10,10 +10,10 @@ inference thread. This module decides what it runs, and keeps every queue bounde
   accepted, so a goal the node cannot serve is refused up front instead of piling up.
 - Goals always take precedence over continuous-mode frames: a frame inference running when a goal
   arrives is stopped (its result would only be superseded by the next frame anyway).
-- Stopped work (cancelled or preempted goals, goals caught by a deactivation) is handed back to the
-  inference thread on a separate "finish" list, so every job is completed in one place and on one
-  thread, ahead of any waiting goal. A cancelled *waiting* goal is still only completed once the
-  running job has ended (after a preemption or deactivation that is within one decoding step).
+- Goals stopped by a preemption or a deactivation are handed back to the inference thread on a
+  separate "finish" list, ahead of any waiting goal; the running job they wait for stops within one
+  decoding step. A cancelled *waiting* goal is taken out and finished by the caller of
+  :meth:`WorkScheduler.stop` at once, so a cancel is answered even during a long generation.
 
 ROS-free and model-free: jobs are any objects with the small :class:`Job` interface.
 """
@@ -195,14 +195,20 @@ class WorkScheduler(Generic[FrameT]):
             self._cond.notify_all()
             return True
 
-    def stop(self, job: Job, reason: str) -> None:
-        """Stop ``job`` wherever it is: running (stops within a decoding step) or waiting."""
+    def stop(self, job: Job, reason: str) -> bool:
+        """Stop ``job`` wherever it is: running (stops within a decoding step) or waiting.
+
+        Returns True when ``job`` was waiting: it is then out of the scheduler and the caller
+        finishes it (``job.run()`` only reports the stop), instead of it waiting behind the
+        running generation.
+        """
         with self._cond:
             job.request_stop(reason)
-            if job in self._goals:
-                self._goals.remove(job)
-                self._finish.append(job)
-                self._cond.notify_all()
+            if job not in self._goals:
+                return False
+            self._goals.remove(job)
+            self._cond.notify_all()
+            return True
 
     def goals_ahead_of(self, job: Job) -> int:
         """How many goals run before ``job`` (the running one included); 0 when it runs."""
