@@ -237,6 +237,7 @@ class LisaNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # the result publishers first, then the work feeding them
         self._subscribe()
         assert self._scheduler is not None
         self._scheduler.resume()
@@ -245,7 +246,7 @@ class LisaNode(LifecycleNode):
             "Active: serving ~/segment goals"
             + (f" and segmenting '{instruction}' continuously" if instruction else "")
         )
-        return super().on_activate(state)
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unsubscribe()
