@@ -20,7 +20,7 @@ import pytest
 from PIL import Image as PILImage
 
 from lisa_ros.image_conversion import fill_image_msg
-from ros_harness import RclpyNode, RosProcess, RosProcesses
+from ros_harness import RclpyNode, RosProcess, RosProcesses, started_processes
 
 from rclpy.action import ActionClient  # noqa: E402  (ros_harness checks rclpy is importable)
 from rclpy.parameter import Parameter
@@ -204,13 +204,8 @@ class LisaClient:
 @pytest.fixture(scope="module")
 def module_processes(ros_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RosProcesses]:
     """Like ros_harness's ros_processes, for processes shared by the tests of a module."""
-    processes = RosProcesses(ros_env, tmp_path_factory.mktemp("processes"))
-    try:
+    with started_processes(ros_env, tmp_path_factory.mktemp("processes")) as processes:
         yield processes
-    finally:
-        processes.stop_all()
-        for process in processes.processes:
-            print(process.describe())
 
 
 @pytest.fixture(scope="module")

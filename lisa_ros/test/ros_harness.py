@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -341,17 +342,24 @@ def ros_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         lock.close()
 
 
-@pytest.fixture
-def ros_processes(ros_env: dict[str, str], tmp_path: Path) -> Iterator[RosProcesses]:
-    """Start children with the harness environment; all are stopped after the test, and what
-    they printed is shown with a failing test's report."""
-    processes = RosProcesses(ros_env, tmp_path)
+@contextmanager
+def started_processes(env: dict[str, str], folder: Path) -> Iterator[RosProcesses]:
+    """Children started in this block are stopped at its end, and what they printed is shown
+    with a failing test's report."""
+    processes = RosProcesses(env, folder)
     try:
         yield processes
     finally:
         processes.stop_all()
         for process in processes.processes:
             print(process.describe())
+
+
+@pytest.fixture
+def ros_processes(ros_env: dict[str, str], tmp_path: Path) -> Iterator[RosProcesses]:
+    """Start children with the harness environment, for one test."""
+    with started_processes(ros_env, tmp_path) as processes:
+        yield processes
 
 
 @pytest.fixture
