@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANTIZATIONS = (None, "int8", "nf4")
-# Kept in full precision when the LLM is quantised: they are small and [SEG] quality depends on them.
+# LLM modules kept in 16 bits when the LLM is quantised: the logits decide when [SEG] is emitted
+# (the authors' 8/4-bit path quantised lm_head too). The projector, the [SEG] projection and SAM are
+# separate modules and never quantised.
 UNQUANTIZED_LLM_MODULES = ["lm_head"]
 
 # Fields of LISA's "llava" config.json that describe the Llama decoder itself.
