@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU table of the model benchmark in one go: a random full-size LISA-7B (no download), a
+# 30-token answer with one [SEG], cached vs reference-style, at bf16, then int8 and nf4 LLMs.
+# Usage: lisa_ros/scripts/benchmark_gpu.sh [OUT_DIR] [extra benchmark_model.py options]
+# Needs torch with CUDA, transformers, peft, accelerate, segment-anything (and bitsandbytes for the
+# quantised rows; a row whose packages are missing fails on its own and the next one still runs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmark-gpu}
+shift || true
+mkdir -p "$OUT"
+PYTHON=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+for quantization in none int8 nf4; do
+    options=(--full-size-7b --precision bf16 --device cuda --answer-tokens 30 --repeats 3 --warmup 1)
+    [ "$quantization" != none ] && options+=(--quantization "$quantization")
+    echo "=== bf16, LLM quantization: $quantization ==="
+    "$PYTHON" scripts/benchmark_model.py "${options[@]}" --json "$OUT/$quantization.json" "$@" \
+        2>&1 | tee "$OUT/$quantization.txt"
+done
