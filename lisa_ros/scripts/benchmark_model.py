@@ -318,8 +318,10 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
         )
         return lisa, str(args.model)
 
+    from lisa_ros.model.loading import check_options
     from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
+    check_options(args.precision, args.quantization, args.device)  # before a minute of making weights
     overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
     spec = RandomLisaSpec.full_size_7b(**overrides)
     log.info(

@@ -53,6 +53,14 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
     return parsed
 
 
+def check_options(
+    precision: str, quantization: str | None, device: str | torch.device | None
+) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype that the load options mean; LisaLoadError before any work if they are wrong."""
+    parsed = _parse_device(device)
+    return parsed, _validate_options(precision, quantization, parsed)
+
+
 def _validate_options(precision: str, quantization: str | None, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise LisaLoadError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
@@ -195,7 +203,7 @@ def load_model(
     cache and honour HF_HUB_OFFLINE. Raises LisaLoadError with a one-line explanation when something
     is wrong.
     """
-    _validate_options(precision, quantization, _parse_device(device))  # fail before any download
+    check_options(precision, quantization, device)  # fail before any download
     checkpoint = read_checkpoint(resolve_folder(model, what="LISA checkpoint"))
     return build_model(checkpoint, vision_tower, precision, quantization, device, adapter)
 
@@ -213,8 +221,7 @@ def build_model(
     The tokenizer is read from `checkpoint.folder`. Benchmarks use this to build full-size random
     models without writing their weights to disk.
     """
-    parsed_device = _parse_device(device)
-    dtype = _validate_options(precision, quantization, parsed_device)
+    parsed_device, dtype = check_options(precision, quantization, device)
     tokenizer = _load_tokenizer(checkpoint.folder)
     layout = token_layout(tokenizer)
     tower_name = os.fspath(vision_tower) if vision_tower else resolve_vision_tower(checkpoint.vision_tower, checkpoint.folder)
