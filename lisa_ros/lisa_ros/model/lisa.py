@@ -335,7 +335,6 @@ class LisaModel:
             "prefill": first - generate_start,
             "decode": decode,
             "decode_per_token": decode / decode_steps if decode_steps else 0.0,
-            "generated_tokens": float(len(step_times)),
             "mask_decoder": end - mask_start,
             "total": end - start,
         }

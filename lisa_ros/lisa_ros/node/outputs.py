@@ -31,9 +31,6 @@ __all__ = [
     "stage_times",
 ]
 
-# SegmentationResult.timings entries that are not durations in seconds.
-_NOT_SECONDS = {"generated_tokens"}
-
 
 def copy_header(header: Header) -> Header:
     """A copy of ``header``, so later changes to the source message cannot leak into outputs."""
@@ -130,12 +127,8 @@ def mask_infos(result: SegmentationResult) -> list[MaskInfo]:
 
 
 def stage_times(timings: Mapping[str, float]) -> list[StageTime]:
-    """StageTime entries for the durations in ``timings`` (counts such as token numbers left out)."""
-    return [
-        StageTime(stage=stage, seconds=float(seconds))
-        for stage, seconds in timings.items()
-        if stage not in _NOT_SECONDS
-    ]
+    """StageTime entries for the durations (seconds) in ``timings``."""
+    return [StageTime(stage=stage, seconds=float(seconds)) for stage, seconds in timings.items()]
 
 
 class ResultPublishers:
