@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -24,9 +25,12 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per stage: clip, sam_encoder, prefill, decode, mask_decoder, total (and more)."""
 
-    @property
+    @cached_property
     def masks(self) -> np.ndarray:
-        """bool (N, H, W): a pixel belongs to a mask where its logit is positive, as in LISA."""
+        """bool (N, H, W): a pixel belongs to a mask where its logit is positive, as in LISA.
+
+        Computed once: boxes, areas, label image, overlay and mask messages all read it.
+        """
         return self.mask_logits > 0
 
     def areas(self) -> np.ndarray:
