@@ -158,8 +158,8 @@ def _first_line(error: BaseException) -> str:
 
 def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``result`` as a JSON-serialisable dict (masks described, not embedded), plus ``run_info``."""
-    binary = result.masks
-    boxes, areas, colors = result.boxes(), binary.sum(axis=(1, 2)), mask_colors(len(binary))
+    count = len(result.mask_logits)
+    boxes, areas, colors = result.boxes(), result.areas(), mask_colors(count)
     descriptions = [
         {
             "index": index,
@@ -171,7 +171,7 @@ def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None
             "score": float(result.scores[index]),
             "overlay_color_rgb": [int(v) for v in colors[index]],
         }
-        for index in range(len(binary))
+        for index in range(count)
     ]
     return {
         **dict(run_info or {}),
