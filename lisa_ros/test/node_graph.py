@@ -59,6 +59,7 @@ def start_lisa(
     replies: dict[str, Sequence[int] | tuple[int, int]] | None = None,
     slow: dict[str, float] | None = None,
     out_of_memory: Sequence[str] = (),
+    load_delay: float = 0.0,
     remap: Sequence[str] = (),
     name: str = "lisa",
     namespace: str = "",
@@ -73,6 +74,8 @@ def start_lisa(
         args += ["--slow", f"{keyword}={seconds}"]
     for keyword in out_of_memory:
         args += ["--oom", keyword]
+    if load_delay:
+        args += ["--load-delay", str(load_delay)]
     args += ["--ros-args", "--params-file", str(CONFIG), "-r", f"__node:={name}"]
     if namespace:
         args += ["-r", f"__ns:={namespace}"]

@@ -16,6 +16,8 @@ token is scripted. The product has no test-only parameter.
   so tests can see that the node passed the conversation to the model.
 - ``--slow KEYWORD=SECONDS``: decoding steps of instructions containing KEYWORD take SECONDS
   longer each, so a test can act while a generation runs (cancel it, preempt it, query the node).
+- ``--load-delay SECONDS``: loading the model takes SECONDS longer (a 7B checkpoint takes minutes;
+  the tiny one a second), so a test can query the node while it loads.
 - ``--oom KEYWORD``: the first decoding step of instructions containing KEYWORD raises
   ``torch.OutOfMemoryError``, as a real GPU allocation failure would (this machine has no GPU), so
   the core's conversion to ``LisaOutOfMemoryError`` and the node's recovery both run.
@@ -99,13 +101,21 @@ class ScriptedModel:
 
 
 class ScriptedLisaNode(LisaNode):
-    def __init__(self, replies: dict[str, list[int]], delays: dict[str, float], out_of_memory: list[str]) -> None:
+    def __init__(
+        self,
+        replies: dict[str, list[int]],
+        delays: dict[str, float],
+        out_of_memory: list[str],
+        load_delay: float = 0.0,
+    ) -> None:
         self._replies = replies
         self._delays = delays
         self._out_of_memory = out_of_memory
+        self._load_delay = load_delay
         super().__init__()
 
     def load_model(self, settings: ModelSettings) -> LisaModel:
+        time.sleep(self._load_delay)
         model = super().load_model(settings)
         return ScriptedModel(model, self._replies, self._delays, self._out_of_memory)  # type: ignore[return-value]
 
@@ -132,11 +142,12 @@ def main() -> None:
     parser.add_argument("--reply", action="append", default=[], metavar="KEYWORD=IDS")
     parser.add_argument("--slow", action="append", default=[], metavar="KEYWORD=SECONDS")
     parser.add_argument("--oom", action="append", default=[], metavar="KEYWORD")
+    parser.add_argument("--load-delay", type=float, default=0.0, metavar="SECONDS")
     options = parser.parse_args(remove_ros_args(sys.argv)[1:])
     replies = _pairs(options.reply, _token_ids)
     delays = _pairs(options.slow, float)
 
-    run(lambda: ScriptedLisaNode(replies, delays, options.oom))
+    run(lambda: ScriptedLisaNode(replies, delays, options.oom, options.load_delay))
 
 
 if __name__ == "__main__":

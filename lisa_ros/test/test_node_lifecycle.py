@@ -130,6 +130,33 @@ def test_after_fixing_the_model_configure_and_activate_serve_goals(lisa, graph) 
     assert status == GoalStatus.STATUS_SUCCEEDED and result.error_code == Result.SUCCESS
 
 
+def value_of(status: DiagnosticStatus, key: str) -> str:
+    return next(kv.value for kv in status.values if kv.key == key)
+
+
+def test_diagnostics_show_the_loaded_model_and_that_a_new_one_waits_for_configure(
+    lisa, graph  # noqa: F811
+) -> None:
+    client, process, diagnostics = lisa
+    assert client.state() == "active"
+    try:
+        assert client.set_parameters(model=MISSING_MODEL)[0].successful
+        process.wait_for_output(r"model set to .*the loaded model serves until the next cleanup and configure", 5)
+        since = len(diagnostics.statuses)
+        graph.wait_until(lambda: len(diagnostics.statuses) > since, 5, "a diagnostics message")
+        status = diagnostics.latest()
+        assert value_of(status, "model") == str(CHECKPOINT)  # what serves, not the parameter
+        assert value_of(status, "pending_parameters") == "model"
+        assert status.level == DiagnosticStatus.OK and "next cleanup and configure" in status.message
+        status_code, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+        assert status_code == GoalStatus.STATUS_SUCCEEDED  # the loaded model still answers
+    finally:
+        assert client.set_parameters(model=str(CHECKPOINT))[0].successful
+    since = len(diagnostics.statuses)
+    graph.wait_until(lambda: len(diagnostics.statuses) > since, 5, "a diagnostics message")
+    assert value_of(diagnostics.latest(), "pending_parameters") == ""
+
+
 def test_deactivate_stops_a_running_generation_and_activate_resumes(lisa) -> None:
     client, process, _ = lisa
     goal = client.send("a long answer please", bgr8_msg(fixture_rgb()))
@@ -168,6 +195,25 @@ def test_shutdown_finalizes_the_node(lisa) -> None:
     assert client.state() == "finalized"
     status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
     assert result.error_code == Result.MODEL_NOT_READY
+
+
+def test_state_and_parameters_answer_while_the_model_loads(module_processes, graph) -> None:  # noqa: F811
+    """A 7B model loads for minutes: neither a configure request nor autostart may block the
+    lifecycle and parameter services meanwhile (the load is slowed here by 6 s)."""
+    process = start_lisa(module_processes, "autostart:=false", name="slow_lisa", load_delay=6.0)
+    client = LisaClient(graph, "/slow_lisa")
+    client.wait_for_server(timeout=60)
+    configuring = threading.Thread(target=client.transition, args=("configure",), daemon=True)
+    configuring.start()
+    process.wait_for_output(r"Loading LISA", 10)
+    started = time.monotonic()
+    assert client.state(timeout=5) == "configuring"
+    listed = call(graph, ListParameters, "/slow_lisa/list_parameters", ListParameters.Request())
+    assert "model" in listed.result.names
+    assert client.transition("activate", timeout=5) is False  # refused at once, not queued
+    assert time.monotonic() - started < 3.0, "the services waited for the load"
+    configuring.join(timeout=60)
+    assert client.state() == "inactive"
 
 
 def test_a_bad_parameter_value_stops_the_node_at_start_up_with_the_reason(module_processes) -> None:  # noqa: F811

@@ -4,6 +4,10 @@ Errors on topics have no caller to answer (a bad camera frame, an unusable stand
 so they go to the log and to a diagnostic that says what went wrong; the status stays WARN for a
 while after the last such error and returns to OK by itself. A model that failed to load is an
 ERROR until a configure succeeds.
+
+``model`` is the model actually loaded (empty when none is), not the parameter: after
+``ros2 param set /lisa model ...`` the old model serves until the next configure, and
+``pending_parameters`` says which model parameters are waiting for it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ WARN_SECONDS = 10.0  # how long a topic input error keeps the status at WARN
 @dataclass(frozen=True)
 class HealthSnapshot:
     lifecycle_state: str
-    model: str
+    model: str  # the loaded model ("" when none is loaded)
+    pending_settings: list[str]  # model parameters changed since the load (apply on configure)
     device: str
     instruction: str | None
     stats: SchedulerStats | None
@@ -64,6 +69,7 @@ class Health:
         values = {
             "lifecycle_state": snapshot.lifecycle_state,
             "model": snapshot.model,
+            "pending_parameters": ", ".join(snapshot.pending_settings),
             "device": snapshot.device,
             "standing_instruction": snapshot.instruction or "",
             "input_errors_total": str(self._errors_total),
@@ -99,8 +105,15 @@ class Health:
             if self._input_error is not None and self._clock() - self._input_error[0] < WARN_SECONDS:
                 return DiagnosticStatus.WARN, self._input_error[1]
         if snapshot.lifecycle_state != "active":
-            return DiagnosticStatus.OK, f"{snapshot.lifecycle_state}: not processing"
-        if snapshot.instruction:
-            return DiagnosticStatus.OK, f"segmenting '{snapshot.instruction}' continuously"
-        return DiagnosticStatus.OK, "active: waiting for goals or a standing instruction"
+            message = f"{snapshot.lifecycle_state}: not processing"
+        elif snapshot.instruction:
+            message = f"segmenting '{snapshot.instruction}' continuously"
+        else:
+            message = "active: waiting for goals or a standing instruction"
+        if snapshot.pending_settings:
+            message += (
+                f"; {', '.join(snapshot.pending_settings)} changed: applies on the next cleanup "
+                "and configure"
+            )
+        return DiagnosticStatus.OK, message
 

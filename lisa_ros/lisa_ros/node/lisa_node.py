@@ -25,8 +25,11 @@ thread fed by :class:`~lisa_ros.node.scheduler.WorkScheduler`. The action server
 diagnostics timer are in a reentrant group. The input subscriptions share a mutually exclusive
 group, so the messages of a topic are handled in the order they arrived (a reentrant group may
 run two messages of one subscription at once, letting an older frame or instruction win).
-Lifecycle services keep the node's default (mutually exclusive) group, so transitions never
-interleave.
+The lifecycle services (and the autostart timer) have a reentrant group of their own: a configure
+that loads a model for minutes holds one executor thread, while ``get_state`` and the parameter
+services (the node's default group) keep answering. Transitions still never interleave: the rcl
+state machine refuses a transition while another is in progress (the service answers
+``success: false`` at once).
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -58,6 +61,7 @@ from std_msgs.msg import String
 from lisa_ros.model import LisaLoadError, LisaModel, load_model
 
 from .camera_info import CameraInfoCache
+from .core_logging import CoreLogRoute
 from .diagnostics import Health, HealthSnapshot
 from .inputs import ImageLimits, InputError, check_instruction
 from .jobs import Frame, FrameJob, GoalError, GoalJob, JobSettings, Pipeline, goal_result, resolve_turn
@@ -92,6 +96,9 @@ RESULT_IMAGE_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2
 )
 
+# Read on configure only: a change while a model is loaded waits for the next configure.
+MODEL_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.read_on_configure)
+
 DIAGNOSTICS_PERIOD = 1.0
 LOG_REPEAT_SECONDS = 5.0  # the same input error is logged at most this often
 CANCEL_STATE_TIMEOUT = 2.0  # how long a finished, canceled goal waits for rclpy's CANCELING state
@@ -108,6 +115,10 @@ class ModelSettings:
         self.quantization: str = value("quantization")
         self.device: str = value("device")
         self.adapter: str = value("adapter")
+
+    def changed(self, other: ModelSettings) -> list[str]:
+        """The names of the settings whose values differ in ``other``."""
+        return [name for name, value in vars(self).items() if vars(other)[name] != value]
 
     def describe(self) -> str:
         parts = [f"'{self.model}'", self.precision]
@@ -140,12 +151,18 @@ class LisaNode(LifecycleNode):
     """The LISA lifecycle node. Subclasses may override :meth:`load_model` (e.g. to wrap it)."""
 
     def __init__(self, node_name: str = "lisa", **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+        # LifecycleNode.__init__, with the lifecycle services in a group of their own (see the
+        # module docstring): rclpy's LifecycleNode does not pass a callback group on to the mixin.
+        Node.__init__(self, node_name, **kwargs)
+        self._lifecycle_group = ReentrantCallbackGroup()
+        LifecycleNodeMixin.__init__(self, callback_group=self._lifecycle_group)
+        self._core_logs = CoreLogRoute(self.get_logger(), int(self.get_logger().get_effective_level()))
+        self._core_logs.attach()
         self._callback_group = ReentrantCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()  # callbacks take microseconds
         self._health = Health(self.get_fully_qualified_name())
         self._model: LisaModel | None = None
-        self._model_description = ""
+        self._loaded_settings: ModelSettings | None = None  # what self._model was loaded with
         self._pipeline: Pipeline | None = None
         self._scheduler: WorkScheduler[Frame] | None = None
         self._worker: threading.Thread | None = None
@@ -181,8 +198,8 @@ class LisaNode(LifecycleNode):
 
         self._autostart_timer = None
         if self._param("autostart"):
-            # Once spinning, so the lifecycle services answer while the model loads.
-            self._autostart_timer = self.create_timer(0.0, self._autostart)
+            # Once spinning, so the lifecycle and parameter services answer while the model loads.
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._lifecycle_group)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -199,17 +216,17 @@ class LisaNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         settings = ModelSettings(self)
-        self._model_description = settings.describe()
-        self.get_logger().info(f"Loading LISA {self._model_description} (this can take minutes)")
+        self.get_logger().info(f"Loading LISA {settings.describe()} (this can take minutes)")
         started = time.perf_counter()
         try:
             model = self.load_model(settings)
         except LisaLoadError as error:
-            return self._configure_failed(f"{error}")
+            return self._configure_failed(settings, f"{error}")
         except Exception as error:  # noqa: BLE001 - e.g. out of GPU memory; stay alive, say why
-            return self._configure_failed(f"{type(error).__name__}: {error}")
+            return self._configure_failed(settings, f"{type(error).__name__}: {error}")
         self._health.set_load_error(None)
         self._model = model
+        self._loaded_settings = settings
         self.get_logger().info(
             f"LISA loaded in {time.perf_counter() - started:.1f} s on {model.device} ({model.dtype})"
         )
@@ -273,10 +290,10 @@ class LisaNode(LifecycleNode):
         self.release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+    def _configure_failed(self, settings: ModelSettings, reason: str) -> TransitionCallbackReturn:
         self._health.set_load_error(reason)
         self.get_logger().error(
-            f"Could not load LISA {self._model_description}: {reason}. Fix the parameters "
+            f"Could not load LISA {settings.describe()}: {reason}. Fix the parameters "
             "(e.g. ros2 param set <node> model <folder or hub id>) and configure again."
         )
         self._publish_diagnostics()
@@ -288,6 +305,10 @@ class LisaNode(LifecycleNode):
         self.destroy_timer(self._autostart_timer)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
+
+    def destroy_node(self) -> None:
+        self._core_logs.detach()
+        super().destroy_node()
 
     def release(self) -> None:
         """Stop the inference thread and free the model and the GPU memory it held (idempotent)."""
@@ -304,6 +325,7 @@ class LisaNode(LifecycleNode):
         self._sessions.clear()
         had_model = self._model is not None
         self._model = None
+        self._loaded_settings = None
         gc.collect()
         if had_model:
             _empty_cuda_cache()
@@ -397,12 +419,12 @@ class LisaNode(LifecycleNode):
             turn = resolve_turn(goal_handle.request, scheduler.latest_frame(), self._sessions, settings)
         except GoalError as error:
             scheduler.release(slot)
-            self.get_logger().warning(f"Goal refused: {error}")
+            self.get_logger().warning(f"Goal aborted: {error}")
             goal_handle.abort()
             return goal_result(error.code, str(error))
         except Exception as error:  # noqa: BLE001 - re-raised, rclpy would send an empty result (SUCCESS)
             scheduler.release(slot)
-            self.get_logger().error(f"Goal failed with an unexpected error: {error!r}")
+            self.get_logger().error(f"Goal aborted by an unexpected error: {error!r}")
             goal_handle.abort()
             return goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
 
@@ -482,6 +504,12 @@ class LisaNode(LifecycleNode):
             self._scheduler.set_max_rate(values["max_rate_hz"])
         if "max_sessions" in values:
             self._sessions.set_capacity(values["max_sessions"])
+        if self._loaded_settings is not None:
+            for name in values.keys() & MODEL_PARAMETERS:
+                self.get_logger().info(
+                    f"{name} set to {values[name]!r}: the loaded model serves until the next "
+                    "cleanup and configure"
+                )
         return SetParametersResult(successful=True)
 
     def _param_or_none(self, name: str) -> Any:
@@ -514,9 +542,11 @@ class LisaNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         scheduler = self._scheduler
         pipeline = self._pipeline
+        loaded = self._loaded_settings
         snapshot = HealthSnapshot(
             lifecycle_state=self._state_label(),
-            model=self._param("model"),
+            model=loaded.model if loaded is not None else "",
+            pending_settings=loaded.changed(ModelSettings(self)) if loaded is not None else [],
             device=str(self._model.device) if self._model is not None else (self._param("device") or "auto"),
             instruction=scheduler.instruction if scheduler is not None else None,
             stats=scheduler.stats() if scheduler is not None else None,
