@@ -106,6 +106,12 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     texts = [f.text for f in feedback if f.text]
     assert texts and texts[-1] == DEFAULT_TEXT
     assert all(DEFAULT_TEXT.startswith(text.rstrip(" .")) for text in texts)
+    # A stage change keeps the answer: the last feedback (masks being decoded) shows all of it.
+    last = next(f for f in feedback if f.stage == "decoding_masks")
+    assert last.text == DEFAULT_TEXT
+    assert last.tokens_generated == max(f.tokens_generated for f in feedback) > 0
+    first_text = next(i for i, f in enumerate(feedback) if f.text)
+    assert all(f.text for f in feedback[first_text:]), [(f.stage, f.text) for f in feedback]
 
 
 def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lisa, graph) -> None:  # noqa: F811
@@ -178,6 +184,54 @@ def test_cancel_stops_generation_within_a_decoding_step(client) -> None:
     generated = result.text.split().count("and")
     assert tokens_at_cancel <= generated < tokens_at_cancel + 1.0 / SLOW_SECONDS_PER_TOKEN
     assert generated < LONG_REPLY[1] // 2
+
+
+def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_later_feedback(
+    lisa, graph  # noqa: F811
+) -> None:
+    client, process = lisa
+    camera = graph.node.create_publisher(Image, CAMERA, SENSOR)
+    info = graph.node.create_publisher(CameraInfo, CAMERA_INFO, SENSOR)
+    graph.wait_for_subscribers(camera)
+    graph.wait_for_subscribers(info)
+    camera_info = CameraInfo(header=Header(stamp=stamp(2500.0), frame_id="camera_optical"), width=420, height=300)
+    camera_info.k = [310.0, 0.0, 205.0, 0.0, 310.0, 155.0, 0.0, 0.0, 1.0]
+    for _ in range(3):
+        info.publish(camera_info)
+        camera.publish(bgr8_msg(fixture_rgb(), when=2500.0))
+        time.sleep(0.1)
+    time.sleep(0.3)
+    goal = client.send("a long answer please")  # on the latest camera frame
+    goal.wait_for_feedback(lambda f: f.tokens_generated >= 3, 30, "3 generated tokens")
+    goal.cancel()
+    status, result = goal.result(timeout=10)
+    assert status == GoalStatus.STATUS_CANCELED, process.output
+    assert result.header.stamp.sec == 2500 and list(result.camera_info.k) == list(camera_info.k)
+    time.sleep(0.5)  # feedback travels apart from the result: give a late one time to arrive
+    assert [f.stage for f in goal.feedback if f.stage != "generating"] == ["encoding_image"]
+    assert goal.feedback[-1].text == result.text or result.text.startswith(goal.feedback[-1].text)
+    graph.node.destroy_publisher(camera)
+    graph.node.destroy_publisher(info)
+
+
+def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client, graph) -> None:  # noqa: F811
+    """The core warns through Python logging when it must shorten an answer to fit the context."""
+    from rcl_interfaces.msg import Log
+
+    records: list[Log] = []
+    subscription = graph.node.create_subscription(Log, "/rosout", records.append, 100)
+    try:
+        assert client.set_parameters(max_new_tokens=4096)[0].successful  # more than the context holds
+        status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
+        assert status == GoalStatus.STATUS_SUCCEEDED
+        graph.wait_until(
+            lambda: any("max_new_tokens lowered" in r.msg for r in records), 5, "the core's warning on /rosout"
+        )
+        (record,) = [r for r in records if "max_new_tokens lowered" in r.msg]
+        assert record.name == "lisa" and record.level == Log.WARN
+    finally:
+        client.set_parameters(max_new_tokens=512)
+        graph.node.destroy_subscription(subscription)
 
 
 def test_the_node_stays_responsive_during_a_long_generation(client, graph) -> None:  # noqa: F811

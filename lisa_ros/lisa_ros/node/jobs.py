@@ -107,11 +107,13 @@ class _StoppableJob:
 
     def __init__(self) -> None:
         self._stop = threading.Event()
+        self._stop_lock = threading.Lock()  # what runs under it sees no stop request arrive
         self.stop_reason: str | None = None
 
     def request_stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
+        with self._stop_lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
         self._stop.set()
 
 
@@ -279,6 +281,8 @@ class GoalJob(_StoppableJob):
         self._publish_feedback = publish_feedback
         self._on_done = on_done
         self._stage = "queued"
+        self._text = ""  # the answer so far, repeated in every feedback (a stage change keeps it)
+        self._tokens = 0
         self._created = time.perf_counter()
         self._finished = False
 
@@ -351,22 +355,29 @@ class GoalJob(_StoppableJob):
         code, message = _STOP_CODES.get(reason, (Result.CANCELED, reason))
         result = goal_result(code, message)
         result.header = copy_header(self._turn.header)
+        result.camera_info = self._turn.camera_info
         result.text = partial_text
         self._done(result, "canceled" if reason == StopReason.CANCELED else "aborted")
 
     def feedback_queued(self, goals_ahead: int) -> None:
-        self._send_feedback(f"queued ({goals_ahead} ahead)" if goals_ahead else "queued", "", 0)
+        self._stage = f"queued ({goals_ahead} ahead)" if goals_ahead else "queued"
+        self._send_feedback()
 
     def _on_stage(self, stage: str) -> None:
         self._stage = stage
-        self._send_feedback(stage, "", 0)
+        self._send_feedback()
 
     def _on_text(self, text: str, tokens: int) -> None:
-        self._send_feedback(self._stage, text, tokens)
+        self._text, self._tokens = text, tokens
+        self._send_feedback()
 
-    def _send_feedback(self, stage: str, text: str, tokens: int) -> None:
+    def _send_feedback(self) -> None:
+        feedback = Segment.Feedback(stage=self._stage, text=self._text, tokens_generated=self._tokens)
         try:
-            self._publish_feedback(Segment.Feedback(stage=stage, text=text, tokens_generated=tokens))
+            with self._stop_lock:
+                if self.stop_reason is not None:
+                    return  # the goal is ending (canceled, preempted): no stage after its end
+                self._publish_feedback(feedback)
         except Exception as error:  # noqa: BLE001 - a lost feedback message must not lose the goal
             self._pipeline.logger.debug(f"feedback not sent: {error}")
 
