@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import (
+    PackageNotFoundError,
+    get_package_prefix,
+    get_package_share_directory,
+)
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.logging import get_logger
 from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "lisa_ros"
@@ -59,16 +62,44 @@ def _launch_setup(context: LaunchContext) -> list:
         remappings=remappings,
         output="screen",
         emulate_tty=True,
+        # Without the node there is nothing to run: end the launch (RViz included) with it.
+        on_exit=Shutdown(reason="lisa_node exited"),
     )
+    if not _flag("use_rviz", argument("use_rviz")):
+        return [lisa]
+    if not _package_installed("rviz2"):
+        # A robot without a display is the common case: serve it, and say how to watch elsewhere.
+        get_logger("lisa.launch").warning(
+            "use_rviz:=true, but rviz2 is not installed here: starting lisa_node without RViz. "
+            "Install it (apt install ros-$ROS_DISTRO-rviz2) or run "
+            f"'rviz2 -d {argument('rviz_config')}' on a machine that sees this ROS graph."
+        )
+        return [lisa]
     rviz = Node(
         package="rviz2",
         executable="rviz2",
         name="rviz2",
         arguments=["-d", argument("rviz_config")],
-        condition=IfCondition(argument("use_rviz")),
         output="log",
     )
     return [lisa, rviz]
+
+
+def _flag(name: str, value: str) -> bool:
+    """A boolean launch argument, read as launch's IfCondition reads it."""
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise ValueError(f"{name}:={value!r} is not a boolean: use true or false")
+
+
+def _package_installed(name: str) -> bool:
+    try:
+        get_package_prefix(name)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def generate_launch_description() -> LaunchDescription:
