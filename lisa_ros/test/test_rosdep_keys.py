@@ -218,7 +218,10 @@ def rosdep(tmp_path_factory):
     sources = home / "sources.list.d"
     sources.mkdir()
     (sources / "10-lisa-fixture.list").write_text(f"yaml {(FIXTURE / 'python.yaml').as_uri()}\n")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("ROS_", "ROSDEP_", "ROSDISTRO_"))}
+    # Nothing of this machine's ROS set-up: with --ignore-src, rosdep takes packages found through
+    # AMENT_PREFIX_PATH (the graph tests put the venv there) as installed and skips their keys.
+    prefixes = ("ROS_", "ROSDEP_", "ROSDISTRO_", "AMENT_", "COLCON_", "CMAKE_PREFIX_PATH")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     env.update(
         ROSDEP_SOURCE_PATH=str(sources),
         ROS_HOME=str(home / "ros_home"),

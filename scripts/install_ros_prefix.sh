@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Makes a venv behave like a ROS 2 install prefix for lisa_ros, the way `colcon build
+# --symlink-install` lays a package out, so that with AMENT_PREFIX_PATH=VENV
+# `ros2 launch lisa_ros lisa.launch.py`, `ros2 run lisa_ros lisa_node` and `ros2 pkg prefix lisa_ros`
+# work. (pip's editable install puts the code and the console scripts in the venv but skips
+# setup.py's data_files: no ament index entry, no share/lisa_ros, no lib/lisa_ros.)
+#
+# Also installs colcon (PyPI) into VENV/colcon with a VENV/bin/colcon wrapper: colcon pins
+# setuptools<80, which must not replace the venv's own.
+#
+# Usage: scripts/install_ros_prefix.sh [VENV]   (default .venv; lisa_ros already pip-installed)
+# Safe to run again. Links point into this checkout: edits to launch/config/rviz are live.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=$(realpath -m "${1:-.venv}")
+PACKAGE=lisa_ros
+SOURCE=$(realpath "$PACKAGE")
+
+for script in lisa_node lisa-ask lisa-segment; do
+    if [[ ! -x "$VENV/bin/$script" ]]; then
+        echo "[ros-prefix] $VENV/bin/$script is missing: pip install -e ./lisa_ros first (make setup)" >&2
+        exit 1
+    fi
+done
+
+echo "[ros-prefix] $PACKAGE as a ROS package of $VENV"
+mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/$PACKAGE" "$VENV/lib/$PACKAGE"
+cp "$SOURCE/resource/$PACKAGE" "$VENV/share/ament_index/resource_index/packages/$PACKAGE"
+for item in package.xml launch config rviz; do
+    ln -sfn "$SOURCE/$item" "$VENV/share/$PACKAGE/$item"
+done
+for script in lisa_node lisa-ask lisa-segment; do
+    ln -sfn "../../bin/$script" "$VENV/lib/$PACKAGE/$script"
+done
+
+echo "[ros-prefix] colcon into $VENV/colcon"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade --target "$VENV/colcon" \
+    colcon-common-extensions 'setuptools<80'
+"$VENV/bin/python" - "$VENV/colcon" <<'PY' || { echo "[ros-prefix] colcon did not install" >&2; exit 1; }
+import sys
+sys.path.insert(0, sys.argv[1])
+import colcon_core, colcon_ros  # noqa: E401,F401
+PY
+cat >"$VENV/bin/colcon" <<'WRAPPER'
+#!/usr/bin/env bash
+# colcon from PyPI, kept in ../colcon with the setuptools it pins (scripts/install_ros_prefix.sh).
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PYTHONPATH="$here/../colcon${PYTHONPATH:+:$PYTHONPATH}" exec "$here/python" -c \
+    'import sys; from colcon_core.command import main; sys.exit(main())' "$@"
+WRAPPER
+chmod +x "$VENV/bin/colcon"
+echo "[ros-prefix] done: AMENT_PREFIX_PATH=$VENV finds $PACKAGE; colcon is $VENV/bin/colcon"
