@@ -179,6 +179,7 @@ def test_a_plain_llama_folder_is_not_taken_for_lisa(tmp_path):
         ({"quantization": "nf4", "device": "cpu", "precision": "fp32"}, "16 bits"),
         ({"device": "tpu:0"}, "not a torch device"),
         ({"vision_tower": "/nonexistent/clip"}, "vision tower"),
+        ({"progress": "quiet"}, "progress 'quiet'"),
     ],
 )
 def test_bad_options_raise_clear_errors(options, message):
@@ -227,6 +228,17 @@ def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(quantiza
     assert all(type(m) is not quantized for m in lisa.sam.modules())
     result = lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply([368, 432, 503, 290, 503, 2])])
     assert result.masks.shape == (2, 300, 420)
+
+
+def test_nf4_on_the_cpu_takes_layer_sizes_the_packed_kernel_cannot(tmp_path, fixture_image):
+    """bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 64 inputs and 32 outputs:
+    a 96-wide model failed at its first step with "shape '[96, 1]' is invalid" (on such CPUs)."""
+    pytest.importorskip("bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')")
+    folder = write_random_checkpoint(tmp_path, RandomLisaSpec(hidden_size=96, intermediate_size=160))
+    lisa = load_model(folder, precision="bf16", quantization="nf4", device="cpu")
+    words = lisa.tokenizer("the cup", add_special_tokens=False).input_ids
+    result = lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply(words + [lisa.layout.seg], lisa.layout.eos)])
+    assert result.masks.shape == (1, 300, 420)
 
 
 def test_in_memory_random_model_equals_the_written_one(tmp_path):

@@ -79,17 +79,20 @@ def is_local_reference(model: str | os.PathLike) -> bool:
     )
 
 
-def resolve_folder(model: str | os.PathLike, *, what: str = "model") -> Path:
-    """A local folder for `model`: the folder itself, or a hub snapshot (HF cache, HF_HUB_OFFLINE)."""
+def resolve_folder(model: str | os.PathLike, *, what: str = "model", tqdm_class: type | None = None) -> Path:
+    """A local folder for `model`: the folder itself, or a hub snapshot (HF cache, HF_HUB_OFFLINE).
+
+    `tqdm_class` shows the download's progress (None: huggingface_hub's own bars).
+    """
     text = os.path.expanduser(os.fspath(model))
     if os.path.isdir(text):
         return Path(text)
     if is_local_reference(text):
         raise LisaLoadError(f"{what} folder '{text}' does not exist: pass an existing folder or a hub id like 'xinlai/LISA-7B-v1'")
-    return _download_snapshot(text, what)
+    return _download_snapshot(text, what, tqdm_class)
 
 
-def _download_snapshot(repo_id: str, what: str) -> Path:
+def _download_snapshot(repo_id: str, what: str, tqdm_class: type | None = None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -99,7 +102,7 @@ def _download_snapshot(repo_id: str, what: str) -> Path:
 
     logger.info("Fetching %s '%s' (Hugging Face cache, downloads if missing)", what, repo_id)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILE_PATTERNS))
+        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILE_PATTERNS, tqdm_class=tqdm_class))
     except GatedRepoError as error:
         raise LisaLoadError(f"{what} '{repo_id}' is gated: accept its licence on the hub and log in with `hf auth login`") from error
     except RepositoryNotFoundError as error:

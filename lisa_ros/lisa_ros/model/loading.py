@@ -14,6 +14,7 @@ from torch import nn
 from .checkpoint import LisaCheckpoint, read_checkpoint, resolve_folder, resolve_vision_tower, token_layout
 from .errors import LisaLoadError
 from .lisa import LisaModel
+from .logs import hub_tqdm_class, quiet_int8_cast_warning, resolve_progress, transformers_progress, without_cpu_kernel_notice
 from .sam import load_sam
 
 logger = logging.getLogger(__name__)
@@ -83,16 +84,24 @@ def llama_config(lisa_config: dict[str, Any]) -> Any:
     return config
 
 
-def _quantization_config(quantization: str | None, dtype: torch.dtype) -> Any:
+def _quantization_config(quantization: str | None, dtype: torch.dtype, device: torch.device) -> Any:
     if quantization is None:
         return None
     try:
-        import bitsandbytes  # noqa: F401
+        with without_cpu_kernel_notice(relevant=quantization == "nf4" and device.type == "cpu"):
+            import bitsandbytes  # noqa: F401
     except ImportError as error:
         raise LisaLoadError(f"{quantization} quantization needs bitsandbytes: pip install 'lisa_ros[quantization]'") from error
     from transformers import BitsAndBytesConfig
 
     if quantization == "int8":
+        quiet_int8_cast_warning()
+        if dtype != torch.float16:
+            logger.info(
+                "int8: bitsandbytes computes the quantised layers in fp16, so their %s inputs are cast to fp16 "
+                "(it says so once: 'MatMul8bitLt: inputs will be cast ...'); precision fp16 avoids the cast",
+                str(dtype).removeprefix("torch."),
+            )
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_LLM_MODULES)
     return BitsAndBytesConfig(
         load_in_4bit=True,
@@ -114,13 +123,39 @@ def _load_llm(checkpoint: LisaCheckpoint, dtype: torch.dtype, device: torch.devi
             state_dict=checkpoint.llm_state,
             dtype=dtype,
             device_map={"": device},
-            quantization_config=_quantization_config(quantization, dtype),
+            quantization_config=_quantization_config(quantization, dtype, device),
         )
     except LisaLoadError:
         raise
     except (RuntimeError, ValueError, KeyError) as error:
         raise LisaLoadError(f"the checkpoint's language-model weights do not load: {error}") from error
+    if quantization == "nf4" and device.type == "cpu":
+        _generic_cpu_nf4_where_needed(llm)
     return llm.eval()
+
+
+# bitsandbytes' AVX512-BF16 CPU kernel for 4-bit weights repacks them in blocks: it needs a layer's
+# input size to be a multiple of the quantisation block (64) and its output size of 32, and fails
+# with "shape '[96, 1]' is invalid" at the first forward pass otherwise (full-size LISA layers fit).
+CPU_NF4_PACK_OUT = 32
+
+
+def _generic_cpu_nf4_where_needed(llm: nn.Module) -> None:
+    """Route 4-bit layers whose sizes the CPU repacking kernel cannot take to bitsandbytes' generic path."""
+    rerouted = []
+    for name, module in llm.named_modules():
+        if not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue  # not a bitsandbytes Linear4bit, or a CPU without that kernel
+        state = getattr(module.weight, "quant_state", None)
+        block = getattr(state, "blocksize", 64)
+        if module.in_features % block or module.out_features % CPU_NF4_PACK_OUT:
+            module.support_avx512bf16_for_cpu = False
+            rerouted.append(name)
+    if rerouted:
+        logger.info(
+            "nf4 on the CPU: %d layer(s) whose sizes are not multiples of 64 (inputs) and 32 (outputs) use "
+            "bitsandbytes' generic CPU kernel (slower), e.g. %s", len(rerouted), rerouted[0],
+        )
 
 
 def _apply_adapter(llm: nn.Module, adapter: str, merge: bool) -> nn.Module:
@@ -191,6 +226,7 @@ def load_model(
     quantization: str | None = None,
     device: str | torch.device | None = None,
     adapter: str | os.PathLike | None = None,
+    progress: str = "auto",
 ) -> LisaModel:
     """Load a released LISA checkpoint (hub id like 'xinlai/LISA-7B-v1', or a local folder).
 
@@ -200,12 +236,15 @@ def load_model(
     `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU) applies to the
     LLM's linear layers except `lm_head`; the projector, [SEG] projection and SAM are never quantised.
     `adapter` is a peft LoRA folder (or hub id) applied to the LLM. Hub downloads use the Hugging Face
-    cache and honour HF_HUB_OFFLINE. Raises LisaLoadError with a one-line explanation when something
-    is wrong.
+    cache and honour HF_HUB_OFFLINE. `progress` is how downloads and weight loading show progress:
+    "bars" (tqdm, for a terminal), "log" (a few INFO lines of the `lisa_ros.model.progress` logger, for
+    log files, pipes and `ros2 launch`) or "auto" (bars when stderr is a terminal). Raises LisaLoadError
+    with a one-line explanation when something is wrong.
     """
     check_options(precision, quantization, device)  # fail before any download
-    checkpoint = read_checkpoint(resolve_folder(model, what="LISA checkpoint"))
-    return build_model(checkpoint, vision_tower, precision, quantization, device, adapter)
+    mode = resolve_progress(progress)
+    checkpoint = read_checkpoint(resolve_folder(model, what="LISA checkpoint", tqdm_class=hub_tqdm_class(mode)))
+    return build_model(checkpoint, vision_tower, precision, quantization, device, adapter, progress=mode)
 
 
 def build_model(
@@ -215,6 +254,7 @@ def build_model(
     quantization: str | None = None,
     device: str | torch.device | None = None,
     adapter: str | os.PathLike | None = None,
+    progress: str = "auto",
 ) -> LisaModel:
     """A LisaModel from checkpoint parts already in memory (`load_model` without the file reading).
 
@@ -222,14 +262,16 @@ def build_model(
     models without writing their weights to disk.
     """
     parsed_device, dtype = check_options(precision, quantization, device)
+    mode = resolve_progress(progress)
     tokenizer = _load_tokenizer(checkpoint.folder)
     layout = token_layout(tokenizer)
     tower_name = os.fspath(vision_tower) if vision_tower else resolve_vision_tower(checkpoint.vision_tower, checkpoint.folder)
 
-    llm = _load_llm(checkpoint, dtype, parsed_device, quantization)
-    if adapter:
-        llm = _apply_adapter(llm, os.fspath(adapter), merge=quantization is None)
-    tower, processor = _load_vision_tower(tower_name, dtype, parsed_device)
+    with transformers_progress(mode):
+        llm = _load_llm(checkpoint, dtype, parsed_device, quantization)
+        if adapter:
+            llm = _apply_adapter(llm, os.fspath(adapter), merge=quantization is None)
+        tower, processor = _load_vision_tower(tower_name, dtype, parsed_device)
 
     logger.info("Building SAM from the checkpoint's weights")
     sam = load_sam(checkpoint.sam_state, checkpoint.config)
