@@ -18,13 +18,15 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     python_requires=">=3.10",
+    # torch and transformers floors: see lisa_ros/model/versions.py (checked again at load). Tested
+    # with torch 2.14.1 and 2.13.0, transformers 5.24, peft 0.21, bitsandbytes 0.50.
     install_requires=[
         "numpy",
         "pillow",
         "opencv-python-headless",
-        "torch>=2.1",
-        "torchvision",
-        "transformers>=5.0,<6",
+        "torch>=2.6",
+        "torchvision",  # segment-anything imports it
+        "transformers>=5.24,<6",
         "accelerate",
         "peft>=0.13",
         "safetensors",

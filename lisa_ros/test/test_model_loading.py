@@ -241,6 +241,31 @@ def test_nf4_on_the_cpu_takes_layer_sizes_the_packed_kernel_cannot(tmp_path, fix
     assert result.masks.shape == (1, 300, 420)
 
 
+@pytest.mark.parametrize(
+    "torch_version, transformers_version, message",
+    [
+        ("2.5.1+cu121", "5.24.0", "torch 2.5.1+cu121 is too old: lisa_ros needs torch >= 2.6"),
+        ("2.14.1", "5.23.0", "transformers 5.23.0 is too old: lisa_ros needs transformers >= 5.24"),
+    ],
+)
+def test_too_old_torch_or_transformers_is_refused_at_load(monkeypatch, torch_version, transformers_version, message):
+    """Not an AttributeError at the first request (old torch), nor other token ids than the reference (old transformers)."""
+    import transformers
+
+    monkeypatch.setattr(torch, "__version__", torch_version)
+    monkeypatch.setattr(transformers, "__version__", transformers_version)
+    with pytest.raises(LisaLoadError) as error:
+        load_model(CHECKPOINT, precision="fp32", device="cpu")
+    assert str(error.value).startswith(message) and "pip install -U" in str(error.value)
+
+
+@pytest.mark.parametrize("torch_version, transformers_version", [("2.6.0a0+git1234", "5.24.0.dev0"), ("2.14.1", "5.30.2"), ("2.6", "5.24")])
+def test_supported_versions_pass_the_check(torch_version, transformers_version):
+    from lisa_ros.model.versions import check_versions
+
+    check_versions(torch_version, transformers_version)
+
+
 def test_in_memory_random_model_equals_the_written_one(tmp_path):
     """build_model on parts in memory is load_model without the file reading."""
     from lisa_ros.model import build_model

@@ -16,6 +16,7 @@ from .errors import LisaLoadError
 from .lisa import LisaModel
 from .logs import hub_tqdm_class, quiet_int8_cast_warning, resolve_progress, transformers_progress, without_cpu_kernel_notice
 from .sam import load_sam
+from .versions import check_versions
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def check_options(
     precision: str, quantization: str | None, device: str | torch.device | None
 ) -> tuple[torch.device, torch.dtype]:
     """The device and dtype that the load options mean; LisaLoadError before any work if they are wrong."""
+    check_versions()
     parsed = _parse_device(device)
     return parsed, _validate_options(precision, quantization, parsed)
 
