@@ -12,7 +12,7 @@ setup(
     packages=find_packages(exclude=["test", "test.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}", ["package.xml", "LICENSE"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
@@ -44,6 +44,7 @@ setup(
     maintainer_email="maintainers@lisa-ros.dev",
     description="LISA reasoning segmentation as a ROS 2 node, with a ROS-free inference core.",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     entry_points={
         "console_scripts": [
             "lisa_node = lisa_ros.node.lisa_node:main",
