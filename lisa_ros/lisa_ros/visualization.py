@@ -1,8 +1,20 @@
-"""Drawing LISA results: masks blended over the image, their outlines, and the answer text.
+"""Drawing LISA results: masks over the image, their outlines, their phrases and the answer text.
 
 ROS-free (numpy + OpenCV only) so that ``lisa-segment``, the ROS node and ``lisa-ask`` draw the
 same picture. Everything works on whole arrays: the node calls :func:`draw_overlay` for every
 published frame, so the cost must stay at a few milliseconds for 640x480 and 1280x720 images.
+
+What a person should see at a glance, on any scene (a red mask over an orange book in a red tote
+included):
+
+- the background outside the masks dimmed and partly desaturated, so every mask stands out by
+  brightness even when its colour is close to what lies under it or around it;
+- each mask tinted in its colour, with a two-tone outline: a dark line just outside the mask (seen
+  on light and colourful surroundings) and a line in the mask's full colour just inside it (seen
+  on dark ones);
+- each mask's phrase (the words before its ``[SEG]``) on a small label in the mask's colour, next
+  to the top of the mask;
+- the answer on a dark box hugging its text, in the corner where it covers the fewest mask pixels.
 
 Mask ``k`` is always drawn in ``mask_colors(k + 1)[k]``, and each ``[SEG]`` in the answer text
 is written in the colour of the mask it produced, so a reader can tell which words belong to
@@ -13,12 +25,13 @@ from __future__ import annotations
 
 import colorsys
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["SEG_TOKEN", "draw_overlay", "label_image", "mask_colors"]
+__all__ = ["SEG_TOKEN", "draw_overlay", "label_image", "mask_colors", "mask_phrases"]
 
 SEG_TOKEN = "[SEG]"
 
@@ -44,11 +57,24 @@ _PALETTE = np.array(
 _GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 
 _TEXT_COLOR = (255, 255, 255)
+_DARK = (0, 0, 0)  # outer outline, label borders and dark label text
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # RGB to grey (ITU-R BT.601, as OpenCV's RGB2GRAY)
 _UNMATCHED_SEG_COLOR = (160, 160, 160)  # a [SEG] without a mask (e.g. a truncated answer)
-_BAND_DARKENING = 0.3  # the text band keeps this fraction of the image's brightness
-_MAX_TEXT_FRACTION = 0.4  # the text band never covers more than this share of the image height
+_BAND_DARKENING = 0.3  # the answer box keeps this fraction of the image's brightness
+_MAX_TEXT_FRACTION = 0.3  # the answer box never covers more than this share of the image height
+_MAX_LABEL_FRACTION = 0.3  # a phrase label is at most this share of the image width
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MIN_TEXT_IMAGE_SIZE = 32  # below this (pixels, either side) no legible text fits: none is drawn
+_MIN_LABEL_IMAGE_SIZE = 160  # below this, phrase labels would hide the masks they name: none is drawn
+
+# LISA's fixed answer templates ("Sure, [SEG].", "It is [SEG].", "Sure, it is [SEG].", "Sure, the
+# segmentation result is [SEG].") and the "and" that joins several masks say nothing about a mask:
+# they are left out of its label.
+_FILLER = re.compile(
+    r"^\W*(?:sure\b\W*)?(?:(?:it is|it's|the segmentation result is)\b\W*)?(?:(?:and|or)\b\W*)?",
+    re.IGNORECASE,
+)
+_ARTICLES = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "my", "your"}
 
 
 def mask_colors(n: int) -> np.ndarray:
@@ -80,6 +106,16 @@ def label_image(masks: np.ndarray) -> np.ndarray:
     return (numbers * masks.view(np.uint8)).max(axis=0, initial=0)
 
 
+def mask_phrases(text: str) -> list[str]:
+    """Per ``[SEG]`` in ``text``: the words since the previous ``[SEG]``, which name its mask.
+
+    The same rule as ``SegmentationResult.phrases`` (``lisa_ros.model.prompt.seg_phrases``),
+    repeated here so that drawing needs neither torch nor the model package.
+    """
+    pieces = text.split(SEG_TOKEN)[:-1]
+    return [piece.strip(" ,.;:") for piece in pieces]
+
+
 def draw_overlay(
     image_rgb: np.ndarray,
     masks: np.ndarray,
@@ -87,20 +123,29 @@ def draw_overlay(
     *,
     alpha: float = 0.5,
     draw_text: bool = True,
+    phrases: Sequence[str] | None = None,
+    draw_labels: bool = True,
+    dim_background: float = 0.6,
 ) -> np.ndarray:
-    """Draw ``masks`` over ``image_rgb`` in distinct colours, with outlines and the answer text.
+    """Draw ``masks`` over ``image_rgb`` in distinct colours, with outlines, labels and the answer.
 
     Args:
         image_rgb: ``(H, W, 3)`` uint8 RGB image; it is not modified.
         masks: ``(N, H, W)`` bool masks (``N`` may be 0); later masks are drawn over earlier ones.
         text: the answer; each ``[SEG]`` in it is written in the colour of its mask.
         alpha: opacity of the mask colour inside a mask (0: invisible, 1: opaque).
-        draw_text: write ``text`` on a dark band at the bottom of the image. Skipped for images
-            too small to hold a legible line.
+        draw_text: write ``text`` on a dark box in the corner of the image where it covers the
+            fewest mask pixels. Skipped for images too small to hold a legible line.
+        phrases: the words naming each mask (``SegmentationResult.phrases``); ``None``: taken
+            from ``text`` with the same rule (:func:`mask_phrases`).
+        draw_labels: write each mask's phrase on a label in its colour next to the mask. LISA's
+            fixed answer words ("Sure", "it is", a joining "and") are left out; a mask whose
+            phrase is then empty gets no label. Skipped for images under 160 pixels a side.
+        dim_background: share of brightness and colour kept outside the masks when some mask
+            is not empty (1: untouched, 0: black), so that the masks stand out on any scene.
 
     Returns:
-        A new ``(H, W, 3)`` uint8 RGB image. Pixels outside the masks and outside the text band
-        keep their values: outlines are drawn on the inner side of each mask's border.
+        A new ``(H, W, 3)`` uint8 RGB image.
     """
     image_rgb = _check_image(image_rgb)
     masks = _check_masks(masks)
@@ -110,12 +155,31 @@ def draw_overlay(
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+    if not 0.0 <= dim_background <= 1.0:
+        raise ValueError(f"dim_background must be within [0, 1], got {dim_background}")
 
-    overlay = image_rgb.copy()
-    if masks.shape[0] > 0:
-        _blend_masks(overlay, label_image(masks), mask_colors(masks.shape[0]), alpha)
+    colors = mask_colors(masks.shape[0])
+    height, width = image_rgb.shape[:2]
+    labels = label_image(masks)
+    inside = labels > 0
+    if inside.any():
+        overlay = _dimmed(image_rgb, dim_background)
+        _draw_masks(overlay, image_rgb, labels, inside, colors, alpha)
+    else:  # nothing to show: the image as it is, not a darker one
+        overlay = image_rgb.copy()
+
+    if min(height, width) < _MIN_TEXT_IMAGE_SIZE:
+        return overlay
+    font = _font_for(height, width)
+    taken: list[_Rect] = []  # boxes already drawn, that labels should not cover
     if draw_text and text:
-        _draw_text_band(overlay, text, mask_colors(masks.shape[0]))
+        answer_box = _draw_answer(overlay, text, colors, inside, font)
+        if answer_box is not None:
+            taken.append(answer_box)
+    if draw_labels and masks.shape[0] > 0 and min(height, width) >= _MIN_LABEL_IMAGE_SIZE:
+        if phrases is None:
+            phrases = mask_phrases(text)
+        _draw_labels(overlay, masks, phrases, colors, font, taken)
     return overlay
 
 
@@ -145,26 +209,60 @@ def _check_masks(masks: np.ndarray) -> np.ndarray:
 
 
 def _outline_thickness(height: int, width: int) -> int:
-    return max(1, round(min(height, width) / 360))
+    """Width of each of the outline's two lines, for the image's shorter side: 1 px below 360,
+    2 at 480, 3 at 720, 4 at 1080."""
+    return max(1, round(min(height, width) / 240))
 
 
-def _blend_masks(canvas: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float) -> None:
-    """Blend each label's colour into ``canvas`` in place and draw each region's inner outline."""
+def _dimmed(image: np.ndarray, keep: float) -> np.ndarray:
+    """``image`` with ``keep`` of its brightness and of its colour (the rest goes to grey).
+
+    One colour transform: ``keep * (keep * rgb + (1 - keep) * grey)`` with ``grey`` the BT.601
+    luma, which costs a third of a grey conversion followed by a blend.
+    """
+    if keep >= 1.0:
+        return image.copy()
+    matrix = keep * keep * np.eye(3) + keep * (1.0 - keep) * np.tile(_LUMA_WEIGHTS, (3, 1))
+    return cv2.transform(image, matrix)
+
+
+def _draw_masks(
+    canvas: np.ndarray,
+    image: np.ndarray,
+    labels: np.ndarray,
+    inside: np.ndarray,
+    colors: np.ndarray,
+    alpha: float,
+) -> None:
+    """Tint each label of ``image`` into ``canvas`` in place and outline it (``inside``: labels > 0).
+
+    Works on the rectangle around all masks (plus the outline's reach), not the whole image.
+    """
+    height, width = labels.shape
+    thickness = _outline_thickness(height, width)
+    x, y, w, h = cv2.boundingRect(inside.view(np.uint8))
+    reach = thickness + 1  # every pixel whose outline test looks at a mask pixel is in the rectangle
+    rows = slice(max(0, y - reach), min(height, y + h + reach))
+    cols = slice(max(0, x - reach), min(width, x + w + reach))
+    labels, inside, image, canvas = labels[rows, cols], inside[rows, cols], image[rows, cols], canvas[rows, cols]
+
     lut = np.zeros((1, 256, 3), dtype=np.uint8)
     lut[0, 1 : len(colors) + 1] = colors
-    color_layer = cv2.LUT(cv2.merge([labels, labels, labels]), lut)
-    blended = cv2.addWeighted(canvas, 1.0 - alpha, color_layer, alpha, 0.0)
-    inside = labels > 0
+    color_layer = cv2.LUT(cv2.cvtColor(labels, cv2.COLOR_GRAY2RGB), lut)
+    blended = cv2.addWeighted(image, 1.0 - alpha, color_layer, alpha, 0.0)
     cv2.copyTo(blended, inside.view(np.uint8), canvas)  # in place; much faster than np.copyto
 
-    # A pixel is on an outline when a differing label lies within `thickness` pixels. Erosion and
-    # dilation treat the image border as neutral, so masks touching the border are not outlined
-    # there, and only pixels inside a mask change.
-    thickness = _outline_thickness(*labels.shape)
+    # Inner line: pixels of a mask with a differing label within `thickness` pixels, in the mask's
+    # full colour. Outer line: background pixels with a mask within `thickness` pixels, dark.
+    # Erosion and dilation treat the image border as neutral: a mask touching the border is not
+    # outlined along it.
     kernel = np.ones((2 * thickness + 1, 2 * thickness + 1), dtype=np.uint8)
-    outline = (cv2.erode(labels, kernel) != labels) | (cv2.dilate(labels, kernel) != labels)
-    outline &= inside
-    cv2.copyTo(color_layer, outline.view(np.uint8), canvas)
+    dilated = cv2.dilate(labels, kernel)
+    inner = (cv2.erode(labels, kernel) != labels) | (dilated != labels)
+    inner &= inside
+    cv2.copyTo(color_layer, inner.view(np.uint8), canvas)
+    outer = (dilated > 0) & ~inside
+    cv2.subtract(canvas, canvas, dst=canvas, mask=outer.view(np.uint8))  # _DARK, in place
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -188,6 +286,22 @@ class _Font:
     margin: int
 
 
+@dataclass(frozen=True)
+class _Rect:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def overlaps(self, other: _Rect) -> bool:
+        return (
+            self.x < other.x + other.width
+            and other.x < self.x + self.width
+            and self.y < other.y + other.height
+            and other.y < self.y + self.height
+        )
+
+
 def _font_for(height: int, width: int) -> _Font:
     """Pick a font size readable at the image's size (about 1/30 of the shorter side per line)."""
     scale = max(0.4, min(height, width) / 800)
@@ -201,6 +315,10 @@ def _font_for(height: int, width: int) -> _Font:
 def _printable(text: str) -> str:
     """Hershey fonts draw ASCII only: show anything else as '?' rather than garbage."""
     return "".join(c if " " <= c <= "~" or c == "\n" else "?" for c in text)
+
+
+def _text_width(text: str, font: _Font) -> int:
+    return cv2.getTextSize(text, _FONT, font.scale, font.thickness)[0][0]
 
 
 def _words(text: str, colors: np.ndarray, font: _Font) -> list[list[_Word]]:
@@ -222,8 +340,7 @@ def _words(text: str, colors: np.ndarray, font: _Font) -> list[list[_Word]]:
                     seg_index += 1
                 else:
                     color = _TEXT_COLOR
-                width = cv2.getTextSize(piece, _FONT, font.scale, font.thickness)[0][0]
-                words.append(_Word(piece, color, width, space_before=position == 0))
+                words.append(_Word(piece, color, _text_width(piece, font), space_before=position == 0))
         paragraphs.append(words)
     return paragraphs
 
@@ -251,40 +368,159 @@ def _cut_to_width(word: _Word, max_width: int, font: _Font) -> _Word:
     text = word.text
     while len(text) > 1:
         text = text[:-1]
-        width = cv2.getTextSize(text + "~", _FONT, font.scale, font.thickness)[0][0]
+        width = _text_width(text + "~", font)
         if width <= max_width:
             return _Word(text + "~", word.color, width)
     return _Word(text, word.color, min(word.width, max_width))
 
 
-def _draw_text_band(canvas: np.ndarray, text: str, colors: np.ndarray) -> None:
-    """Write ``text`` on a darkened band at the bottom of ``canvas`` (in place)."""
-    height, width = canvas.shape[:2]
-    if min(height, width) < _MIN_TEXT_IMAGE_SIZE:
-        return
-    font = _font_for(height, width)
-    lines = _wrap(_words(text, colors, font), width - 2 * font.margin, font)
-    max_lines = max(1, int((height * _MAX_TEXT_FRACTION - font.margin) // font.line_height))
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = _with_ellipsis(lines[-1], width - 2 * font.margin, font)
+def _draw_answer(canvas: np.ndarray, text: str, colors: np.ndarray, inside: np.ndarray, font: _Font) -> _Rect | None:
+    """Write ``text`` on a darkened box hugging it, where it hides the fewest mask pixels.
 
-    band_height = min(height, len(lines) * font.line_height + font.margin)
-    band = canvas[height - band_height :]
-    band[:] = (band * _BAND_DARKENING).astype(np.uint8)
+    The box is at most ``_MAX_TEXT_FRACTION`` of the image high (the full answer is on the node's
+    ``~/text``). The text is laid out on lines as wide as the image, then on lines half as wide
+    (a taller box that fits beside a mask); each box is tried in the corners bottom-left, top-left,
+    bottom-right, top-right. The first with the fewest mask pixels under it wins, so with no mask
+    in the way the answer sits at the bottom left on as few lines as possible. Returns the box.
+    """
+    height, width = canvas.shape[:2]
+    words = _words(text, colors, font)
+    max_lines = max(1, int((height * _MAX_TEXT_FRACTION - font.margin) // font.line_height))
+    candidates: list[tuple[_Rect, list[list[tuple[int, _Word]]]]] = []
+    for line_width in (width - 2 * font.margin, width // 2 - 2 * font.margin):
+        if line_width < _text_width("M" * 8, font) and candidates:
+            break  # too narrow to be worth it
+        lines = _wrap(words, line_width, font)
+        if len(lines) > max_lines:
+            if candidates:
+                break  # the narrow layout would cut the answer short: keep the wide one only
+            lines = lines[:max_lines]
+            lines[-1] = _with_ellipsis(lines[-1], line_width, font)
+        lines_width = max((x + word.width for line in lines for x, word in line), default=0)
+        if lines_width == 0:
+            return None  # only blanks
+        box_width = min(width, lines_width + 2 * font.margin)
+        box_height = min(height, len(lines) * font.line_height + font.margin)
+        left, right, top, bottom = 0, width - box_width, 0, height - box_height
+        for x, y in ((left, bottom), (left, top), (right, bottom), (right, top)):
+            candidates.append((_Rect(x, y, box_width, box_height), lines))
+    hidden = [np.count_nonzero(inside[r.y : r.y + r.height, r.x : r.x + r.width]) for r, _ in candidates]
+    box, lines = candidates[int(np.argmin(hidden))]
+
+    region = canvas[box.y : box.y + box.height, box.x : box.x + box.width]
+    region[:] = cv2.convertScaleAbs(region, alpha=_BAND_DARKENING)
     for row, line in enumerate(lines):
-        y = height - band_height + font.margin // 2 + (row + 1) * font.line_height - font.baseline
+        y = box.y + font.margin // 2 + (row + 1) * font.line_height - font.baseline
         for x, word in line:
             cv2.putText(
-                canvas, word.text, (font.margin + x, y), _FONT, font.scale, word.color,
+                canvas, word.text, (box.x + font.margin + x, y), _FONT, font.scale, word.color,
                 font.thickness, cv2.LINE_AA,
             )
+    return box
 
 
 def _with_ellipsis(line: list[tuple[int, _Word]], max_width: int, font: _Font) -> list[tuple[int, _Word]]:
     """Mark a line as truncated, dropping words at its end until "..." fits."""
-    ellipsis_width = cv2.getTextSize("...", _FONT, font.scale, font.thickness)[0][0]
+    ellipsis_width = _text_width("...", font)
     while line and line[-1][0] + line[-1][1].width + ellipsis_width > max_width:
         line = line[:-1]
     end = line[-1][0] + line[-1][1].width if line else 0
     return [*line, (end, _Word("...", _TEXT_COLOR, ellipsis_width))]
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+
+def _label_text(phrase: str, max_width: int, font: _Font) -> str:
+    """The words of ``phrase`` that name the mask, short enough for ``max_width`` pixels.
+
+    LISA's fixed answer words go. A phrase too long keeps its end, which is what the words right
+    before ``[SEG]`` name: its last clause (after the last ',', ';' or ':'), then the longest end
+    that starts with an article ("beside the white package" -> "the white package"), then its
+    last words after "...".
+    """
+    text = _FILLER.sub("", _printable(phrase).replace("\n", " ")).strip(" ,.;:")
+    if _text_width(text, font) <= max_width:
+        return text
+    words = re.split(r"[,;:]", text)[-1].split() or text.split()
+    for start, word in enumerate(words):
+        if (start == 0 or word.lower() in _ARTICLES) and _text_width(" ".join(words[start:]), font) <= max_width:
+            return " ".join(words[start:])
+    while words and _text_width("..." + " ".join(words), font) > max_width:
+        words = words[1:]
+    return "..." + " ".join(words) if words else ""
+
+
+def _contrasting_text_color(color: np.ndarray) -> tuple[int, int, int]:
+    """Black or white, whichever contrasts more with ``color`` (WCAG relative luminance)."""
+    channels = color.astype(float) / 255.0
+    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+    luminance = float(linear @ np.array([0.2126, 0.7152, 0.0722]))
+    return _DARK if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else _TEXT_COLOR
+
+
+def _draw_labels(
+    canvas: np.ndarray,
+    masks: np.ndarray,
+    phrases: Sequence[str],
+    colors: np.ndarray,
+    font: _Font,
+    taken: list[_Rect],
+) -> None:
+    """Write each mask's phrase on a box in the mask's colour, next to the top of the mask, in
+    the answer's ``font`` (small labels would not be read on a scaled-down RViz panel).
+
+    The box goes just above the mask's topmost pixels (centred on them, moved inside the image),
+    else just inside the mask's top (below any box already there, while still beside the mask),
+    else below or inside the bottom of the mask: the first of these that covers no box drawn
+    before (the answer, earlier labels); if all do, the first.
+    """
+    height, width = canvas.shape[:2]
+    pad = max(2, font.margin // 2)
+    max_text_width = max(int(width * _MAX_LABEL_FRACTION), _text_width("m" * 10, font)) - 2 * pad
+    max_text_width = min(max_text_width, width - 2 * pad - 2)
+    for index in range(min(len(masks), len(phrases))):
+        text = _label_text(phrases[index], max_text_width, font)
+        if not text:
+            continue
+        x, y, w, h = cv2.boundingRect(masks[index].view(np.uint8))
+        if w == 0:
+            continue  # empty mask: nothing to point at
+        top = np.flatnonzero(masks[index, y])
+        bottom = np.flatnonzero(masks[index, y + h - 1])
+        (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, font.scale, font.thickness)
+        box_w, box_h = text_w + 2 * pad, text_h + baseline + 2 * pad
+        gap = _outline_thickness(height, width)  # clear of the outline
+        top_x = (top[0] + top[-1]) // 2 - box_w // 2
+        bottom_x = (bottom[0] + bottom[-1]) // 2 - box_w // 2
+        candidates = [
+            (top_x, y - gap - box_h),  # above the mask
+            (top_x, y + gap),  # inside its top, moved down past boxes already there
+            (bottom_x, y + h + gap),  # below it
+            (bottom_x, y + h - gap - box_h),  # inside its bottom
+        ]
+        boxes = [_Rect(min(max(cx, 0), width - box_w), min(max(cy, 0), height - box_h), box_w, box_h)
+                 for cx, cy in candidates]
+        boxes[1] = _moved_down_past(boxes[1], taken, bottom=min(y + h, height))
+        box = next((b for b in boxes if not any(b.overlaps(t) for t in taken)), boxes[0])
+        taken.append(box)
+
+        color = tuple(int(c) for c in colors[index])
+        cv2.rectangle(canvas, (box.x, box.y), (box.x + box.width - 1, box.y + box.height - 1), color, -1)
+        cv2.rectangle(canvas, (box.x, box.y), (box.x + box.width - 1, box.y + box.height - 1), _DARK, 1)
+        cv2.putText(
+            canvas, text, (box.x + pad, box.y + pad + text_h), _FONT, font.scale,
+            _contrasting_text_color(colors[index]), font.thickness, cv2.LINE_AA,
+        )
+
+
+def _moved_down_past(box: _Rect, taken: list[_Rect], bottom: int) -> _Rect:
+    """``box`` moved down until it covers none of ``taken``, or left where it is if it would then
+    reach below ``bottom``."""
+    moved = box
+    for _ in range(len(taken)):
+        hit = next((t for t in taken if moved.overlaps(t)), None)
+        if hit is None:
+            break
+        moved = _Rect(moved.x, hit.y + hit.height, moved.width, moved.height)
+    return moved if moved.y + moved.height <= bottom else box

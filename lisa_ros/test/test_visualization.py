@@ -1,11 +1,35 @@
-"""Tests of lisa_ros.visualization on real arrays: colours, labels, what is left untouched, edges."""
+"""Tests of lisa_ros.visualization on real arrays: colours, outlines, labels, the answer, edges, and
+whether the overlay reads at a glance on real photographs with hand-made masks (fixtures/photos).
 
+The readability tests measure what a person sees at a mask's edge: the colour a few pixels inside
+against the colour a few pixels outside (CIELAB distance, around every boundary pixel, beyond the
+outline). Set LISA_OVERLAY_ARTEFACTS=DIR to also get the example overlays in DIR.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
-from lisa_ros.visualization import draw_overlay, label_image, mask_colors
+from lisa_ros.visualization import (
+    _font_for,
+    _label_text,
+    _outline_thickness,
+    draw_overlay,
+    label_image,
+    mask_colors,
+    mask_phrases,
+)
 
 HEIGHT, WIDTH = 240, 320
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render_overlay_examples.py"
+COMMITTED_OVERLAYS = Path(__file__).resolve().parent / "fixtures" / "photos" / "overlays"
 
 
 def _gradient_image(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -14,8 +38,8 @@ def _gradient_image(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
     return np.stack([(x * 7) % 256, (y * 5) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
 
 
-def _box_mask(top: int, left: int, bottom: int, right: int) -> np.ndarray:
-    mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
+def _box_mask(top: int, left: int, bottom: int, right: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
     mask[top:bottom, left:right] = True
     return mask
 
@@ -23,6 +47,19 @@ def _box_mask(top: int, left: int, bottom: int, right: int) -> np.ndarray:
 def _two_boxes() -> np.ndarray:
     """Two overlapping boxes in the upper half of the image (away from the text band)."""
     return np.stack([_box_mask(20, 20, 100, 140), _box_mask(60, 100, 110, 200)])
+
+
+def _dimmed(image: np.ndarray, keep: float = 0.6) -> np.ndarray:
+    """What the overlay does to the background: ``keep`` of the brightness and of the colour."""
+    grey = image.astype(float) @ np.array([0.299, 0.587, 0.114])
+    return keep * (keep * image + (1 - keep) * grey[..., None])
+
+
+def _changed_box(before: np.ndarray, after: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of the pixels that differ, bottom/right exclusive."""
+    rows = np.flatnonzero((before != after).any(axis=(1, 2)))
+    cols = np.flatnonzero((before != after).any(axis=(0, 2)))
+    return None if rows.size == 0 else (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
 
 
 # --- mask_colors ------------------------------------------------------------------------------
@@ -86,18 +123,40 @@ def test_label_image_rejects_wrong_masks(bad):
         label_image(bad)
 
 
-# --- draw_overlay -----------------------------------------------------------------------------
+# --- mask_phrases -----------------------------------------------------------------------------
 
 
-def test_overlay_colours_mask_pixels_and_leaves_the_rest():
+def test_mask_phrases_are_the_models_phrases():
+    from lisa_ros.model.prompt import seg_phrases
+
+    for text in [
+        "Sure, [SEG].",
+        "The mug [SEG] and the plate [SEG] .",
+        "[SEG][SEG]",
+        "no mask here",
+        "It is the bin [SEG]; because: it holds scraps [SEG], the rest [SEG]",
+        "",
+    ]:
+        assert mask_phrases(text) == seg_phrases(text)[0], text
+
+
+# --- draw_overlay: masks ----------------------------------------------------------------------
+
+
+def test_overlay_tints_mask_pixels_and_dims_the_rest():
     image = _gradient_image()
     masks = _two_boxes()
     overlay = draw_overlay(image, masks, "", alpha=0.5)
 
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     inside = masks.any(axis=0)
-    np.testing.assert_array_equal(overlay[~inside], image[~inside])
     assert (overlay[inside] != image[inside]).any(axis=-1).all()
+    # Outside the masks and their outlines: the background dimmed (darker, greyer), not recoloured.
+    away = ~cv2.dilate(inside.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    np.testing.assert_allclose(overlay[away], _dimmed(image)[away], atol=1.01)
+    # Without dimming, the background stays as it is (the previous overlay's look).
+    plain = draw_overlay(image, masks, "", alpha=0.5, dim_background=1.0)
+    np.testing.assert_array_equal(plain[away], image[away])
 
 
 def test_overlay_blends_each_mask_in_its_colour():
@@ -113,16 +172,35 @@ def test_overlay_blends_each_mask_in_its_colour():
     np.testing.assert_allclose(overlay[85, 170], expected_second, atol=1)
 
 
-def test_overlay_outlines_masks_from_inside_in_full_colour():
-    image = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
-    masks = _box_mask(20, 20, 100, 140)[None]
+@pytest.mark.parametrize("height,width,thickness", [(HEIGHT, WIDTH, 1), (480, 640, 2), (720, 1280, 3)])
+def test_overlay_outlines_masks_dark_outside_and_in_full_colour_inside(height, width, thickness):
+    assert _outline_thickness(height, width) == thickness
+    image = np.full((height, width, 3), 150, dtype=np.uint8)
+    top, left, bottom, right = 20, 20, 100, 140
+    masks = _box_mask(top, left, bottom, right, height, width)[None]
     overlay = draw_overlay(image, masks, "", alpha=0.3)
     color = mask_colors(1)[0]
+    dimmed = np.round(_dimmed(image[:1, :1])[0, 0])
 
-    np.testing.assert_array_equal(overlay[20, 60], color)  # top edge, inside the mask
-    np.testing.assert_array_equal(overlay[60, 139], color)  # right edge, inside the mask
-    assert not overlay[19, 60].any() and not overlay[60, 140].any()  # just outside: untouched
-    assert (overlay[60, 80] < color).any()  # interior: blended, not opaque
+    for k in range(thickness):  # `thickness` pixels each side of the border, along all four sides
+        for y, x in [(top + k, 60), (bottom - 1 - k, 60), (60, left + k), (60, right - 1 - k)]:
+            np.testing.assert_array_equal(overlay[y, x], color)
+        for y, x in [(top - 1 - k, 60), (bottom + k, 60), (60, left - 1 - k), (60, right + k)]:
+            np.testing.assert_array_equal(overlay[y, x], (0, 0, 0))
+    np.testing.assert_allclose(overlay[top - 1 - thickness, 60], dimmed, atol=1)  # beyond: the background
+    assert (overlay[60, 80] < color).any() and (overlay[60, 80] != 0).any()  # interior: blended
+
+
+@pytest.mark.parametrize("background", [(0, 0, 0), (255, 255, 255), (255, 56, 56), (128, 128, 128), (235, 120, 40)],
+                         ids=["black", "white", "the mask colour", "grey", "orange"])
+def test_outline_stands_out_on_any_background(background):
+    """One of the two lines always contrasts with what lies just outside the mask."""
+    image = np.full((HEIGHT, WIDTH, 3), background, dtype=np.uint8)
+    overlay = draw_overlay(image, _box_mask(60, 60, 180, 260)[None], "")
+    lab = cv2.cvtColor(overlay.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    outside, dark_line, color_line = lab[30, 150], lab[59, 150], lab[60, 150]
+    assert max(np.linalg.norm(dark_line - outside), np.linalg.norm(color_line - outside)) > 25
+    assert np.linalg.norm(dark_line - color_line) > 50  # the two lines differ from each other
 
 
 def test_overlay_alpha_extremes():
@@ -136,30 +214,54 @@ def test_overlay_alpha_extremes():
 def test_overlay_does_not_modify_its_input():
     image = _gradient_image()
     before = image.copy()
-    draw_overlay(image, _two_boxes(), "Sure, [SEG] and [SEG].")
+    draw_overlay(image, _two_boxes(), "Sure, the cup [SEG] and the plate [SEG].")
     np.testing.assert_array_equal(image, before)
 
 
-def test_overlay_text_is_drawn_on_a_dark_band_at_the_bottom():
+def test_overlay_without_masks_is_the_image():
+    image = _gradient_image()
+    overlay = draw_overlay(image, np.zeros((0, HEIGHT, WIDTH), dtype=bool), "")
+    np.testing.assert_array_equal(overlay, image)
+    empty_masks = draw_overlay(image, np.zeros((2, HEIGHT, WIDTH), dtype=bool), "")
+    np.testing.assert_array_equal(empty_masks, image)  # nothing to point at: no dimming either
+
+
+# --- draw_overlay: the answer -----------------------------------------------------------------
+
+
+def test_answer_without_masks_is_on_a_dark_box_at_the_bottom_left():
     image = np.full((HEIGHT, WIDTH, 3), 200, dtype=np.uint8)
     overlay = draw_overlay(image, np.zeros((0, HEIGHT, WIDTH), dtype=bool), "Sure, it is the mug.")
 
-    changed_rows = np.flatnonzero((overlay != image).any(axis=(1, 2)))
-    assert changed_rows.size > 0
-    assert changed_rows.min() > HEIGHT // 2 and changed_rows.max() == HEIGHT - 1
-    band = overlay[changed_rows.min() :]
-    assert np.median(band) < 100  # darkened
-    assert (band > 230).all(axis=-1).any()  # white letters on it
+    top, left, bottom, right = _changed_box(image, overlay)
+    assert top > HEIGHT // 2 and bottom == HEIGHT and left == 0
+    assert right < WIDTH  # as wide as the text, not the whole image
+    box = overlay[top:bottom, left:right]
+    assert np.median(box) < 100  # darkened
+    assert (box > 230).all(axis=-1).any()  # white letters on it
 
     no_text = draw_overlay(image, np.zeros((0, HEIGHT, WIDTH), dtype=bool), "Sure", draw_text=False)
     np.testing.assert_array_equal(no_text, image)
 
 
-def _has_pixels_near(image: np.ndarray, color: np.ndarray, tolerance: float = 40.0) -> bool:
-    return bool((np.linalg.norm(image.astype(float) - color, axis=-1) < tolerance).any())
+@pytest.mark.parametrize(
+    "mask_box,expected_corner",
+    [((120, 0, 240, 320), "top"), ((0, 0, 240, 160), "right"), ((0, 0, 120, 320), "bottom")],
+    ids=["bottom half masked", "left half masked", "top half masked"],
+)
+def test_answer_goes_where_it_hides_no_mask(mask_box, expected_corner):
+    image = _gradient_image()
+    masks = _box_mask(*mask_box)[None]
+    text = "The answer is [SEG], because it holds what was asked for."
+    without = draw_overlay(image, masks, text, draw_text=False, draw_labels=False)
+    overlay = draw_overlay(image, masks, text, draw_labels=False)
+
+    top, left, bottom, right = _changed_box(without, overlay)
+    assert not masks[0, top:bottom, left:right].any()
+    assert {"top": top == 0, "bottom": bottom == HEIGHT, "right": right == WIDTH}[expected_corner]
 
 
-def test_overlay_writes_seg_tokens_in_their_mask_colours():
+def test_answer_writes_seg_tokens_in_their_mask_colours():
     image = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     masks = np.zeros((2, HEIGHT, WIDTH), dtype=bool)
     masks[0, :10, :10] = True
@@ -174,6 +276,10 @@ def test_overlay_writes_seg_tokens_in_their_mask_colours():
         assert not _has_pixels_near(plain, color)
 
 
+def _has_pixels_near(image: np.ndarray, color: np.ndarray, tolerance: float = 40.0) -> bool:
+    return bool((np.linalg.norm(image.astype(float) - color, axis=-1) < tolerance).any())
+
+
 def test_long_text_wraps_and_stays_within_a_band_of_limited_height():
     image = np.full((HEIGHT, WIDTH, 3), 200, dtype=np.uint8)
     no_masks = np.zeros((0, HEIGHT, WIDTH), dtype=bool)
@@ -185,21 +291,18 @@ def test_long_text_wraps_and_stays_within_a_band_of_limited_height():
         return HEIGHT - np.flatnonzero((overlay != image).any(axis=(1, 2))).min()
 
     assert band_height(long) > band_height(short)
-    assert band_height(huge) <= 0.45 * HEIGHT
+    assert band_height(huge) <= 0.31 * HEIGHT
 
 
 def test_overlay_handles_unusual_text():
     image = _gradient_image()
     masks = _two_boxes()
-    for text in ["Ünïcödé — ok ✓", "[SEG][SEG][SEG]", "a" * 500, "line one\nline two", "   "]:
+    texts = ["Ünïcödé — ok ✓ [SEG]", "[SEG][SEG][SEG]", "a" * 500 + " [SEG]", "line one\nline two [SEG]", "   "]
+    for text in [*texts, "x" * 300 + "[SEG] " + "y" * 300 + "[SEG]"]:
         overlay = draw_overlay(image, masks, text)
         assert overlay.shape == image.shape
-
-
-def test_overlay_without_masks_is_the_image():
-    image = _gradient_image()
-    overlay = draw_overlay(image, np.zeros((0, HEIGHT, WIDTH), dtype=bool), "")
-    np.testing.assert_array_equal(overlay, image)
+    overlay = draw_overlay(image, masks, "", phrases=["", "ü" * 400])
+    assert overlay.shape == image.shape
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (1, 7), (5, 3), (31, 200)])
@@ -207,10 +310,11 @@ def test_overlay_on_tiny_images(height, width):
     image = np.full((height, width, 3), 50, dtype=np.uint8)
     masks = np.zeros((2, height, width), dtype=bool)
     masks[0, 0, 0] = True
-    overlay = draw_overlay(image, masks, "Sure, [SEG] and [SEG].")
+    overlay = draw_overlay(image, masks, "Sure, the cup [SEG] and the plate [SEG].")
     assert overlay.shape == image.shape
     assert (overlay[0, 0] != 50).any()
-    assert (overlay.reshape(-1, 3)[1:] == 50).all()  # too small for text: nothing else changes
+    # Too small for text: no answer and no labels, only the mask drawn over the dimmed image.
+    np.testing.assert_array_equal(overlay, draw_overlay(image, masks, "", draw_text=False, draw_labels=False))
 
 
 def test_overlay_rejects_bad_inputs():
@@ -225,3 +329,207 @@ def test_overlay_rejects_bad_inputs():
         draw_overlay(image, _two_boxes().astype(np.float32), "")
     with pytest.raises(ValueError, match="alpha"):
         draw_overlay(image, _two_boxes(), "", alpha=1.5)
+    with pytest.raises(ValueError, match="dim_background"):
+        draw_overlay(image, _two_boxes(), "", dim_background=-0.1)
+
+
+# --- draw_overlay: phrase labels --------------------------------------------------------------
+
+
+def _label_pixels(image: np.ndarray, masks: np.ndarray, text: str, **kwargs) -> np.ndarray:
+    """Where the labels changed the picture (answer not drawn)."""
+    without = draw_overlay(image, masks, text, draw_text=False, draw_labels=False, **kwargs)
+    return (draw_overlay(image, masks, text, draw_text=False, **kwargs) != without).any(axis=-1)
+
+
+def _components(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of each connected region of ``changed``, bottom/right exclusive."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(changed.view(np.uint8), connectivity=8)
+    return [(y, x, y + h, x + w) for x, y, w, h, _ in stats[1:count]]
+
+
+def test_label_is_the_phrase_in_the_mask_colour_just_above_the_mask():
+    image = np.full((HEIGHT, WIDTH, 3), 120, dtype=np.uint8)
+    masks = _box_mask(100, 100, 180, 200)[None]
+    changed = _label_pixels(image, masks, "It is the red mug [SEG].")
+
+    [(top, left, bottom, right)] = _components(changed)
+    assert 100 - 40 <= top and bottom <= 100  # above the mask, close to it
+    assert left < 200 and right > 100  # over the mask's columns
+    overlay = draw_overlay(image, masks, "It is the red mug [SEG].", draw_text=False)
+    box = overlay[top:bottom, left:right]
+    assert (box == mask_colors(1)[0]).all(axis=-1).mean() > 0.5  # a box in the mask's colour
+    assert (box == 0).all(axis=-1).any()  # with dark letters (they contrast more with this red)
+
+
+def test_label_of_a_mask_at_the_top_edge_stays_inside_the_image_on_the_mask():
+    image = np.full((HEIGHT, WIDTH, 3), 120, dtype=np.uint8)
+    masks = _box_mask(0, 200, 80, 320)[None]  # top right corner
+    [(top, left, bottom, right)] = _components(_label_pixels(image, masks, "the lamp [SEG]"))
+    assert top >= 0 and right <= WIDTH
+    assert bottom <= 80 and left >= 200 - 10  # drawn inside the mask's top, moved in from the edge
+
+
+@pytest.mark.parametrize(
+    "answer", ["Sure, [SEG].", "It is [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", "[SEG]"]
+)
+def test_lisa_template_answers_get_no_label(answer):
+    image = _gradient_image()
+    assert not _label_pixels(image, _two_boxes()[:1], answer).any()
+
+
+def test_phrases_given_replace_those_of_the_text():
+    image = _gradient_image()
+    masks = _two_boxes()[:1]
+    assert not _label_pixels(image, masks, "Sure, [SEG].").any()
+    assert _label_pixels(image, masks, "Sure, [SEG].", phrases=["the bin"]).any()
+    assert not _label_pixels(image, masks, "It is the bin [SEG].", phrases=[""]).any()
+
+
+def test_labels_of_neighbouring_masks_do_not_overlap():
+    image = _gradient_image()
+    masks = np.stack([_box_mask(100, 40, 200, 150), _box_mask(100, 150, 200, 280)])  # side by side, same top
+    changed = _label_pixels(image, masks, "The large red toolbox [SEG] and the green toolbox [SEG].")
+    boxes = _components(changed)
+    assert len(boxes) == 2  # two separate labels, not one merged block
+
+
+@pytest.mark.parametrize(
+    "phrase,label",
+    [
+        ("Sure, it is the mug", "the mug"),
+        ("and the model shuttle", "the model shuttle"),
+        ("Andy's cup", "Andy's cup"),
+        ("is orange, she holds the helmet", "she holds the helmet"),  # too long: the last clause
+        ("lies in the red tote beside the white package", "the white package"),  # then from an article
+        ("pick up whatever lies near that big heavy thing", "that big heavy thing"),
+        ("go over there and grab whatever lies nearest to it", "...lies nearest to it"),
+        ("anextremelylongwordthatcannotfitanywhereatall", ""),
+    ],
+)
+def test_label_text_keeps_the_words_naming_the_mask(phrase, label):
+    font = _font_for(480, 640)
+    assert _label_text(phrase, 190, font) == label
+
+
+# --- real photographs: does the overlay read at a glance? -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def examples():
+    spec = importlib.util.spec_from_file_location("render_overlay_examples", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def scenes(examples):
+    return examples.scenes()
+
+
+def _edge_contrast(overlay: np.ndarray, masks: np.ndarray, index: int, background_only: bool = False) -> float:
+    """Median, over the boundary pixels of mask ``index``, of the CIELAB distance between the mean
+    colour a few pixels inside the mask and a few pixels outside it near that boundary pixel,
+    beyond the outline: how clearly the mask's region differs from what surrounds it (with
+    ``background_only``, from what surrounds it outside all masks)."""
+    height, width = masks.shape[1:]
+    skip = 2 * _outline_thickness(height, width) + 1
+    lab = cv2.cvtColor(overlay.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    mask = masks[index].view(np.uint8)
+    depth_in = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    depth_out = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+    boundary = (mask > 0) & (depth_in <= 1)
+
+    def local_mean(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        band = band.astype(np.float32)
+        total = cv2.boxFilter(lab * band[..., None], -1, (13, 13), normalize=False)
+        count = cv2.boxFilter(band, -1, (13, 13), normalize=False)
+        return total / np.maximum(count, 1e-6)[..., None], count
+
+    inner, inner_count = local_mean((depth_in > skip) & (depth_in <= skip + 4))
+    outside = (depth_out > skip) & (depth_out <= skip + 4)
+    if background_only:
+        outside &= ~masks.any(axis=0)
+    outer, outer_count = local_mean(outside)
+    valid = boundary & (inner_count > 0) & (outer_count > 0)
+    return float(np.median(np.linalg.norm(inner - outer, axis=-1)[valid]))
+
+
+@pytest.mark.parametrize("scene", ["picking", "coffee"], ids=["red mask on an orange book", "red mask on a red cup"])
+def test_red_mask_on_orange_or_red_stands_out(scenes, scene):
+    """The reported case: a red tint over an orange book in a red tote did not show. Mask 0 (red)
+    must differ clearly from the unmasked surroundings (the tote, the table); the tint alone, as
+    the overlay was drawn before (background untouched), does not make it."""
+    image, masks, answer = scenes[scene]
+    overlay = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False)
+    tint_only = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False, dim_background=1.0)
+    assert _edge_contrast(tint_only, masks, 0, background_only=True) < 45
+    assert _edge_contrast(overlay, masks, 0, background_only=True) >= 45
+
+
+def test_every_mask_of_every_example_stands_out(scenes):
+    for name, (image, masks, answer) in scenes.items():
+        overlay = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False)
+        for index in range(len(masks)):
+            assert _edge_contrast(overlay, masks, index) >= 40, (name, index)
+
+
+def test_every_example_mask_is_outlined_all_around(scenes):
+    for name, (image, masks, answer) in scenes.items():
+        overlay = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False)
+        inside = masks.any(axis=0)
+        colors = mask_colors(len(masks))
+        for index, mask in enumerate(masks):
+            visible = label_image(masks) == index + 1
+            edge = visible & ~cv2.erode(visible.view(np.uint8), np.ones((3, 3), np.uint8), borderValue=1).astype(bool)
+            assert (overlay[edge] == colors[index]).all(axis=-1).mean() > 0.99, (name, index)
+            around = cv2.dilate(mask.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~inside
+            assert (overlay[around] == 0).all(axis=-1).mean() > 0.99, (name, index)
+
+
+def test_example_answers_hide_fewer_masks_than_a_bottom_band(scenes):
+    for name, (image, masks, answer) in scenes.items():
+        without = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False)
+        overlay = draw_overlay(image, masks, answer, draw_labels=False)
+        top, left, bottom, right = _changed_box(without, overlay)
+        inside = masks.any(axis=0)
+        hidden = inside[top:bottom, left:right].sum()
+        assert hidden <= inside[inside.shape[0] - (bottom - top) :].sum(), name
+        if name in ("picking", "chelsea"):  # room left: nothing hidden
+            assert hidden == 0, name
+
+
+def test_example_labels_are_inside_the_image_next_to_their_masks(scenes):
+    for name, (image, masks, answer) in scenes.items():
+        overlay = draw_overlay(image, masks, answer, draw_text=False)
+        changed = _label_pixels(image, masks, answer)
+        colors = mask_colors(len(masks))
+        for index, mask in enumerate(masks):
+            box_pixels = changed & (overlay == colors[index]).all(axis=-1)
+            assert box_pixels.sum() > 100, (name, index)  # every example phrase gets a label
+            ys, xs = np.nonzero(box_pixels)
+            mask_ys, mask_xs = np.nonzero(mask)
+            label_height = ys.max() - ys.min() + 1
+            # Vertically within a label's height of the mask; horizontally over its columns.
+            assert mask_ys.min() - 2 * label_height <= ys.min() <= mask_ys.max() + label_height, (name, index)
+            assert xs.min() <= mask_xs.max() and xs.max() >= mask_xs.min(), (name, index)
+
+
+def test_example_overlays_are_written_and_match_the_committed_ones(examples, tmp_path):
+    """Renders the examples into the test's folder (and $LISA_OVERLAY_ARTEFACTS when set) and
+    checks that the copies committed for reviewers show what the code draws now."""
+    written = examples.render(tmp_path)
+    if os.environ.get("LISA_OVERLAY_ARTEFACTS"):
+        examples.render(Path(os.environ["LISA_OVERLAY_ARTEFACTS"]))
+    assert {path.name for path in written} == {f"{name}.png" for name in examples.scenes()}
+    for path in written:
+        fresh = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        committed = cv2.imread(str(COMMITTED_OVERLAYS / path.name), cv2.IMREAD_COLOR)
+        assert committed is not None, f"{path.name} is not committed: run {SCRIPT.name} {COMMITTED_OVERLAYS}"
+        assert committed.shape == fresh.shape
+        # JPEG decoders may differ by a level or two; a moved label or another colour is far more.
+        differing = (np.abs(committed.astype(int) - fresh).max(axis=-1) > 16).mean()
+        assert differing < 0.002, f"{path.name} is stale: run {SCRIPT.name} {COMMITTED_OVERLAYS}"
