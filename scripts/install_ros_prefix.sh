@@ -26,8 +26,15 @@ done
 echo "[ros-prefix] $PACKAGE as a ROS package of $VENV"
 mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/$PACKAGE" "$VENV/lib/$PACKAGE"
 cp "$SOURCE/resource/$PACKAGE" "$VENV/share/ament_index/resource_index/packages/$PACKAGE"
-for item in package.xml launch config rviz; do
-    ln -sfn "$SOURCE/$item" "$VENV/share/$PACKAGE/$item"
+ln -sfn "$SOURCE/package.xml" "$VENV/share/$PACKAGE/package.xml"
+# Folders of links, not links to folders: `ros2 launch` looks for launch files with os.walk, which
+# does not enter a linked folder. (A file added to launch/ later needs this script run again.)
+for folder in launch config rviz; do
+    rm -rf "$VENV/share/$PACKAGE/$folder"
+    mkdir -p "$VENV/share/$PACKAGE/$folder"
+    for file in "$SOURCE/$folder"/*; do
+        ln -sfn "$file" "$VENV/share/$PACKAGE/$folder/"
+    done
 done
 for script in lisa_node lisa-ask lisa-segment; do
     ln -sfn "../../bin/$script" "$VENV/lib/$PACKAGE/$script"
