@@ -14,9 +14,9 @@ from typing import Any
 
 __all__ = ["CoreLogRoute", "ROUTED_LOGGERS"]
 
-# The core's own loggers, and the logger that `logging.captureWarnings` sends Python warnings to
-# (libraries such as bitsandbytes warn with `warnings.warn`).
-ROUTED_LOGGERS = ("lisa_ros", "py.warnings")
+# The core's own loggers, bitsandbytes' (its int8 cast warning, let through once by the core), and
+# the logger that `logging.captureWarnings` sends Python warnings to.
+ROUTED_LOGGERS = ("lisa_ros", "bitsandbytes", "py.warnings")
 
 
 class _RosLogHandler(logging.Handler):

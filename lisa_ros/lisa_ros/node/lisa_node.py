@@ -35,6 +35,7 @@ state machine refuses a transition while another is in progress (the service ans
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import time
@@ -212,6 +213,7 @@ class LisaNode(LifecycleNode):
             quantization=settings.quantization or None,
             device=settings.device or None,
             adapter=settings.adapter or None,
+            progress="log",  # a log file or launch's pseudo-terminal: lines, not redrawn bars
         )
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -518,11 +520,16 @@ class LisaNode(LifecycleNode):
     def _is_active(self) -> bool:
         return self._state_machine.current_state[0] == StateMsg.PRIMARY_STATE_ACTIVE
 
-    def _state_label(self) -> str:
+    def state_label(self) -> str:
+        """The lifecycle state, e.g. 'active' or, during a transition, 'configuring'."""
         return self._state_machine.current_state[1]
 
+    def in_transition(self) -> bool:
+        """Whether a lifecycle transition (e.g. a model load in configure) is running."""
+        return self._state_machine.current_state[0] >= StateMsg.TRANSITION_STATE_CONFIGURING
+
     def _not_ready_reason(self) -> str:
-        state = self._state_label()
+        state = self.state_label()
         load_error = self._health.load_error
         if load_error and self._model is None:
             return f"the model is not loaded ({load_error}); fix the parameters and configure the node"
@@ -544,7 +551,7 @@ class LisaNode(LifecycleNode):
         pipeline = self._pipeline
         loaded = self._loaded_settings
         snapshot = HealthSnapshot(
-            lifecycle_state=self._state_label(),
+            lifecycle_state=self.state_label(),
             model=loaded.model if loaded is not None else "",
             pending_settings=loaded.changed(ModelSettings(self)) if loaded is not None else [],
             device=str(self._model.device) if self._model is not None else (self._param("device") or "auto"),
@@ -567,8 +574,12 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def spin(node: LisaNode) -> None:
-    """Spin ``node`` on a multi-threaded executor until shutdown (Ctrl-C or SIGTERM)."""
+def spin(node: LisaNode) -> bool:
+    """Spin ``node`` on a multi-threaded executor until shutdown (Ctrl-C or SIGTERM).
+
+    Returns False when a lifecycle transition was still running at shutdown (a model load cannot
+    be interrupted): its executor thread is left behind, and the caller should exit without it.
+    """
     # Threads for callbacks only: inference has its own thread, and waiting goals are coroutines
     # that hold no thread, so a few threads keep topics, cancel and lifecycle services responsive.
     executor = MultiThreadedExecutor(num_threads=4)
@@ -579,8 +590,10 @@ def spin(node: LisaNode) -> None:
         pass
     finally:
         # The context is gone (no more lifecycle transitions); stop inference and free the model.
+        busy = node.in_transition()
         node.release()
-        executor.shutdown()
+        executor.shutdown(wait_for_threads=not busy)
+    return not busy
 
 
 def run(make_node: Callable[[], LisaNode], args: list[str] | None = None) -> None:
@@ -593,11 +606,22 @@ def run(make_node: Callable[[], LisaNode], args: list[str] | None = None) -> Non
         print(f"lisa_node: cannot start: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         sys.exit(1)
+    finished = False
     try:
-        spin(node)
+        finished = spin(node)
     finally:
+        if not finished:
+            node.get_logger().warning(
+                f"Shut down while {node.state_label()}: exiting without waiting for it to end"
+            )
         node.destroy_node()
         rclpy.try_shutdown()
+    if not finished:
+        # Ctrl-C during a model load must not wait minutes for the load: Python would join the
+        # executor thread that runs it at exit, so leave at once (nothing is left to save).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main(args: list[str] | None = None) -> None:
