@@ -114,21 +114,30 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     assert all(f.text for f in feedback[first_text:]), [(f.stage, f.text) for f in feedback]
 
 
-def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lisa, graph) -> None:  # noqa: F811
-    client, process = lisa
+def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInfo:  # noqa: F811
+    """Publish ``frames`` fixture frames stamped ``when``, ``when + 0.1``, ... with their camera info,
+    a few times over, best effort like a camera; returns the camera info."""
     camera = graph.node.create_publisher(Image, CAMERA, SENSOR)
     info = graph.node.create_publisher(CameraInfo, CAMERA_INFO, SENSOR)
     graph.wait_for_subscribers(camera)
     graph.wait_for_subscribers(info)
-    camera_info = CameraInfo(header=Header(stamp=stamp(2000.0), frame_id="camera_optical"), width=420, height=300)
-    camera_info.k = [300.0, 0.0, 210.0, 0.0, 300.0, 150.0, 0.0, 0.0, 1.0]
+    camera_info = CameraInfo(header=Header(stamp=stamp(when), frame_id="camera_optical"), width=420, height=300)
+    camera_info.k = k
     rgb = fixture_rgb()
-    # Best effort, like a camera: publish a few times; the newest frame (stamp 2000.3) must be used.
-    for index in range(4):
+    for index in range(frames):
         info.publish(camera_info)
-        camera.publish(bgr8_msg(rgb, when=2000.0 + index * 0.1))
+        camera.publish(bgr8_msg(rgb, when=when + index * 0.1))
         time.sleep(0.1)
     time.sleep(0.3)
+    graph.node.destroy_publisher(camera)
+    graph.node.destroy_publisher(info)
+    return camera_info
+
+
+def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lisa, graph) -> None:  # noqa: F811
+    client, process = lisa
+    # The newest of the frames (stamp 2000.3) must be used.
+    camera_info = publish_camera(graph, 2000.0, [300.0, 0.0, 210.0, 0.0, 300.0, 150.0, 0.0, 0.0, 1.0], frames=4)
     status, result, _ = client.run("what is in front of the robot?")
 
     assert status == GoalStatus.STATUS_SUCCEEDED, process.output
@@ -137,8 +146,6 @@ def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lis
     assert result.header.frame_id == "camera_optical"
     assert list(result.camera_info.k) == list(camera_info.k)
     assert [m.header for m in result.masks] == [result.header] * 2
-    graph.node.destroy_publisher(camera)
-    graph.node.destroy_publisher(info)
 
 
 def test_follow_up_turn_with_the_same_session_uses_the_first_frame_and_the_history(client) -> None:
@@ -190,17 +197,7 @@ def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_lat
     lisa, graph  # noqa: F811
 ) -> None:
     client, process = lisa
-    camera = graph.node.create_publisher(Image, CAMERA, SENSOR)
-    info = graph.node.create_publisher(CameraInfo, CAMERA_INFO, SENSOR)
-    graph.wait_for_subscribers(camera)
-    graph.wait_for_subscribers(info)
-    camera_info = CameraInfo(header=Header(stamp=stamp(2500.0), frame_id="camera_optical"), width=420, height=300)
-    camera_info.k = [310.0, 0.0, 205.0, 0.0, 310.0, 155.0, 0.0, 0.0, 1.0]
-    for _ in range(3):
-        info.publish(camera_info)
-        camera.publish(bgr8_msg(fixture_rgb(), when=2500.0))
-        time.sleep(0.1)
-    time.sleep(0.3)
+    camera_info = publish_camera(graph, 2500.0, [310.0, 0.0, 205.0, 0.0, 310.0, 155.0, 0.0, 0.0, 1.0], frames=3)
     goal = client.send("a long answer please")  # on the latest camera frame
     goal.wait_for_feedback(lambda f: f.tokens_generated >= 3, 30, "3 generated tokens")
     goal.cancel()
@@ -210,8 +207,6 @@ def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_lat
     time.sleep(0.5)  # feedback travels apart from the result: give a late one time to arrive
     assert [f.stage for f in goal.feedback if f.stage != "generating"] == ["encoding_image"]
     assert goal.feedback[-1].text == result.text or result.text.startswith(goal.feedback[-1].text)
-    graph.node.destroy_publisher(camera)
-    graph.node.destroy_publisher(info)
 
 
 def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client, graph) -> None:  # noqa: F811

@@ -51,7 +51,12 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import (
+    LifecycleNode,
+    LifecycleNodeMixin,
+    LifecycleState,
+    TransitionCallbackReturn,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -157,6 +162,7 @@ class LisaNode(LifecycleNode):
         Node.__init__(self, node_name, **kwargs)
         self._lifecycle_group = ReentrantCallbackGroup()
         LifecycleNodeMixin.__init__(self, callback_group=self._lifecycle_group)
+        # rcutils severities are Python's logging levels (DEBUG 10 ... FATAL 50).
         self._core_logs = CoreLogRoute(self.get_logger(), int(self.get_logger().get_effective_level()))
         self._core_logs.attach()
         self._callback_group = ReentrantCallbackGroup()
@@ -200,7 +206,9 @@ class LisaNode(LifecycleNode):
         self._autostart_timer = None
         if self._param("autostart"):
             # Once spinning, so the lifecycle and parameter services answer while the model loads.
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._lifecycle_group)
+            self._autostart_timer = self.create_timer(
+                0.0, self._autostart, callback_group=self._lifecycle_group
+            )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
