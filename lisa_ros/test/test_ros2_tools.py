@@ -97,17 +97,22 @@ class Ros2:
         return processes.start(*self.command(*args), name=name)
 
 
-@pytest.fixture(scope="module")
-def ros2(ros_env: dict[str, str]) -> Iterator[Ros2]:  # noqa: F811
+@pytest.fixture(scope="module", autouse=True)
+def daemon(tools: None, ros_env: dict[str, str]) -> Iterator[None]:  # noqa: F811
+    """The ros2 daemon of this module's domain, up before any test queries it (a daemon spawned by
+    a query may answer the next one before its discovery is complete), stopped at the end."""
     cli = Ros2(ros_env)
-    # Started now, the daemon has long seen each node when a test asks it (a daemon spawned by
-    # the first query may answer the next one before its discovery is complete).
-    assert "started" in cli("daemon", "start")
+    answer = cli("daemon", "start")
+    assert "started" in answer or "already running" in answer, answer
     try:
-        yield cli
+        yield
     finally:
-        # `ros2 node list`, `ros2 lifecycle ...` start a daemon for this domain: end it.
         cli("daemon", "stop", check=False, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ros2(ros_env: dict[str, str]) -> Ros2:  # noqa: F811
+    return Ros2(ros_env)
 
 
 @pytest.fixture(scope="module")
