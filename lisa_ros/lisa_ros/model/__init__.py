@@ -4,11 +4,44 @@
     lisa = load_model("xinlai/LISA-7B-v1", precision="bf16")
     result = lisa.segment(rgb_image, "where can I throw away the food scraps?")
     result.text, result.masks  # answer, one bool mask per [SEG]
+
+The package imports lazily (PEP 562, as transformers does): the names below that need torch are
+imported when first used, so the torch-free parts (``options``, ``prompt``, ``errors``,
+``result``) serve the ROS parameters, the CLIs and the drawing code without seconds of imports.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import LisaLoadError, LisaOutOfMemoryError
-from .lisa import LisaModel
-from .loading import build_model, load_model
 from .result import SegmentationResult
 
-__all__ = ["LisaLoadError", "LisaOutOfMemoryError", "LisaModel", "SegmentationResult", "build_model", "load_model"]
+if TYPE_CHECKING:
+    from .lisa import LisaModel
+    from .loading import build_model, load_model
+
+__all__ = [
+    "LisaLoadError",
+    "LisaModel",
+    "LisaOutOfMemoryError",
+    "SegmentationResult",
+    "build_model",
+    "load_model",
+]
+
+# Public name -> the submodule that defines it and imports torch.
+_LAZY = {"LisaModel": ".lisa", "build_model": ".loading", "load_model": ".loading"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

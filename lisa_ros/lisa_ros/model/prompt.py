@@ -3,14 +3,18 @@
 The token ids must match what the authors' `tokenizer_image_token` built: every text chunk around
 `<image>` is tokenised on its own and BOS is kept once. The image becomes one placeholder id that the
 model replaces by the projected CLIP features.
+
+Torch-free (the tokenizer is passed in), so that the drawing code and the CLIs read `SEG_TOKEN` and
+the phrase rule from here without importing the model stack.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import TokenLayout
+if TYPE_CHECKING:
+    from .checkpoint import TokenLayout
 
 SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
