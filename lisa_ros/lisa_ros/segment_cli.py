@@ -36,6 +36,7 @@ from lisa_ros.cli_io import (
     read_image,
     write_result_files,
 )
+from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from lisa_ros.visualization import draw_overlay, mask_colors
 
 if TYPE_CHECKING:  # the model stack imports torch and transformers: seconds, only when needed
@@ -62,14 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)"
     )
     parser.add_argument("--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="bf16", help="default: %(default)s")
+    parser.add_argument(
+        "--precision", choices=tuple(PRECISIONS), default="bf16", help="default: %(default)s"
+    )
     parser.add_argument(
         "--quantization",
-        choices=("int8", "nf4"),
+        choices=QUANTIZATIONS,
         help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
     )
     parser.add_argument("--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    parser.add_argument(
+        "--device", help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"
+    )
     parser.add_argument("--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     return parser

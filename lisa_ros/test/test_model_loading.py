@@ -188,6 +188,21 @@ def test_bad_options_raise_clear_errors(options, message):
         load_model(CHECKPOINT, **options)
 
 
+def test_every_precision_name_means_its_torch_dtype():
+    from lisa_ros.model.loading import check_options
+    from lisa_ros.model.options import PRECISIONS
+
+    dtypes = {name: check_options(name, None, "cpu")[1] for name in PRECISIONS}
+    assert dtypes == {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def test_a_bad_option_names_the_accepted_ones():
+    with pytest.raises(LisaLoadError, match="not one of none, int8, nf4"):
+        load_model(CHECKPOINT, precision="bf16", quantization="int4", device="cpu")
+    with pytest.raises(LisaLoadError, match="use 'cpu', 'cuda' or 'cuda:<index>'"):
+        load_model(CHECKPOINT, precision="bf16", device="tpu:0")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_device_without_cuda_says_so():
     with pytest.raises(LisaLoadError, match="CUDA is not available"):

@@ -15,13 +15,12 @@ from .checkpoint import LisaCheckpoint, read_checkpoint, resolve_folder, resolve
 from .errors import LisaLoadError
 from .lisa import LisaModel
 from .logs import hub_tqdm_class, quiet_int8_cast_warning, resolve_progress, transformers_progress, without_cpu_kernel_notice
+from .options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from .sam import load_sam
 from .versions import check_versions
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-QUANTIZATIONS = (None, "int8", "nf4")
 # LLM modules kept in 16 bits when the LLM is quantised: the logits decide when [SEG] is emitted
 # (the authors' 8/4-bit path quantised lm_head too). The projector, the [SEG] projection and SAM are
 # separate modules and never quantised.
@@ -46,7 +45,9 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise LisaLoadError(f"device '{device}' is not a torch device: use 'cpu', 'cuda' or 'cuda:N'") from error
+        raise LisaLoadError(
+            f"device '{device}' is not a torch device: use {spoken_choices(DEVICE_FORMS)}"
+        ) from error
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise LisaLoadError(f"device '{device}' asked for, but CUDA is not available here: use device 'cpu'")
@@ -67,13 +68,15 @@ def check_options(
 def _validate_options(precision: str, quantization: str | None, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise LisaLoadError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-    if quantization not in QUANTIZATIONS:
-        raise LisaLoadError(f"quantization '{quantization}' is not one of none, int8, nf4")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise LisaLoadError(
+            f"quantization '{quantization}' is not one of none, {', '.join(QUANTIZATIONS)}"
+        )
     if quantization and device.type not in ("cuda", "cpu"):
         raise LisaLoadError(f"{quantization} quantization (bitsandbytes) runs on CUDA (or slowly on the CPU), not on {device.type}")
     if quantization and precision == "fp32":
         raise LisaLoadError(f"{quantization} quantization computes in 16 bits: use precision bf16 or fp16")
-    return PRECISIONS[precision]
+    return getattr(torch, PRECISIONS[precision])
 
 
 def llama_config(lisa_config: dict[str, Any]) -> Any:

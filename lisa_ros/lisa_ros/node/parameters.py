@@ -8,8 +8,9 @@ Model parameters (``model`` ... ``adapter``) are read when the node is configure
 run the ``cleanup`` and ``configure`` transitions to load another model. All others take effect at
 once.
 
-This module imports only ``rcl_interfaces`` message types, so it can be used without a running ROS
-graph.
+The model's options come from :mod:`lisa_ros.model.options`, the lists `load_model` checks. This
+module imports only that torch-free module and ``rcl_interfaces`` message types, so it can be used
+without a running ROS graph or the model stack.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from lisa_ros.model.options import PRECISIONS, QUANTIZATIONS, device_problem
 
 __all__ = [
     "BUSY_POLICIES",
@@ -30,8 +33,8 @@ __all__ = [
 
 BUSY_POLICIES = ("queue", "reject", "preempt")
 IMAGE_TRANSPORTS = ("raw", "compressed")
-PRECISIONS = ("bf16", "fp16", "fp32")
-QUANTIZATIONS = ("", "int8", "nf4")
+# ROS parameters cannot be None: '' stands for load_model's None (no quantization, pick the device).
+UNSET = ""
 
 ParameterValue = bool | int | float | str
 
@@ -73,11 +76,8 @@ def _no_surrounding_whitespace(name: str) -> Callable[[Any], str | None]:
 
 
 def _device_check(value: str) -> str | None:
-    if value == "" or value == "cpu" or value == "cuda" or value.startswith("cuda:"):
-        if value.startswith("cuda:") and not value[5:].isdigit():
-            return f"device={value!r}: write cuda:<index>, e.g. cuda:0"
-        return None
-    return f"device={value!r} is not '', 'cpu', 'cuda' or 'cuda:<index>'"
+    problem = device_problem(value, auto=UNSET)
+    return None if problem is None else f"device={value!r} {problem}"
 
 
 _ON_CONFIGURE = " Read on configure: to change it on a running node, run cleanup then configure."
@@ -111,7 +111,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "bf16",
         "Weights and activations: bf16 (recent GPUs), fp16 (older GPUs) or fp32 (CPU)."
         + _ON_CONFIGURE,
-        choices=PRECISIONS,
+        choices=tuple(PRECISIONS),
         read_on_configure=True,
     ),
     ParameterSpec(
@@ -119,7 +119,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "",
         "Quantize the language model with bitsandbytes to fit smaller GPUs: '' (none), 'int8' or "
         "'nf4' (with precision bf16 or fp16; meant for CUDA, slow on the CPU)." + _ON_CONFIGURE,
-        choices=QUANTIZATIONS,
+        choices=(UNSET, *QUANTIZATIONS),
         read_on_configure=True,
     ),
     ParameterSpec(
