@@ -8,9 +8,9 @@ Model parameters (``model`` ... ``adapter``) are read when the node is configure
 run the ``cleanup`` and ``configure`` transitions to load another model. All others take effect at
 once.
 
-The model's options come from :mod:`lisa_ros.model.options`, the lists `load_model` checks. This
-module imports only that torch-free module and ``rcl_interfaces`` message types, so it can be used
-without a running ROS graph or the model stack.
+The lists of accepted values come from the code that acts on them (:mod:`lisa_ros.model.options`,
+the scheduler's busy policies). This module imports only those torch-free modules and
+``rcl_interfaces`` message types, so it can be used without a running ROS graph or the model stack.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from lisa_ros.model.options import PRECISIONS, QUANTIZATIONS, device_problem
 
+from .scheduler import BUSY_POLICIES
+
 __all__ = [
     "BUSY_POLICIES",
     "IMAGE_TRANSPORTS",
@@ -31,7 +33,6 @@ __all__ = [
     "validate",
 ]
 
-BUSY_POLICIES = ("queue", "reject", "preempt")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 # ROS parameters cannot be None: '' stands for load_model's None (no quantization, pick the device).
 UNSET = ""

@@ -32,6 +32,10 @@ FrameT = TypeVar("FrameT")
 
 RESERVATION_SECONDS = 10.0
 
+# What a goal arriving while another goal runs gets (see WorkScheduler.admit); the node's
+# busy_policy parameter offers exactly these.
+BUSY_POLICIES = ("queue", "reject", "preempt")
+
 
 class StopReason:
     """Why a job was stopped before it completed (the node maps these to action error codes)."""
@@ -148,7 +152,7 @@ class WorkScheduler(Generic[FrameT]):
         :meth:`release`. Slots not claimed within ``RESERVATION_SECONDS`` (the client vanished
         between acceptance and execution) are freed, so they can never block the node for good.
         """
-        if policy not in ("queue", "reject", "preempt"):
+        if policy not in BUSY_POLICIES:
             raise ValueError(f"unknown busy policy {policy!r}")
         with self._cond:
             self._expire_reservations()
