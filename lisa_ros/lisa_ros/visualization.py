@@ -1,8 +1,8 @@
 """Drawing LISA results: masks over the image, their outlines, their phrases and the answer text.
 
-ROS-free (numpy + OpenCV only) so that ``lisa-segment``, the ROS node and ``lisa-ask`` draw the
-same picture. Everything works on whole arrays: the node calls :func:`draw_overlay` for every
-published frame, so the cost must stay at a few milliseconds for 640x480 and 1280x720 images.
+ROS-free and torch-free (numpy + OpenCV) so that ``lisa-segment``, the ROS node and ``lisa-ask``
+draw the same picture. Everything works on whole arrays: the node calls :func:`draw_overlay` for
+every published frame, so the cost must stay at a few milliseconds for 640x480 and 1280x720 images.
 
 What a person should see at a glance, on any scene (a red mask over an orange book in a red tote
 included):
@@ -31,9 +31,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from lisa_ros.model.prompt import SEG_TOKEN, seg_phrases
+
 __all__ = ["SEG_TOKEN", "draw_overlay", "label_image", "mask_colors", "mask_phrases"]
 
-SEG_TOKEN = "[SEG]"
+_SEG_APART = re.compile(f"({re.escape(SEG_TOKEN)})")  # splits "[SEG]." into "[SEG]", "."
 
 # Hand-picked, clearly distinct colours (RGB) for the first masks; LISA answers rarely hold more.
 # Further masks get hues spaced by the golden angle, which keeps neighbours apart for any count.
@@ -109,11 +111,9 @@ def label_image(masks: np.ndarray) -> np.ndarray:
 def mask_phrases(text: str) -> list[str]:
     """Per ``[SEG]`` in ``text``: the words since the previous ``[SEG]``, which name its mask.
 
-    The same rule as ``SegmentationResult.phrases`` (``lisa_ros.model.prompt.seg_phrases``),
-    repeated here so that drawing needs neither torch nor the model package.
+    ``SegmentationResult.phrases`` for an answer text (``lisa_ros.model.prompt.seg_phrases``).
     """
-    pieces = text.split(SEG_TOKEN)[:-1]
-    return [piece.strip(" ,.;:") for piece in pieces]
+    return seg_phrases(text)[0]
 
 
 def draw_overlay(
@@ -329,7 +329,7 @@ def _words(text: str, colors: np.ndarray, font: _Font) -> list[list[_Word]]:
         words: list[_Word] = []
         for token in paragraph.split():
             # Keep "[SEG]" apart from glued punctuation ("[SEG]." -> "[SEG]", ".").
-            pieces = [piece for piece in re.split(r"(\[SEG\])", token) if piece]
+            pieces = [piece for piece in _SEG_APART.split(token) if piece]
             for position, piece in enumerate(pieces):
                 if piece == SEG_TOKEN:
                     color = (
