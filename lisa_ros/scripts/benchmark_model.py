@@ -229,7 +229,7 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
             original_hw=image.shape[:2],
             timings={},
         )
-        logits, _, _ = lisa.decode_masks(hidden[0, positions], encoding)
+        logits, _ = lisa.decode_masks(hidden[0, positions], encoding)
         mask_logits = logits.float().cpu().numpy()
     else:
         mask_logits = np.zeros((0, *image.shape[:2]), np.float32)

@@ -90,6 +90,31 @@ def test_stopping_criteria_stop_generation_at_the_next_step(lisa, fixture_image)
     assert streamer.tokens == result.token_ids
 
 
+def test_stop_and_on_text_need_no_transformers_objects(lisa, fixture_image):
+    """What a server needs (cancel from another thread, the answer as it grows) as plain arguments."""
+    stop = threading.Event()
+    reports: list[tuple[str, int]] = []
+
+    def on_text(text: str, tokens: int) -> None:
+        reports.append((text, tokens))
+        if tokens >= 4:
+            stop.set()
+
+    result = lisa.segment(fixture_image, "where?", stop=stop, on_text=on_text, **forced([368, 432, 290] * 50))
+    assert 4 <= len(result.token_ids) <= 5  # stopped within one decoding step of the request
+    assert reports[-1] == (result.text, len(result.token_ids))  # the last report is the answer
+    assert [tokens for _, tokens in reports] == sorted(tokens for _, tokens in reports)
+
+    complete: list[tuple[str, int]] = []
+    result = lisa.segment(fixture_image, "where?", on_text=lambda *r: complete.append(r), **forced(REPLY))
+    assert complete[-1] == (result.text, len(result.token_ids)) == ("Sure, [SEG] and [SEG] .", len(REPLY))
+
+
+def test_on_text_and_a_streamer_together_are_refused(lisa, fixture_image):
+    with pytest.raises(ValueError, match="on_text or a streamer"):
+        lisa.segment(fixture_image, "where?", on_text=lambda *_: None, streamer=BaseStreamer(), **forced(REPLY))
+
+
 def test_max_new_tokens_is_passed_through(lisa, fixture_image):
     result = lisa.segment(fixture_image, "where?", max_new_tokens=3, **forced([368, 432, 290] * 10))
     assert result.token_ids == [368, 432, 290]

@@ -1,12 +1,18 @@
-"""Generation helpers that go into `LisaModel.segment(**generate_kwargs)`."""
+"""Generation helpers: what `LisaModel.segment` builds from its `stop` and `on_text` arguments, and
+`ScriptedReply`, which tests and benchmarks pass through `logits_processor`."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
+
+TextCallback = Callable[[str, int], None]  # (answer so far, tokens generated so far)
 
 
 class ScriptedReply(LogitsProcessor):
@@ -39,3 +45,42 @@ class StopOnEvent(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class AnswerStreamer(BaseStreamer):
+    """Reports the growing answer, decoded as the final one is, at most every `min_interval` s.
+
+    `segment` hands streamers the generated ids only (never the prompt), one step at a time.
+    `decode(ids)` is the same decoding that makes `SegmentationResult.text`, so the last report
+    equals the final answer.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        on_text: TextCallback,
+        min_interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._decode = decode
+        self._on_text = on_text
+        self._min_interval = min_interval
+        self._clock = clock
+        self._ids: list[int] = []
+        self._last_report = float("-inf")
+        self._reported = 0
+
+    def put(self, value: Any) -> None:
+        self._ids.extend(int(token) for token in value.reshape(-1).tolist())
+        now = self._clock()
+        if now - self._last_report >= self._min_interval:
+            self._last_report = now
+            self._report()
+
+    def end(self) -> None:
+        if self._reported != len(self._ids):
+            self._report()
+
+    def _report(self) -> None:
+        self._reported = len(self._ids)
+        self._on_text(self._decode(self._ids), len(self._ids))

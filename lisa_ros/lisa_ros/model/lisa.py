@@ -9,6 +9,7 @@ step j's forward pass, which is exactly the vector the reference selects.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -21,9 +22,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
+from transformers import StoppingCriteriaList
 
 from .checkpoint import TokenLayout
 from .errors import LisaOutOfMemoryError
+from .generation import AnswerStreamer, StopOnEvent, TextCallback
 from .preprocessing import postprocess_masks, sam_input, validate_image
 from .prompt import IMAGE_TOKEN_INDEX, Turn, build_prompt, decode_answer, seg_phrases, tokenize_prompt
 from .result import SegmentationResult
@@ -146,6 +149,12 @@ class LisaModel:
         """Forget the last image's encodings (to free memory, or to time a fresh encoding)."""
         self._cached = None
 
+    def free_memory(self) -> None:
+        """Drop the cached image encodings and hand unused device memory back (after a failure,
+        or before another process needs the GPU). The model stays usable."""
+        self.clear_image_cache()
+        free_device_memory()
+
     def clip_tokens(self, image: np.ndarray) -> torch.Tensor:
         """The projected patch features that stand for the image in the LLM's input."""
         return self.clip_tokens_from_pixels(self.clip_pixels(image))
@@ -174,8 +183,8 @@ class LisaModel:
     @torch.inference_mode()
     def decode_masks(
         self, seg_hidden: torch.Tensor, encoding: ImageEncoding
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mask logits (N, H, W), IoU scores (N,), low-res logits) for the [SEG] hidden states."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask logits (N, H, W), IoU scores (N,)) for the [SEG] hidden states."""
         fcs_dtype = next(self.text_hidden_fcs.parameters()).dtype
         prompts = self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
         count = prompts.shape[0]
@@ -190,7 +199,7 @@ class LisaModel:
             multimask_output=False,
         )
         logits = postprocess_masks(low_res, self.sam_image_size, encoding.resize_hw, encoding.original_hw)
-        return logits[:, 0], iou[:, 0], low_res
+        return logits[:, 0], iou[:, 0]
 
     # ------------------------------------------------------------------ generation
     @contextmanager
@@ -238,27 +247,51 @@ class LisaModel:
         history: Sequence[Turn] | None = None,
         *,
         on_stage: StageCallback | None = None,
+        stop: threading.Event | None = None,
+        on_text: TextCallback | None = None,
         **generate_kwargs: Any,
     ) -> SegmentationResult:
         """Answer `instruction` about `image` (RGB uint8 HxWx3), one mask per [SEG] in the answer.
 
-        `history` holds earlier (instruction, answer) turns on the same image. `generate_kwargs` go to
-        transformers' `generate` (max_new_tokens, logits_processor, stopping_criteria, streamer, ...);
-        logits processors and streamers see the generated ids only, not the prompt.
+        `history` holds earlier (instruction, answer) turns on the same image. The controls a caller
+        serving requests needs, without knowing transformers:
+        - `on_stage(stage)`: "encoding_image", "generating", "decoding_masks" as they start;
+        - `stop`: once set (from any thread), generation ends at the next decoding step and the
+          answer so far is decoded (cancel, preemption, shutdown);
+        - `on_text(text, tokens)`: the answer so far, decoded as the final one, at most every 50 ms
+          and once at the end.
+        `generate_kwargs` go to transformers' `generate` (max_new_tokens, logits_processor,
+        stopping_criteria, streamer, ...); logits processors and streamers see the generated ids
+        only, not the prompt.
         """
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty: say what to segment")
+        generate_kwargs = self._with_controls(generate_kwargs, stop, on_text)
         try:
             with self._lock:
                 return self._segment(image, instruction.strip(), history, on_stage or (lambda _stage: None), generate_kwargs)
         except torch.OutOfMemoryError as error:
-            self.clear_image_cache()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self.free_memory()
             raise LisaOutOfMemoryError(
                 f"out of {self.device.type} memory during inference: use quantization='nf4' or 'int8', a smaller "
                 "image or max_new_tokens, or free the device"
             ) from error
+
+    def _with_controls(
+        self, generate_kwargs: dict[str, Any], stop: threading.Event | None, on_text: TextCallback | None
+    ) -> dict[str, Any]:
+        """`generate_kwargs` with the stopping criterion and the streamer for `stop` and `on_text`."""
+        kwargs = dict(generate_kwargs)
+        if stop is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [*(kwargs.get("stopping_criteria") or []), StopOnEvent(stop)]
+            )
+        if on_text is not None:
+            if kwargs.get("streamer") is not None:
+                raise ValueError("pass on_text or a streamer, not both (generate takes one streamer)")
+            decode = lambda ids: decode_answer(self.tokenizer, ids, self.layout)  # noqa: E731
+            kwargs["streamer"] = AnswerStreamer(decode, on_text)
+        return kwargs
 
     def _segment(
         self,
@@ -313,7 +346,7 @@ class LisaModel:
         if not seg_steps:
             return np.zeros((0, height, width), np.float32), np.zeros((0,), np.float32)
         seg_hidden = torch.cat([states[step] for step in seg_steps], dim=0)
-        logits, scores, _ = self.decode_masks(seg_hidden, encoding)
+        logits, scores = self.decode_masks(seg_hidden, encoding)
         return logits.float().cpu().numpy(), scores.float().cpu().numpy()
 
     @staticmethod
@@ -338,3 +371,11 @@ class LisaModel:
             "mask_decoder": end - mask_start,
             "total": end - start,
         }
+
+
+def free_device_memory() -> None:
+    """Collect unreachable tensors and return the CUDA memory PyTorch keeps cached, so a dropped
+    model or a failed step actually frees the GPU (for this process's next load or another's)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -2,8 +2,8 @@
 
 Both run on the node's single inference thread (see :mod:`.scheduler`), never on the executor, so
 topics, cancel requests and lifecycle services stay responsive during a long generation. Both can
-be stopped within one decoding step through a ``threading.Event`` that a transformers stopping
-criterion watches.
+be stopped within one decoding step through the ``threading.Event`` passed to
+``LisaModel.segment(stop=...)``.
 
 A frame job publishes its answer on the result topics; a problem is logged and reported as a
 diagnostic, and the next frame is tried as usual. A goal job always ends in an action result whose
@@ -13,10 +13,10 @@ answer on the result topics so RViz shows what the goal found.
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,7 +27,6 @@ from std_msgs.msg import Header
 from lisa_ros.model import LisaModel, LisaOutOfMemoryError
 
 from .camera_info import CameraInfoCache
-from .inference import InferenceRequest, run_inference
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
 from .outputs import Answer, ResultPublishers, copy_header
 from .scheduler import StopReason
@@ -38,6 +37,7 @@ __all__ = [
     "FrameJob",
     "GoalError",
     "GoalJob",
+    "GoalOutcome",
     "GoalTurn",
     "JobSettings",
     "Pipeline",
@@ -54,6 +54,14 @@ _STOP_CODES = {
         "the node was deactivated: activate it again and resend the goal",
     ),
 }
+
+
+class GoalOutcome(Enum):
+    """The terminal state a Segment goal ends in (see Segment.action for which error codes)."""
+
+    SUCCEEDED = "succeeded"
+    ABORTED = "aborted"
+    CANCELED = "canceled"
 
 
 @dataclass(frozen=True)
@@ -108,9 +116,9 @@ class _StoppableJob:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._stop_lock = threading.Lock()  # what runs under it sees no stop request arrive
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         with self._stop_lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
@@ -140,14 +148,11 @@ class FrameJob(_StoppableJob):
             return
         converted = time.perf_counter()
         try:
-            result = run_inference(
-                pipeline.model,
-                InferenceRequest(
-                    image_rgb=image,
-                    instruction=self._instruction,
-                    max_new_tokens=self._settings.max_new_tokens,
-                    stop=self._stop,
-                ),
+            result = pipeline.model.segment(
+                image,
+                self._instruction,
+                stop=self._stop,
+                max_new_tokens=self._settings.max_new_tokens,
             )
         except ValueError as error:
             pipeline.report_input_error(f"standing instruction not usable: {error}")
@@ -157,7 +162,7 @@ class FrameJob(_StoppableJob):
             return
         pipeline.last_inference_seconds = result.timings.get("total")
         if self.stop_reason is not None:
-            return  # a goal or a new instruction took over; a partial answer is not worth showing
+            return  # a goal took over, continuous mode was stopped, or the node deactivated
         header = copy_header(self._frame.header)
         pipeline.outputs.publish(
             Answer(
@@ -260,8 +265,9 @@ def goal_result(code: int, message: str = "", answer: Answer | None = None) -> A
 class GoalJob(_StoppableJob):
     """Answer one Segment goal, with feedback, and hand the result to ``on_done``.
 
-    ``on_done(result, status)`` is called exactly once, on the inference thread, with status
-    "succeeded", "aborted" or "canceled" (the state the action goal must end in).
+    ``on_done(result, outcome)`` is called exactly once, with the :class:`GoalOutcome` the action
+    goal must end in: on the inference thread, or, for a goal canceled while it waited, on the
+    executor thread that handled the cancel request (so the cancel is answered at once).
     """
 
     is_goal = True
@@ -272,7 +278,7 @@ class GoalJob(_StoppableJob):
         turn: GoalTurn,
         settings: JobSettings,
         publish_feedback: Callable[[Any], None],
-        on_done: Callable[[Any, str], None],
+        on_done: Callable[[Any, GoalOutcome], None],
     ) -> None:
         super().__init__()
         self._pipeline = pipeline
@@ -291,13 +297,13 @@ class GoalJob(_StoppableJob):
             self._run()
         except Exception as error:  # noqa: BLE001 - a bug must still end the goal, with its cause
             self._pipeline.logger.error(f"goal failed with an unexpected error: {error!r}")
-            self._done(goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}"), "aborted")
+            self._done(goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}"), GoalOutcome.ABORTED)
 
-    def _done(self, result: Any, status: str) -> None:
+    def _done(self, result: Any, outcome: GoalOutcome) -> None:
         """Hand the goal's outcome over, once (a late failure cannot overwrite a result)."""
         if not self._finished:
             self._finished = True
-            self._on_done(result, status)
+            self._on_done(result, outcome)
 
     def _run(self) -> None:
         if self.stop_reason is not None:
@@ -306,24 +312,21 @@ class GoalJob(_StoppableJob):
         turn = self._turn
         queued = time.perf_counter() - self._created
         try:
-            result = run_inference(
-                self._pipeline.model,
-                InferenceRequest(
-                    image_rgb=turn.image_rgb,
-                    instruction=turn.instruction,
-                    history=turn.history,
-                    max_new_tokens=self._settings.max_new_tokens,
-                    stop=self._stop,
-                    on_stage=self._on_stage,
-                    on_text=self._on_text,
-                ),
+            result = self._pipeline.model.segment(
+                turn.image_rgb,
+                turn.instruction,
+                list(turn.history) or None,
+                on_stage=self._on_stage,
+                stop=self._stop,
+                on_text=self._on_text,
+                max_new_tokens=self._settings.max_new_tokens,
             )
         except ValueError as error:
-            self._done(goal_result(Result.INVALID_INPUT, str(error)), "aborted")
+            self._done(goal_result(Result.INVALID_INPUT, str(error)), GoalOutcome.ABORTED)
             return
         except Exception as error:  # noqa: BLE001 - report, free memory, keep serving
             message = _recover_from_failure(self._pipeline, error)
-            self._done(goal_result(Result.INFERENCE_FAILED, message), "aborted")
+            self._done(goal_result(Result.INFERENCE_FAILED, message), GoalOutcome.ABORTED)
             return
         self._pipeline.last_inference_seconds = result.timings.get("total")
         if self.stop_reason is not None:
@@ -348,16 +351,16 @@ class GoalJob(_StoppableJob):
         else:
             code, message = Result.SUCCESS, ""
         outcome = goal_result(code, message, answer)
-        self._done(outcome, "succeeded")
+        self._done(outcome, GoalOutcome.SUCCEEDED)
         self._pipeline.outputs.publish(answer)
 
-    def _finish_stopped(self, reason: str, partial_text: str) -> None:
-        code, message = _STOP_CODES.get(reason, (Result.CANCELED, reason))
+    def _finish_stopped(self, reason: StopReason, partial_text: str) -> None:
+        code, message = _STOP_CODES.get(reason, (Result.CANCELED, reason.value))
         result = goal_result(code, message)
         result.header = copy_header(self._turn.header)
         result.camera_info = self._turn.camera_info
         result.text = partial_text
-        self._done(result, "canceled" if reason == StopReason.CANCELED else "aborted")
+        self._done(result, GoalOutcome.CANCELED if reason is StopReason.CANCELED else GoalOutcome.ABORTED)
 
     def feedback_queued(self, goals_ahead: int) -> None:
         self._stage = f"queued ({goals_ahead} ahead)" if goals_ahead else "queued"
@@ -389,12 +392,5 @@ def _recover_from_failure(pipeline: Pipeline, error: Exception) -> str:
     else:
         message = f"inference failed: {type(error).__name__}: {error}"
     pipeline.logger.error(message)
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - freeing memory is best effort
-        pass
+    pipeline.model.free_memory()
     return message

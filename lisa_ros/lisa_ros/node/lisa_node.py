@@ -44,11 +44,8 @@ from typing import Any, Callable
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State as StateMsg
-from lisa_ros_interfaces.action import Segment
 from lisa_ros_interfaces.msg import Segmentation
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import (
@@ -60,25 +57,24 @@ from rclpy.lifecycle import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from lisa_ros.model import LisaLoadError, LisaModel, load_model
+from lisa_ros.model import LisaLoadError, LisaModel, free_device_memory, load_model
 
 from .camera_info import CameraInfoCache
 from .core_logging import CoreLogRoute
 from .diagnostics import Health, HealthSnapshot
 from .inputs import ImageLimits, InputError, check_instruction
-from .jobs import Frame, FrameJob, GoalError, GoalJob, JobSettings, Pipeline, goal_result, resolve_turn
+from .jobs import Frame, FrameJob, JobSettings, Pipeline
 from .outputs import ResultPublishers
 from .parameters import PARAMETERS, descriptor, validate
-from .scheduler import StopReason, WorkScheduler
+from .scheduler import WorkScheduler
+from .segment_action import SegmentActionServer
 from .sessions import SessionStore
 
 __all__ = ["LisaNode", "ModelSettings", "main", "run", "spin"]
 
-Result = Segment.Result
 
 # Camera input: only the newest frame matters, and a lost frame is better than a late one.
 CAMERA_QOS = QoSProfile(
@@ -107,7 +103,6 @@ MODEL_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.read_on_co
 
 DIAGNOSTICS_PERIOD = 1.0
 LOG_REPEAT_SECONDS = 5.0  # the same input error is logged at most this often
-CANCEL_STATE_TIMEOUT = 2.0  # how long a finished, canceled goal waits for rclpy's CANCELING state
 
 
 class ModelSettings:
@@ -136,21 +131,6 @@ class ModelSettings:
         if self.adapter:
             parts.append(f"adapter '{self.adapter}'")
         return ", ".join(parts)
-
-
-def _cancel_acknowledged(goal_handle: ServerGoalHandle, timeout: float = CANCEL_STATE_TIMEOUT) -> bool:
-    """Whether rclpy has put the goal into CANCELING, waiting briefly for it.
-
-    A waiting goal is finished from inside the cancel callback, and rclpy moves the goal to
-    CANCELING only after that callback returns: ending it as canceled before then is an invalid
-    transition (and rclpy would drop the goal from the cancel response).
-    """
-    deadline = time.monotonic() + timeout
-    while not goal_handle.is_cancel_requested:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 class LisaNode(LifecycleNode):
@@ -184,22 +164,11 @@ class LisaNode(LifecycleNode):
         self._camera_infos = CameraInfoCache()
         self._inputs: list[Any] = []
         self._result_publishers: list[Any] = []
-        self._goal_jobs: dict[bytes, GoalJob] = {}
-        self._goal_jobs_lock = threading.Lock()
         self._last_logged: tuple[float, str] = (float("-inf"), "")
 
         # The action server and diagnostics exist in every state: a goal sent to an unconfigured
         # or inactive node gets MODEL_NOT_READY with the reason, instead of waiting for a server.
-        self._action_server = ActionServer(
-            self,
-            Segment,
-            "~/segment",
-            execute_callback=self._execute_goal,
-            goal_callback=self._on_goal,
-            cancel_callback=self._on_cancel,
-            callback_group=self._callback_group,
-            result_timeout=60,
-        )
+        self._action_server = SegmentActionServer(self, host=self, callback_group=self._callback_group)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics, callback_group=self._callback_group)
 
@@ -338,7 +307,7 @@ class LisaNode(LifecycleNode):
         self._loaded_settings = None
         gc.collect()
         if had_model:
-            _empty_cuda_cache()
+            free_device_memory()
 
     # --- subscriptions -----------------------------------------------------------------------
 
@@ -394,84 +363,6 @@ class LisaNode(LifecycleNode):
             self.get_logger().info(f"Standing instruction: '{instruction}'")
             scheduler.set_instruction(instruction)
 
-    # --- action ------------------------------------------------------------------------------
-
-    def _on_goal(self, goal: Any) -> GoalResponse:
-        scheduler = self._scheduler
-        if scheduler is None or not self._is_active():
-            return GoalResponse.ACCEPT  # answered at once with MODEL_NOT_READY and the reason
-        reason = scheduler.admit(self._param("busy_policy"), self._param("max_queued_goals"), id(goal))
-        if reason is not None:
-            self.get_logger().warning(f"Goal rejected: {reason}")
-            return GoalResponse.REJECT
-        return GoalResponse.ACCEPT
-
-    def _on_cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
-        with self._goal_jobs_lock:
-            job = self._goal_jobs.get(bytes(goal_handle.goal_id.uuid))
-        scheduler = self._scheduler
-        if job is not None and scheduler is not None and scheduler.stop(job, StopReason.CANCELED):
-            job.run()  # it was waiting: report the cancel now, not after the running generation
-        return CancelResponse.ACCEPT
-
-    async def _execute_goal(self, goal_handle: ServerGoalHandle) -> Any:
-        """Check the goal here (fast answers for bad goals), run it on the inference thread."""
-        scheduler, pipeline = self._scheduler, self._pipeline
-        # The slot admitted in _on_goal is keyed by the goal message, which the handle carries.
-        slot = id(goal_handle.request)
-        if scheduler is None or pipeline is None or not self._is_active():
-            if scheduler is not None:
-                scheduler.release(slot)
-            goal_handle.abort()
-            return goal_result(Result.MODEL_NOT_READY, self._not_ready_reason())
-        settings = self._job_settings()
-        try:
-            turn = resolve_turn(goal_handle.request, scheduler.latest_frame(), self._sessions, settings)
-        except GoalError as error:
-            scheduler.release(slot)
-            self.get_logger().warning(f"Goal aborted: {error}")
-            goal_handle.abort()
-            return goal_result(error.code, str(error))
-        except Exception as error:  # noqa: BLE001 - re-raised, rclpy would send an empty result (SUCCESS)
-            scheduler.release(slot)
-            self.get_logger().error(f"Goal aborted by an unexpected error: {error!r}")
-            goal_handle.abort()
-            return goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
-
-        done: Future = Future(executor=self.executor)
-        executor = self.executor
-
-        def on_done(result: Any, status: str) -> None:
-            done.set_result((result, status))
-            if executor is not None:
-                executor.wake()  # resume this coroutine now, not on the next unrelated event
-
-        job = GoalJob(pipeline, turn, settings, goal_handle.publish_feedback, on_done)
-        key = bytes(goal_handle.goal_id.uuid)
-        with self._goal_jobs_lock:
-            self._goal_jobs[key] = job
-        try:
-            preempt = self._param("busy_policy") == "preempt"
-            if not scheduler.submit(job, slot, preempt=preempt):
-                goal_handle.abort()
-                return goal_result(Result.MODEL_NOT_READY, self._not_ready_reason())
-            if goal_handle.is_cancel_requested and scheduler.stop(job, StopReason.CANCELED):
-                job.run()
-            ahead = scheduler.goals_ahead_of(job)
-            if ahead:
-                job.feedback_queued(ahead)
-            result, status = await done
-        finally:
-            with self._goal_jobs_lock:
-                self._goal_jobs.pop(key, None)
-        if status == "succeeded":
-            goal_handle.succeed()
-        elif status == "canceled" and _cancel_acknowledged(goal_handle):
-            goal_handle.canceled()
-        else:
-            goal_handle.abort()
-        return result
-
     # --- inference thread --------------------------------------------------------------------
 
     def _inference_loop(self, scheduler: WorkScheduler[Frame]) -> None:
@@ -485,14 +376,34 @@ class LisaNode(LifecycleNode):
 
     def _frame_job(self, frame: Frame, instruction: str) -> FrameJob:
         assert self._pipeline is not None
-        return FrameJob(self._pipeline, frame, instruction, self._job_settings())
+        return FrameJob(self._pipeline, frame, instruction, self.job_settings())
 
     # --- parameters, diagnostics -------------------------------------------------------------
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
-    def _job_settings(self) -> JobSettings:
+    # --- what the action server needs (segment_action.GoalHost) ---------------------------------
+
+    @property
+    def scheduler(self) -> WorkScheduler[Frame] | None:
+        return self._scheduler
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self._pipeline
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self._sessions
+
+    def busy_policy(self) -> str:
+        return self._param("busy_policy")
+
+    def max_queued_goals(self) -> int:
+        return self._param("max_queued_goals")
+
+    def job_settings(self) -> JobSettings:
         return JobSettings(
             max_new_tokens=self._param("max_new_tokens"),
             limits=ImageLimits(self._param("min_image_side"), self._param("max_image_side")),
@@ -525,7 +436,7 @@ class LisaNode(LifecycleNode):
     def _param_or_none(self, name: str) -> Any:
         return self.get_parameter(name).value if self.has_parameter(name) else None
 
-    def _is_active(self) -> bool:
+    def is_active(self) -> bool:
         return self._state_machine.current_state[0] == StateMsg.PRIMARY_STATE_ACTIVE
 
     def state_label(self) -> str:
@@ -536,7 +447,7 @@ class LisaNode(LifecycleNode):
         """Whether a lifecycle transition (e.g. a model load in configure) is running."""
         return self._state_machine.current_state[0] >= StateMsg.TRANSITION_STATE_CONFIGURING
 
-    def _not_ready_reason(self) -> str:
+    def not_ready_reason(self) -> str:
         state = self.state_label()
         load_error = self._health.load_error
         if load_error and self._model is None:
@@ -571,15 +482,6 @@ class LisaNode(LifecycleNode):
             self._diagnostics.publish(self._health.diagnostics(snapshot, self.get_clock().now().to_msg()))
         except Exception as error:  # noqa: BLE001 - e.g. during shutdown
             self.get_logger().debug(f"diagnostics not published: {error}")
-
-
-def _empty_cuda_cache() -> None:
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def spin(node: LisaNode) -> bool:

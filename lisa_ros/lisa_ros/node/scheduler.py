@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Generic, Hashable, Protocol, TypeVar
 
 __all__ = ["Job", "SchedulerStats", "StopReason", "WorkScheduler"]
@@ -37,7 +38,7 @@ RESERVATION_SECONDS = 10.0
 BUSY_POLICIES = ("queue", "reject", "preempt")
 
 
-class StopReason:
+class StopReason(Enum):
     """Why a job was stopped before it completed (the node maps these to action error codes)."""
 
     CANCELED = "canceled"  # the goal's client cancelled it
@@ -51,7 +52,7 @@ class Job(Protocol):
 
     is_goal: bool
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         """Ask the job to stop as soon as it can (within one decoding step while generating)."""
 
     def run(self) -> None:
@@ -199,7 +200,7 @@ class WorkScheduler(Generic[FrameT]):
             self._cond.notify_all()
             return True
 
-    def stop(self, job: Job, reason: str) -> bool:
+    def stop(self, job: Job, reason: StopReason) -> bool:
         """Stop ``job`` wherever it is: running (stops within a decoding step) or waiting.
 
         Returns True when ``job`` was waiting: it is then out of the scheduler and the caller

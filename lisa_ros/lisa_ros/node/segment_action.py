@@ -1,0 +1,190 @@
+"""The ``~/segment`` action server: admits goals by the busy policy, checks them, hands them to
+the inference thread, and ends each in the state its outcome calls for.
+
+It exists in every lifecycle state: a goal sent to an unconfigured or inactive node is answered
+at once with MODEL_NOT_READY and the reason, instead of waiting for a server that never comes.
+The goal coroutine holds no executor thread while the inference thread works: it awaits a future
+that the job completes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator
+from typing import Any, Callable, Protocol
+
+from lisa_ros_interfaces.action import Segment
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import CallbackGroup
+from rclpy.node import Node
+from rclpy.task import Future
+
+from .jobs import Frame, GoalError, GoalJob, GoalOutcome, JobSettings, Pipeline, goal_result, resolve_turn
+from .scheduler import StopReason, WorkScheduler
+from .sessions import SessionStore
+
+__all__ = ["GoalHost", "SegmentActionServer"]
+
+Result = Segment.Result
+
+# How long a canceled goal may wait for rclpy to put it into CANCELING (it does so right after the
+# cancel callback returns: microseconds); past it the goal is aborted rather than left open.
+CANCEL_STATE_TIMEOUT = 2.0
+
+
+class GoalHost(Protocol):
+    """What the action server needs from the node that serves the goals."""
+
+    @property
+    def scheduler(self) -> WorkScheduler[Frame] | None: ...
+
+    @property
+    def pipeline(self) -> Pipeline | None: ...
+
+    @property
+    def sessions(self) -> SessionStore: ...
+
+    def is_active(self) -> bool: ...
+
+    def not_ready_reason(self) -> str: ...
+
+    def job_settings(self) -> JobSettings: ...
+
+    def busy_policy(self) -> str: ...
+
+    def max_queued_goals(self) -> int: ...
+
+
+class SegmentActionServer:
+    """Serves ``~/segment`` goals of ``node`` (which is also the :class:`GoalHost`)."""
+
+    def __init__(self, node: Node, host: GoalHost, callback_group: CallbackGroup) -> None:
+        self._node = node
+        self._host = host
+        self._jobs: dict[bytes, GoalJob] = {}  # goal id -> job, while the goal runs or waits
+        self._jobs_lock = threading.Lock()
+        self._server = ActionServer(
+            node,
+            Segment,
+            "~/segment",
+            execute_callback=self._execute,
+            goal_callback=self._on_goal,
+            cancel_callback=self._on_cancel,
+            callback_group=callback_group,
+            result_timeout=60,
+        )
+
+    def destroy(self) -> None:
+        self._server.destroy()
+
+    def _on_goal(self, goal: Any) -> GoalResponse:
+        scheduler = self._host.scheduler
+        if scheduler is None or not self._host.is_active():
+            return GoalResponse.ACCEPT  # answered at once with MODEL_NOT_READY and the reason
+        reason = scheduler.admit(self._host.busy_policy(), self._host.max_queued_goals(), id(goal))
+        if reason is not None:
+            self._node.get_logger().warning(f"Goal rejected: {reason}")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_cancel(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        with self._jobs_lock:
+            job = self._jobs.get(bytes(goal_handle.goal_id.uuid))
+        scheduler = self._host.scheduler
+        if job is not None and scheduler is not None and scheduler.stop(job, StopReason.CANCELED):
+            job.run()  # it was waiting: report the cancel now, not after the running generation
+        return CancelResponse.ACCEPT
+
+    async def _execute(self, goal_handle: ServerGoalHandle) -> Any:
+        """Check the goal here (fast answers for bad goals), run it on the inference thread."""
+        host = self._host
+        scheduler, pipeline = host.scheduler, host.pipeline
+        # The slot admitted in _on_goal is keyed by the goal message, which the handle carries.
+        slot = id(goal_handle.request)
+        if scheduler is None or pipeline is None or not host.is_active():
+            if scheduler is not None:
+                scheduler.release(slot)
+            goal_handle.abort()
+            return goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
+        settings = host.job_settings()
+        try:
+            turn = resolve_turn(goal_handle.request, scheduler.latest_frame(), host.sessions, settings)
+        except GoalError as error:
+            scheduler.release(slot)
+            self._node.get_logger().warning(f"Goal aborted: {error}")
+            goal_handle.abort()
+            return goal_result(error.code, str(error))
+        except Exception as error:  # noqa: BLE001 - re-raised, rclpy would send an empty SUCCESS
+            scheduler.release(slot)
+            self._node.get_logger().error(f"Goal aborted by an unexpected error: {error!r}")
+            goal_handle.abort()
+            return goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
+
+        done = self._completion()
+        job = GoalJob(pipeline, turn, settings, goal_handle.publish_feedback, done.set)
+        key = bytes(goal_handle.goal_id.uuid)
+        with self._jobs_lock:
+            self._jobs[key] = job
+        try:
+            if not scheduler.submit(job, slot, preempt=host.busy_policy() == "preempt"):
+                goal_handle.abort()
+                return goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
+            if goal_handle.is_cancel_requested and scheduler.stop(job, StopReason.CANCELED):
+                job.run()
+            ahead = scheduler.goals_ahead_of(job)
+            if ahead:
+                job.feedback_queued(ahead)
+            result, outcome = await done.future
+        finally:
+            with self._jobs_lock:
+                self._jobs.pop(key, None)
+        if outcome is GoalOutcome.SUCCEEDED:
+            goal_handle.succeed()
+        elif outcome is GoalOutcome.CANCELED and await _cancel_acknowledged(goal_handle):
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _completion(self) -> _Completion:
+        return _Completion(self._node.executor)
+
+
+class _Completion:
+    """The future a goal coroutine awaits, completed by the job from whichever thread ends it."""
+
+    def __init__(self, executor: Any) -> None:
+        self.future: Future = Future(executor=executor)
+        self._executor = executor
+
+    def set(self, result: Any, outcome: GoalOutcome) -> None:
+        self.future.set_result((result, outcome))
+        if self._executor is not None:
+            self._executor.wake()  # resume the coroutine now, not on the next unrelated event
+
+
+async def _cancel_acknowledged(goal_handle: ServerGoalHandle) -> bool:
+    """Whether rclpy has put the goal into CANCELING, within CANCEL_STATE_TIMEOUT.
+
+    A waiting goal is finished from inside the cancel callback, and rclpy moves the goal to
+    CANCELING only after that callback returns: ending it as canceled before then is an invalid
+    transition. The coroutine gives the executor back until then, holding no thread.
+    """
+    deadline = time.monotonic() + CANCEL_STATE_TIMEOUT
+    await _Until(lambda: goal_handle.is_cancel_requested or time.monotonic() >= deadline)
+    return goal_handle.is_cancel_requested
+
+
+class _Until:
+    """Awaitable in an rclpy coroutine: the executor resumes the coroutine (which holds no thread
+    meanwhile) until ``predicate()`` holds. rclpy re-runs a pending task whenever it looks for
+    work, so the wait ends at the executor's next pass after the predicate turns true."""
+
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self._predicate = predicate
+
+    def __await__(self) -> Generator[None, None, None]:
+        while not self._predicate():
+            yield
