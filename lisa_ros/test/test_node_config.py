@@ -1,4 +1,5 @@
-"""config/lisa.yaml, launch/lisa.launch.py and rviz/lisa.rviz agree with the node's parameter table.
+"""config/lisa.yaml, launch/lisa.launch.py, rviz/lisa.rviz and the README agree with the node's
+parameter table.
 
 `launch` and `launch_ros` are not installable here, so the launch file is compiled and read as
 source (its argument names and the parameters it overrides), not executed.
@@ -17,6 +18,7 @@ import yaml
 from lisa_ros.node.parameters import PARAMETERS, defaults, descriptor, spec, validate
 
 PACKAGE = Path(__file__).resolve().parents[1]
+README = PACKAGE.parent / "README.md"
 CONFIG = PACKAGE / "config" / "lisa.yaml"
 LAUNCH = PACKAGE / "launch" / "lisa.launch.py"
 RVIZ = PACKAGE / "rviz" / "lisa.rviz"
@@ -37,6 +39,37 @@ def test_yaml_holds_exactly_the_declared_parameters_with_their_defaults() -> Non
         assert type(value) is type(default), f"{name}: {value!r} is not a {type(default).__name__}"
         assert value == default, f"{name}: the YAML says {value!r}, the node's default is {default!r}"
     assert validate(in_yaml.items()) is None
+
+
+def readme_parameters() -> dict[str, object]:
+    """Name -> default of each row of the README's node parameter table, in its order."""
+    lines = iter(README.read_text().splitlines())
+    for line in lines:
+        if line.strip() == "| parameter | default | what it does |":
+            break
+    else:
+        raise AssertionError("the README has no '| parameter | default | what it does |' table")
+    rows: dict[str, object] = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if set(cells[0]) <= set("-: "):
+            continue  # the header separator
+        name, default = (re.fullmatch(r"`([^`]*)`", cell) for cell in cells[:2])
+        assert name and default, f"README row {line!r}: write `name` | `default` | ..."
+        rows[name[1]] = yaml.safe_load(default[1])  # `true`, `512`, `1.0`, `""` as YAML reads them
+    return rows
+
+
+def test_readme_lists_exactly_the_declared_parameters_with_their_defaults() -> None:
+    in_readme = readme_parameters()
+    assert list(in_readme) == [parameter.name for parameter in PARAMETERS]
+    for name, value in in_readme.items():
+        default = defaults()[name]
+        assert type(value) is type(default) and value == default, (
+            f"{name}: the README says {value!r}, the node's default is {default!r}"
+        )
 
 
 def test_every_parameter_is_described_and_constrained() -> None:

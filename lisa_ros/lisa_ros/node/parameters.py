@@ -2,7 +2,7 @@
 
 Everything a user can set lives in :data:`PARAMETERS`, so the declarations (with descriptions and
 ranges, visible through ``ros2 param describe``), the validation of new values, ``config/lisa.yaml``
-and the README can never disagree; a test compares the YAML with this table.
+and the README's parameter table cannot disagree: tests compare the YAML and the README with it.
 
 Model parameters (``model`` ... ``adapter``) are read when the node is configured: change them, then
 run the ``cleanup`` and ``configure`` transitions to load another model. All others take effect at
