@@ -19,7 +19,7 @@ from .errors import LisaLoadError, LisaOutOfMemoryError
 from .result import SegmentationResult
 
 if TYPE_CHECKING:
-    from .lisa import LisaModel
+    from .lisa import LisaModel, free_device_memory
     from .loading import build_model, load_model
 
 __all__ = [
@@ -28,11 +28,17 @@ __all__ = [
     "LisaOutOfMemoryError",
     "SegmentationResult",
     "build_model",
+    "free_device_memory",
     "load_model",
 ]
 
 # Public name -> the submodule that defines it and imports torch.
-_LAZY = {"LisaModel": ".lisa", "build_model": ".loading", "load_model": ".loading"}
+_LAZY = {
+    "LisaModel": ".lisa",
+    "build_model": ".loading",
+    "free_device_memory": ".lisa",
+    "load_model": ".loading",
+}
 
 
 def __getattr__(name: str) -> Any:
