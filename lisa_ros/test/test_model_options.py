@@ -23,6 +23,12 @@ TORCH_FREE = [
     "lisa_ros.model.result",
     "lisa_ros.node.parameters",
     "lisa_ros.node.scheduler",
+    # The node itself: torch comes with the model, on configure (issue: no node module imports it).
+    "lisa_ros.node.lisa_node",
+    "lisa_ros.node.jobs",
+    "lisa_ros.node.segment_action",
+    "lisa_ros.node.outputs",
+    "lisa_ros.node.ask",
     "lisa_ros.visualization",
     "lisa_ros.segment_cli",
 ]

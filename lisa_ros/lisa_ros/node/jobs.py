@@ -17,14 +17,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from lisa_ros_interfaces.action import Segment
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
-from lisa_ros.model import LisaModel, LisaOutOfMemoryError
+from lisa_ros.model import LisaOutOfMemoryError
+
+if TYPE_CHECKING:  # the model (and torch) are loaded on configure, not when the node imports
+    from lisa_ros.model import LisaModel
 
 from .camera_info import CameraInfoCache
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb

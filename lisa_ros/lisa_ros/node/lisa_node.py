@@ -60,7 +60,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from lisa_ros.model import LisaLoadError, LisaModel, free_device_memory, load_model
+from lisa_ros import model as lisa_model  # lazy: torch is imported by the first configure
+from lisa_ros.model import LisaLoadError
 
 from .camera_info import CameraInfoCache
 from .core_logging import CoreLogRoute
@@ -148,7 +149,7 @@ class LisaNode(LifecycleNode):
         self._callback_group = ReentrantCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()  # callbacks take microseconds
         self._health = Health(self.get_fully_qualified_name())
-        self._model: LisaModel | None = None
+        self._model: lisa_model.LisaModel | None = None
         self._loaded_settings: ModelSettings | None = None  # what self._model was loaded with
         self._pipeline: Pipeline | None = None
         self._scheduler: WorkScheduler[Frame] | None = None
@@ -181,9 +182,9 @@ class LisaNode(LifecycleNode):
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def load_model(self, settings: ModelSettings) -> LisaModel:
+    def load_model(self, settings: ModelSettings) -> lisa_model.LisaModel:
         """Load the model for ``settings``; raises LisaLoadError with a one-line reason."""
-        return load_model(
+        return lisa_model.load_model(
             settings.model,
             vision_tower=settings.vision_tower or None,
             precision=settings.precision,
@@ -307,7 +308,7 @@ class LisaNode(LifecycleNode):
         self._loaded_settings = None
         gc.collect()
         if had_model:
-            free_device_memory()
+            lisa_model.free_device_memory()
 
     # --- subscriptions -----------------------------------------------------------------------
 
