@@ -1,4 +1,6 @@
-"""Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs."""
+"""Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs, and
+(as plugins) the ROS graph fixtures of ros_harness.py (ros_env, ros_processes, ros_node) and
+node_graph.py (module_processes, graph), so test modules use them without importing them."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest_plugins = ["ros_harness", "node_graph"]
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lisa-tiny-7b"
 CHECKPOINT = FIXTURE / "checkpoint"
@@ -30,3 +34,11 @@ def fixture_image() -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(IMAGE).convert("RGB"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: a test that takes a minute or more (make test and CI run it; "
+        "skip it locally with ./scripts/test.sh .venv -m 'not slow')",
+    )

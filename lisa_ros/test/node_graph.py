@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from fixture_replies import AND, REPLY_TEXT
 from lisa_ros.image_conversion import fill_image_msg
 from ros_harness import RclpyNode, RosProcess, RosProcesses, started_processes
 
@@ -42,9 +43,8 @@ LAUNCHER = TEST_DIR / "scripted_lisa_node.py"
 # The prompt of the fixture's reference run: with it and the fixture image, the node's masks must
 # be the reference masks (reference.npz "mask_logits" > 0).
 REFERENCE_INSTRUCTION = "Where is the thing? Please output segmentation mask."
-DEFAULT_TEXT = "Sure, [SEG] and [SEG] ."  # scripted_lisa_node.DEFAULT_REPLY, decoded
-NOTHING_REPLY = [368, 432, 416]  # "Sure, ." without [SEG]
-LONG_REPLY = (290, 400)  # " and" 400 times (id, count): with a per-token delay, a long generation
+DEFAULT_TEXT = REPLY_TEXT  # scripted_lisa_node's answer when no keyword matches
+LONG_REPLY = (AND, 400)  # " and" 400 times (id, count): with a per-token delay, a long generation
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 SENSOR = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)

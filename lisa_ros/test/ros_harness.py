@@ -11,9 +11,7 @@ environment from :func:`ros_environment`:
 - ``AMENT_PREFIX_PATH`` starting with this venv's prefix (``get_package_share_directory``),
   ``ROS_LOG_DIR`` in the session's temporary folder, unbuffered Python output.
 
-How to write a graph test (e.g. for lisa_node)::
-
-    from ros_harness import ros_env, ros_node, ros_processes  # noqa: F401  (pytest fixtures)
+How to write a graph test (e.g. for lisa_node; conftest.py registers this module's fixtures)::
 
     def test_goal_gets_an_answer(ros_processes, ros_node):
         lisa = ros_processes.start_console_script("lisa_node", "--ros-args", "-p", "device:=cpu")

@@ -35,13 +35,14 @@ import torch
 from rclpy.utilities import remove_ros_args
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from fixture_replies import AND, REPLY
 from lisa_ros.model import LisaModel, SegmentationResult
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.node.lisa_node import LisaNode, ModelSettings, run
 
-# The fixture's reference reply: "Sure, [SEG] and [SEG] ." (503 is [SEG]); EOS is appended.
-DEFAULT_REPLY = [368, 432, 503, 290, 503, 402, 416]
-HISTORY_MARK = 290  # " and": appended once per earlier turn of the conversation
+# The fixture's reference reply "Sure, [SEG] and [SEG] ." (EOS is appended).
+DEFAULT_REPLY = REPLY
+HISTORY_MARK = AND  # appended once per earlier turn of the conversation
 
 
 class SlowDecoding(LogitsProcessor):

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from lisa_ros.visualization import draw_overlay
-from ros_harness import ros_env, ros_processes  # noqa: F401  (pytest fixtures)
 
 pytest.importorskip("rclpy", reason="rclpy is not installed in this venv: run 'make setup'")
 pytest.importorskip("lisa_ros_interfaces", reason="lisa_ros_interfaces is not built: run 'make setup'")

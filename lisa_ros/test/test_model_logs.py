@@ -12,11 +12,11 @@ import textwrap
 import pytest
 
 from conftest import CHECKPOINT, CLIP
+from fixture_replies import REPLY_WITH_EOS
 from lisa_ros.model import LisaLoadError, load_model
 from lisa_ros.model import logs
 from lisa_ros.model.generation import ScriptedReply
 
-REPLY = [368, 432, 503, 290, 503, 402, 416, 2]  # "Sure, [SEG] and [SEG] ." + EOS in the fixture's vocabulary
 
 LOAD_SCRIPT = textwrap.dedent(
     """
@@ -135,7 +135,7 @@ def test_int8_cast_warning_appears_once_and_the_load_says_what_it_means(fixture_
     caplog.set_level(logging.INFO)
     lisa = load_model(CHECKPOINT, precision="bf16", quantization="int8", device="cpu")
     for _ in range(2):
-        lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply(REPLY)])
+        lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply(REPLY_WITH_EOS)])
     casts = [r for r in caplog.records if r.getMessage().startswith("MatMul8bitLt: inputs will be cast")]
     assert len(casts) <= 1  # at most one: an earlier int8 test in this process may have had it
     explained = [r for r in caplog.records if r.name == "lisa_ros.model.loading" and "int8" in r.getMessage()]

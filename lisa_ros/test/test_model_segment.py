@@ -11,12 +11,12 @@ from transformers import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from conftest import CHECKPOINT
+from fixture_replies import BABBLE, EOS, NO_SEG_REPLY, REPLY_WITH_EOS
 from lisa_ros.model import load_model
 from lisa_ros.model.generation import ScriptedReply, StopOnEvent
 from lisa_ros.model.prompt import SYSTEM, build_prompt
 
-REPLY = [368, 432, 503, 290, 503, 402, 416, 2]  # "Sure, [SEG] and [SEG] ." + EOS in the fixture's vocabulary
-NO_SEG_REPLY = [368, 432, 290, 2]
+REPLY = REPLY_WITH_EOS
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_answer_without_seg_has_no_masks(lisa, fixture_image):
 
 def test_stopping_criteria_stop_generation_at_the_next_step(lisa, fixture_image):
     stop = threading.Event()
-    long_reply = [368, 432, 290] * 50 + [2]
+    long_reply = BABBLE * 50 + [EOS]
 
     class StopAfter(BaseStreamer):
         def __init__(self):
@@ -100,7 +100,7 @@ def test_stop_and_on_text_need_no_transformers_objects(lisa, fixture_image):
         if tokens >= 4:
             stop.set()
 
-    result = lisa.segment(fixture_image, "where?", stop=stop, on_text=on_text, **forced([368, 432, 290] * 50))
+    result = lisa.segment(fixture_image, "where?", stop=stop, on_text=on_text, **forced(BABBLE * 50))
     assert 4 <= len(result.token_ids) <= 5  # stopped within one decoding step of the request
     assert reports[-1] == (result.text, len(result.token_ids))  # the last report is the answer
     assert [tokens for _, tokens in reports] == sorted(tokens for _, tokens in reports)
@@ -116,8 +116,8 @@ def test_on_text_and_a_streamer_together_are_refused(lisa, fixture_image):
 
 
 def test_max_new_tokens_is_passed_through(lisa, fixture_image):
-    result = lisa.segment(fixture_image, "where?", max_new_tokens=3, **forced([368, 432, 290] * 10))
-    assert result.token_ids == [368, 432, 290]
+    result = lisa.segment(fixture_image, "where?", max_new_tokens=3, **forced(BABBLE * 10))
+    assert result.token_ids == BABBLE
     assert result.timings["decode_per_token"] == pytest.approx(result.timings["decode"] / 2)
 
 

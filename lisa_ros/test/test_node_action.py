@@ -15,25 +15,22 @@ import pytest
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
 
+from fixture_replies import NOTHING_REPLY
 from node_graph import (
     DEFAULT_TEXT,
     LONG_REPLY,
-    NOTHING_REPLY,
     REFERENCE_INSTRUCTION,
     SENSOR,
     LisaClient,
     bgr8_msg,
     fixture_rgb,
-    graph,  # noqa: F401  (fixture)
     image_msg,
-    module_processes,  # noqa: F401  (fixture)
     mono8_array,
     reference_masks,
     stamp,
     start_lisa,
     wait_active,
 )
-from ros_harness import ros_env  # noqa: F401  (fixture)
 from lisa_ros_interfaces.action import Segment
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -45,7 +42,7 @@ SLOW_SECONDS_PER_TOKEN = 0.05
 
 
 @pytest.fixture(scope="module")
-def lisa(module_processes, graph):  # noqa: F811
+def lisa(module_processes, graph):
     process = start_lisa(
         module_processes,
         "max_image_side:=1024",
@@ -114,7 +111,7 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     assert all(f.text for f in feedback[first_text:]), [(f.stage, f.text) for f in feedback]
 
 
-def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInfo:  # noqa: F811
+def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInfo:
     """Publish ``frames`` fixture frames stamped ``when``, ``when + 0.1``, ... with their camera info,
     a few times over, best effort like a camera; returns the camera info."""
     camera = graph.node.create_publisher(Image, CAMERA, SENSOR)
@@ -134,7 +131,7 @@ def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInf
     return camera_info
 
 
-def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lisa, graph) -> None:  # noqa: F811
+def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lisa, graph) -> None:
     client, process = lisa
     # The newest of the frames (stamp 2000.3) must be used.
     camera_info = publish_camera(graph, 2000.0, [300.0, 0.0, 210.0, 0.0, 300.0, 150.0, 0.0, 0.0, 1.0], frames=4)
@@ -194,7 +191,7 @@ def test_cancel_stops_generation_within_a_decoding_step(client) -> None:
 
 
 def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_later_feedback(
-    lisa, graph  # noqa: F811
+    lisa, graph
 ) -> None:
     client, process = lisa
     camera_info = publish_camera(graph, 2500.0, [310.0, 0.0, 205.0, 0.0, 310.0, 155.0, 0.0, 0.0, 1.0], frames=3)
@@ -209,7 +206,7 @@ def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_lat
     assert goal.feedback[-1].text == result.text or result.text.startswith(goal.feedback[-1].text)
 
 
-def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client, graph) -> None:  # noqa: F811
+def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client, graph) -> None:
     """The core warns through Python logging when it must shorten an answer to fit the context."""
     from rcl_interfaces.msg import Log
 
@@ -229,7 +226,7 @@ def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client
         graph.node.destroy_subscription(subscription)
 
 
-def test_the_node_stays_responsive_during_a_long_generation(client, graph) -> None:  # noqa: F811
+def test_the_node_stays_responsive_during_a_long_generation(client, graph) -> None:
     diagnostics: list[DiagnosticArray] = []
     subscription = graph.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     goal = client.send("a long answer please", bgr8_msg(fixture_rgb()))

@@ -24,14 +24,11 @@ from node_graph import (
     SENSOR,
     bgr8_msg,
     fixture_rgb,
-    graph,  # noqa: F401  (fixture)
-    module_processes,  # noqa: F401  (fixture)
     start_lisa,
     stamp,
     stamp_seconds,
     wait_active,
 )
-from ros_harness import ros_env  # noqa: F401  (fixture)
 from lisa_ros_interfaces.msg import Segmentation
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
@@ -50,7 +47,8 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_processes, graph) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_processes, graph) -> None:
     process = start_lisa(module_processes, "max_rate_hz:=0.0")
     wait_active(process)
 

@@ -26,11 +26,8 @@ from node_graph import (
     LisaClient,
     bgr8_msg,
     fixture_rgb,
-    graph,  # noqa: F401  (fixture)
-    module_processes,  # noqa: F401  (fixture)
     start_lisa,
 )
-from ros_harness import ros_env  # noqa: F401  (fixture)
 from lisa_ros_interfaces.action import Segment
 
 Result = Segment.Result
@@ -38,7 +35,7 @@ MISSING_MODEL = "/nonexistent/LISA-7B-v1"
 
 
 class Diagnostics:
-    def __init__(self, graph, name: str) -> None:  # noqa: F811
+    def __init__(self, graph, name: str) -> None:
         self.name = name
         self.lock = threading.Lock()
         self.statuses: list[DiagnosticStatus] = []
@@ -54,7 +51,7 @@ class Diagnostics:
 
 
 @pytest.fixture(scope="module")
-def lisa(module_processes, graph):  # noqa: F811
+def lisa(module_processes, graph):
     process = start_lisa(
         module_processes, "autostart:=false", model=MISSING_MODEL,
         replies={"long": LONG_REPLY}, slow={"long": 0.05},
@@ -64,7 +61,7 @@ def lisa(module_processes, graph):  # noqa: F811
     return client, process, Diagnostics(graph, "/lisa")
 
 
-def call(graph, service_type, name: str, request):  # noqa: F811
+def call(graph, service_type, name: str, request):
     client = graph.node.create_client(service_type, name)
     assert client.wait_for_service(timeout_sec=10)
     try:
@@ -73,7 +70,7 @@ def call(graph, service_type, name: str, request):  # noqa: F811
         graph.node.destroy_client(client)
 
 
-def test_the_node_declares_exactly_the_yaml_parameters_with_descriptions(lisa, graph) -> None:  # noqa: F811
+def test_the_node_declares_exactly_the_yaml_parameters_with_descriptions(lisa, graph) -> None:
     listed = call(graph, ListParameters, "/lisa/list_parameters", ListParameters.Request()).result.names
     ours = set(listed) - {"use_sim_time", "start_type_description_service"}
     in_yaml = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
@@ -95,7 +92,7 @@ def test_an_unconfigured_node_answers_goals_with_model_not_ready(lisa) -> None:
 
 
 def test_a_missing_model_folder_fails_configure_with_the_reason_and_the_node_stays_up(
-    lisa, graph  # noqa: F811
+    lisa, graph
 ) -> None:
     client, process, diagnostics = lisa
     assert client.transition("configure") is False
@@ -112,7 +109,7 @@ def test_a_missing_model_folder_fails_configure_with_the_reason_and_the_node_sta
     assert process.running
 
 
-def test_after_fixing_the_model_configure_and_activate_serve_goals(lisa, graph) -> None:  # noqa: F811
+def test_after_fixing_the_model_configure_and_activate_serve_goals(lisa, graph) -> None:
     client, process, diagnostics = lisa
     assert client.set_parameters(model=str(CHECKPOINT))[0].successful
     assert client.transition("configure") is True
@@ -135,7 +132,7 @@ def value_of(status: DiagnosticStatus, key: str) -> str:
 
 
 def test_diagnostics_show_the_loaded_model_and_that_a_new_one_waits_for_configure(
-    lisa, graph  # noqa: F811
+    lisa, graph
 ) -> None:
     client, process, diagnostics = lisa
     assert client.state() == "active"
@@ -197,7 +194,7 @@ def test_shutdown_finalizes_the_node(lisa) -> None:
     assert result.error_code == Result.MODEL_NOT_READY
 
 
-def test_state_and_parameters_answer_while_the_model_loads(module_processes, graph) -> None:  # noqa: F811
+def test_state_and_parameters_answer_while_the_model_loads(module_processes, graph) -> None:
     """A 7B model loads for minutes: neither a configure request nor autostart may block the
     lifecycle and parameter services meanwhile (the load is slowed here by 6 s)."""
     process = start_lisa(module_processes, "autostart:=false", name="slow_lisa", load_delay=6.0)
@@ -216,14 +213,14 @@ def test_state_and_parameters_answer_while_the_model_loads(module_processes, gra
     assert client.state() == "inactive"
 
 
-def test_a_bad_parameter_value_stops_the_node_at_start_up_with_the_reason(module_processes) -> None:  # noqa: F811
+def test_a_bad_parameter_value_stops_the_node_at_start_up_with_the_reason(module_processes) -> None:
     process = start_lisa(module_processes, "busy_policy:=lifo", name="bad_lisa")
     assert process.wait(timeout=60) == 1
     assert "cannot start" in process.output
     assert "busy_policy='lifo' is not one of 'queue', 'reject', 'preempt'" in process.output
 
 
-def test_cleanup_drops_every_reference_to_the_model(graph) -> None:  # noqa: F811
+def test_cleanup_drops_every_reference_to_the_model(graph) -> None:
     """In-process: after cleanup nothing holds the model any more, so its (GPU) memory is freed."""
     import gc
     import weakref

@@ -26,9 +26,7 @@ from node_graph import (
     LisaClient,
     bgr8_msg,
     fixture_rgb,
-    graph,  # noqa: F401  (fixture)
     image_msg,
-    module_processes,  # noqa: F401  (fixture)
     mono8_array,
     reference_masks,
     stamp,
@@ -36,7 +34,6 @@ from node_graph import (
     start_lisa,
     wait_active,
 )
-from ros_harness import ros_env  # noqa: F401  (fixture)
 from lisa_ros_interfaces.msg import Segmentation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -48,7 +45,7 @@ NODE = "/robot/lisa"
 class Outputs:
     """Everything the node publishes, as received by the test process."""
 
-    def __init__(self, graph: Any, node: str) -> None:  # noqa: F811
+    def __init__(self, graph: Any, node: str) -> None:
         self.lock = threading.Lock()
         self.segmentation: list[tuple[float, Segmentation]] = []
         self.masks: list[Image] = []
@@ -85,7 +82,7 @@ class Outputs:
 class Camera:
     """Publishes the fixture image (bgr8) with increasing stamps, best effort, like a driver."""
 
-    def __init__(self, graph: Any, topic: str = CAMERA) -> None:  # noqa: F811
+    def __init__(self, graph: Any, topic: str = CAMERA) -> None:
         self.graph = graph
         self.publisher = graph.node.create_publisher(Image, topic, SENSOR)
         self.info = graph.node.create_publisher(CameraInfo, "/robot/camera_info", SENSOR)
@@ -112,7 +109,7 @@ class Camera:
 
 
 @pytest.fixture(scope="module")
-def lisa(module_processes, graph):  # noqa: F811
+def lisa(module_processes, graph):
     process = start_lisa(module_processes, "max_rate_hz:=4.0", namespace="/robot", remap=[f"image:={CAMERA}"])
     wait_active(process)
     outputs = Outputs(graph, NODE)
@@ -125,7 +122,7 @@ def lisa(module_processes, graph):  # noqa: F811
 
 
 def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame_header(
-    lisa, graph  # noqa: F811
+    lisa, graph
 ) -> None:
     process, outputs, camera, instruction = lisa
     started = time.monotonic()
@@ -161,7 +158,7 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
     assert DEFAULT_TEXT in outputs.text
 
 
-def test_max_rate_hz_limits_how_often_frames_are_segmented(lisa, graph) -> None:  # noqa: F811
+def test_max_rate_hz_limits_how_often_frames_are_segmented(lisa, graph) -> None:
     process, outputs, camera, instruction = lisa
     client = LisaClient(graph, NODE)
     assert client.set_parameters(max_rate_hz=0.5)[0].successful
@@ -181,7 +178,7 @@ def test_max_rate_hz_limits_how_often_frames_are_segmented(lisa, graph) -> None:
         assert client.set_parameters(max_rate_hz=4.0)[0].successful
 
 
-def test_an_empty_instruction_stops_continuous_mode(lisa, graph) -> None:  # noqa: F811
+def test_an_empty_instruction_stops_continuous_mode(lisa, graph) -> None:
     process, outputs, camera, instruction = lisa
     instruction.publish(String(data="the thing"))
     started = time.monotonic()
@@ -216,7 +213,7 @@ BAD_FRAMES = {
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
 def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(
-    lisa, graph, case: str  # noqa: F811
+    lisa, graph, case: str
 ) -> None:
     process, outputs, camera, instruction = lisa
     make_frame, expected = BAD_FRAMES[case]
@@ -244,7 +241,7 @@ def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(
     )
 
 
-def test_a_too_long_standing_instruction_is_refused_and_the_previous_one_kept(lisa, graph) -> None:  # noqa: F811
+def test_a_too_long_standing_instruction_is_refused_and_the_previous_one_kept(lisa, graph) -> None:
     process, outputs, camera, instruction = lisa
     instruction.publish(String(data="the thing"))
     time.sleep(0.5)
@@ -267,7 +264,7 @@ def _compressed(rgb: np.ndarray, fmt: str, when: float) -> CompressedImage:
     return CompressedImage(header=Header(stamp=stamp(when), frame_id="cam2"), format=fmt, data=buffer.getvalue())
 
 
-def test_compressed_images_when_image_transport_is_compressed(module_processes, graph) -> None:  # noqa: F811
+def test_compressed_images_when_image_transport_is_compressed(module_processes, graph) -> None:
     process = start_lisa(
         module_processes, "image_transport:=compressed", "max_rate_hz:=0.0", namespace="/compressed",
         remap=["image:=/cam2/image"],

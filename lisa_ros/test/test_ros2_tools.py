@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixture_replies import AND, COMMA, DOT, SEG, SURE
 from node_graph import (
     CHECKPOINT,
     FIXTURE,
@@ -36,12 +37,10 @@ from node_graph import (
     SENSOR,
     bgr8_msg,
     fixture_rgb,
-    graph,  # noqa: F401  (fixture)
-    module_processes,  # noqa: F401  (fixture)
     start_lisa,
     wait_active,
 )
-from ros_harness import RosProcess, RosProcesses, ros_env, ros_processes  # noqa: F401  (fixtures)
+from ros_harness import RosProcess, RosProcesses
 from sensor_msgs.msg import Image
 
 BIN = Path(sys.executable).parent
@@ -53,7 +52,7 @@ REQUIRE_TOOLS = os.environ.get("LISA_ROS_REQUIRE_ROS2_TOOLS") == "1"
 
 CLI_TIMEOUT = 60.0
 # "Sure, [SEG]" and " and" 20 times: at +50 ms a token, the answer grows for about a second.
-GROWING_REPLY = [368, 432, 503] + [290] * 20 + [416]
+GROWING_REPLY = [SURE, COMMA, SEG] + [AND] * 20 + [DOT]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +97,7 @@ class Ros2:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def daemon(tools: None, ros_env: dict[str, str]) -> Iterator[None]:  # noqa: F811
+def daemon(tools: None, ros_env: dict[str, str]) -> Iterator[None]:
     """The ros2 daemon of this module's domain, up before any test queries it (a daemon spawned by
     a query may answer the next one before its discovery is complete), stopped at the end."""
     cli = Ros2(ros_env)
@@ -111,12 +110,12 @@ def daemon(tools: None, ros_env: dict[str, str]) -> Iterator[None]:  # noqa: F81
 
 
 @pytest.fixture(scope="module")
-def ros2(ros_env: dict[str, str]) -> Ros2:  # noqa: F811
+def ros2(ros_env: dict[str, str]) -> Ros2:
     return Ros2(ros_env)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, ros_env: dict[str, str]) -> Path:  # noqa: F811
+def workspace(tmp_path_factory: pytest.TempPathFactory, ros_env: dict[str, str]) -> Path:
     """A colcon workspace with both packages built and installed, as a user builds it."""
     root = tmp_path_factory.mktemp("colcon_ws")
     (root / "src").mkdir()
@@ -134,7 +133,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, ros_env: dict[str, str])
     return root
 
 
-def test_colcon_installs_both_packages_where_ros2_finds_them(workspace: Path, ros_env) -> None:  # noqa: F811
+def test_colcon_installs_both_packages_where_ros2_finds_them(workspace: Path, ros_env) -> None:
     installed = Ros2(ros_env, workspace / "install" / "setup.bash")
     assert installed("pkg", "prefix", "lisa_ros").strip() == str(workspace / "install" / "lisa_ros")
     executables = installed("pkg", "executables", "lisa_ros").split("\n")
@@ -173,7 +172,7 @@ INSTRUCTION = f"/{NAMESPACE}/say"
 
 
 @pytest.fixture(scope="module")
-def launched(workspace: Path, ros_env, module_processes: RosProcesses) -> Iterator[tuple[Ros2, RosProcess]]:  # noqa: F811
+def launched(workspace: Path, ros_env, module_processes: RosProcesses) -> Iterator[tuple[Ros2, RosProcess]]:
     """`ros2 launch lisa_ros lisa.launch.py` from the colcon install, with launch arguments of
     every kind, and use_rviz:=true on a machine without rviz2."""
     installed = Ros2(ros_env, workspace / "install" / "setup.bash")
@@ -219,7 +218,7 @@ def test_param_set_is_refused_with_the_reason_or_applied(launched) -> None:
 
 
 def test_a_standing_instruction_from_topic_pub_is_answered_on_the_output_topics(
-    launched, graph, module_processes  # noqa: F811
+    launched, graph, module_processes
 ) -> None:
     ros2, launch = launched
     # The tiny model's random weights babble: keep its answers short so frames follow quickly.
@@ -295,7 +294,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def scripted(module_processes: RosProcesses, graph) -> Iterator[RosProcess]:  # noqa: F811
+def scripted(module_processes: RosProcesses, graph) -> Iterator[RosProcess]:
     process = start_lisa(
         module_processes, name="acting_lisa",
         replies={"describe": GROWING_REPLY, "long": LONG_REPLY},
@@ -356,7 +355,7 @@ def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(scripted, ros2: Ros2, 
     assert time.monotonic() - started < 15.0
 
 
-def test_lifecycle_get_and_param_get_answer_while_the_model_loads(module_processes, ros2: Ros2, graph) -> None:  # noqa: F811
+def test_lifecycle_get_and_param_get_answer_while_the_model_loads(module_processes, ros2: Ros2, graph) -> None:
     node = start_lisa(module_processes, name="loading_lisa", load_delay=15.0)  # autostart: true
     node.wait_for_output(r"Loading LISA", 30)
     # The ros2 daemon may have been started before the node appeared: let it see the node first.

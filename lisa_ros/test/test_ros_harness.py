@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lisa_ros.image_conversion import fill_image_msg, image_msg_to_array
-from ros_harness import FASTDDS_PROFILE, reserve_domain_id, ros_env, ros_node, ros_processes  # noqa: F401
+from ros_harness import FASTDDS_PROFILE, reserve_domain_id
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed in this venv: run 'make setup'")
 from rclpy.action import ActionClient  # noqa: E402
