@@ -41,6 +41,7 @@ import torch
 from lisa_ros.model import LisaLoadError, LisaModel, build_model, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding
+from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from lisa_ros.model.preprocessing import sam_input
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -426,9 +427,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="with --full-size-7b: where to write its tokenizer and CLIP tower (default: a temporary folder, removed)",
     )
     parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--quantization", choices=("int8", "nf4"))
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS)
+    parser.add_argument(
+        "--device", default=None, help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"
+    )
     parser.add_argument("--answer-tokens", type=int, default=30, help="forced answer length, [SEG] and EOS included")
     parser.add_argument("--repeats", type=int, default=5, help="measured runs per mode (medians are reported)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs per mode first")

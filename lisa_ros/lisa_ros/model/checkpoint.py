@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import LisaLoadError
+from .prompt import SEG_TOKEN
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +193,11 @@ def read_checkpoint(folder: Path) -> LisaCheckpoint:
 def token_layout(tokenizer: Any) -> TokenLayout:
     """Look LISA's token ids up in the tokenizer: they are never the same across releases."""
     vocab = tokenizer.get_vocab()
-    missing = [token for token in ("[SEG]", "<im_start>", "<im_end>") if token not in vocab]
+    missing = [token for token in (SEG_TOKEN, "<im_start>", "<im_end>") if token not in vocab]
     if missing:
         raise LisaLoadError(f"the tokenizer has no {', '.join(missing)} token: this is not a LISA checkpoint")
     return TokenLayout(
-        seg=vocab["[SEG]"],
+        seg=vocab[SEG_TOKEN],
         im_start=vocab["<im_start>"],
         im_end=vocab["<im_end>"],
         im_patch=vocab.get("<im_patch>"),

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .checkpoint import BIN_INDEX, BIN_SINGLE, LisaCheckpoint, PROJECTOR_PREFIX, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, SAM_PREFIX, TEXT_FCS_PREFIX
+from .prompt import SEG_TOKEN
 from .sam import CONFIG_KEY_MASK_DECODER_HEADS, SAM_VIT_H, SamArchitecture, build_sam
 
 TokenLayoutName = Literal["7b", "13b"]
@@ -80,9 +81,9 @@ def write_tokenizer(folder: Path, layout: TokenLayoutName) -> int:
     if layout == "7b":  # LLaVA-Lightning-7B-v1-1 vocabulary, then LISA's [SEG]
         tokenizer.add_tokens(["<im_patch>"], special_tokens=True)
         tokenizer.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
-        tokenizer.add_tokens(["[SEG]"])
+        tokenizer.add_tokens([SEG_TOKEN])
     else:  # LISA-13B-llama2: [SEG] first, no <im_patch>
-        tokenizer.add_tokens(["[SEG]"])
+        tokenizer.add_tokens([SEG_TOKEN])
         tokenizer.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
     tokenizer.save_pretrained(folder)
     return len(tokenizer)
