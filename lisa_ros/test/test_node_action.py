@@ -77,7 +77,7 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     assert result.text == DEFAULT_TEXT
     expected = reference_masks()
     assert len(result.masks) == len(expected) == 2
-    for mask_msg, reference in zip(result.masks, expected):
+    for mask_msg, reference in zip(result.masks, expected, strict=True):
         assert mask_msg.header == goal_image.header
         mask = mono8_array(mask_msg)
         assert set(np.unique(mask)) <= {0, 255}
@@ -86,7 +86,7 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     assert [info.seg_index for info in result.mask_info] == [0, 1]
     assert [info.phrase for info in result.mask_info] == ["Sure", "and"]
     assert [info.text_offset for info in result.mask_info] == [result.text.index("[SEG]"), result.text.rindex("[SEG]")]
-    for info, reference in zip(result.mask_info, expected):
+    for info, reference in zip(result.mask_info, expected, strict=True):
         assert info.area == int(reference.sum())
         rows, cols = np.flatnonzero(reference.any(axis=1)), np.flatnonzero(reference.any(axis=0))
         assert (info.bbox.x_offset, info.bbox.y_offset) == (cols[0], rows[0])

@@ -135,7 +135,7 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     waited = [t["queued"] for t in timings]
     previous_busy = [t["image_conversion"] + t["total"] for t in timings]
     slack = 0.2  # building and publishing the previous result, thread wake-up
-    late = [(w, busy) for w, busy in zip(waited[1:], previous_busy[:-1]) if w > busy + slack]
+    late = [(w, busy) for w, busy in zip(waited[1:], previous_busy[:-1], strict=True) if w > busy + slack]
     assert not late, f"frames waited longer than the inference before them: {late[:5]}"
     ages = [received_at - stamp_seconds(msg.header.stamp) for received_at, msg in received]
     stamps = [stamp_seconds(msg.header.stamp) for _, msg in received]

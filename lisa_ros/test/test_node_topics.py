@@ -283,15 +283,14 @@ def test_compressed_images_when_image_transport_is_compressed(module_processes, 
     for when, fmt in ((1.0, "png"), (2.0, "jpeg")):
         sent = time.monotonic()
         graph.wait_until(
-            lambda: camera.publish(_compressed(rgb, fmt, when)) or any(  # type: ignore[func-returns-value]
-                r.header.stamp.sec == int(when) for r in outputs.results_after(sent)
-            ),
+            lambda fmt=fmt, when=when, sent=sent: camera.publish(_compressed(rgb, fmt, when))  # type: ignore[func-returns-value]
+            or any(r.header.stamp.sec == int(when) for r in outputs.results_after(sent)),
             30, f"a result for the {fmt} frame",
         )
         result = next(r for r in outputs.results_after(sent) if r.header.stamp.sec == int(when))
         assert result.header.frame_id == "cam2" and len(result.masks) == 2
         if fmt == "png":  # lossless: the reference masks exactly
-            for mask_msg, reference in zip(result.masks, reference_masks()):
+            for mask_msg, reference in zip(result.masks, reference_masks(), strict=True):
                 np.testing.assert_array_equal(mono8_array(mask_msg) == 255, reference)
 
     garbage = CompressedImage(header=Header(stamp=stamp(3.0)), format="jpeg", data=b"\xff\xd8 not a jpeg")

@@ -16,6 +16,7 @@ and say why; with ``LISA_ROS_REQUIRE_ROS2_TOOLS=1`` (set by ``.ci/run``) a missi
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -326,7 +327,7 @@ def test_send_goal_shows_the_answer_growing_in_feedback_and_the_result(scripted,
     assert "Goal finished with status: SUCCEEDED" in output, output
     texts = [text.strip("'\"") for text in feedback_texts(output) if text.strip("'\"")]
     assert len(set(texts)) >= 3, output  # it grew, step by step
-    assert all(later.startswith(earlier.rstrip(" .")) for earlier, later in zip(texts, texts[1:])), texts
+    assert all(later.startswith(earlier.rstrip(" .")) for earlier, later in itertools.pairwise(texts)), texts
     result = output[output.index("Result:"):]
     assert "error_code: 0" in result and "\ntext: Sure, [SEG] and and" in result
     assert "sec: 777" in result  # the latest camera frame's header

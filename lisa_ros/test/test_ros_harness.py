@@ -88,7 +88,7 @@ def test_images_cross_processes_bit_exact_over_shared_memory(ros_processes, ros_
         publisher.publish(msg)
 
     ros_node.wait_until(lambda: len(received) == len(sent), 30, f"{len(sent)} echoed images")
-    for index, ((pixels, encoding), msg) in enumerate(zip(sent, received)):
+    for index, ((pixels, encoding), msg) in enumerate(zip(sent, received, strict=True)):
         assert (msg.header.frame_id, msg.header.stamp.sec, msg.encoding) == (f"camera_{index}", 1000 + index, encoding)
         echoed = image_msg_to_array(msg)
         assert echoed.dtype == pixels.dtype and np.array_equal(echoed, pixels)
