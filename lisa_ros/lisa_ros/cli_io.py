@@ -12,11 +12,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+from lisa_ros.visualization import mask_colors
+
+if TYPE_CHECKING:
+    from lisa_ros.model.result import MaskRecord
 
 OVERLAY_FILE = "overlay.png"
 RESULT_FILE = "result.json"
@@ -83,6 +89,38 @@ def print_answer(text: str) -> None:
     encoding = sys.stdout.encoding or "utf-8"
     sys.stdout.write(text.encode(encoding, errors="replace").decode(encoding) + "\n")
     sys.stdout.flush()
+
+
+def result_record(
+    fields: Mapping[str, Any], text: str, masks: Sequence[MaskRecord], timings: Mapping[str, float]
+) -> dict[str, Any]:
+    """What ``result.json`` holds, in the same form from both tools: the tool's own ``fields``
+    (run settings, outcome), the answer ``text``, one entry per mask and the ``timings`` (s).
+
+    Mask entry ``k`` describes ``mask_<k>.png`` and the mask drawn in ``overlay_color_rgb`` on
+    ``overlay.png``; its other keys are the :class:`MaskRecord` fields.
+    """
+    colors = mask_colors(len(masks))
+    return {
+        **fields,
+        "text": text,
+        "masks": [
+            {
+                "index": mask.index,
+                "file": mask_file_name(position),
+                "phrase": mask.phrase,
+                "text_offset": mask.text_offset,
+                "bbox_xywh": list(mask.bbox_xywh),
+                "area_px": mask.area_px,
+                # The shortest decimal that reads back as the same float32: the score the node
+                # sends is float32, so both tools write the same digits for the same mask.
+                "score": float(str(np.float32(mask.score))),
+                "overlay_color_rgb": colors[position].tolist(),
+            }
+            for position, mask in enumerate(masks)
+        ],
+        "timings_s": {stage: float(seconds) for stage, seconds in timings.items()},
+    }
 
 
 def write_result_files(

@@ -30,14 +30,14 @@ from lisa_ros.cli_io import (
     RESULT_FILE,
     CommandError,
     check_instruction,
-    mask_file_name,
     prepare_output,
     print_answer,
     read_image,
+    result_record,
     write_result_files,
 )
 from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
-from lisa_ros.visualization import draw_overlay, mask_colors
+from lisa_ros.visualization import draw_overlay
 
 if TYPE_CHECKING:  # the model stack imports torch and transformers: seconds, only when needed
     from lisa_ros.model import LisaModel, SegmentationResult
@@ -161,32 +161,6 @@ def _first_line(error: BaseException) -> str:
 # --- outputs ---------------------------------------------------------------------------------
 
 
-def result_record(result: SegmentationResult, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``result`` as a JSON-serialisable dict (masks described, not embedded), plus ``run_info``."""
-    count = len(result.mask_logits)
-    boxes, areas, colors = result.boxes(), result.areas(), mask_colors(count)
-    descriptions = [
-        {
-            "index": index,
-            "file": mask_file_name(index),
-            "phrase": result.phrases[index] if index < len(result.phrases) else "",
-            "text_offset": result.text_offsets[index] if index < len(result.text_offsets) else None,
-            "bbox_xywh": [int(v) for v in boxes[index]],
-            "area_px": int(areas[index]),
-            "score": float(result.scores[index]),
-            "overlay_color_rgb": [int(v) for v in colors[index]],
-        }
-        for index in range(count)
-    ]
-    return {
-        **dict(run_info or {}),
-        "text": result.text,
-        "token_ids": [int(token) for token in result.token_ids],
-        "masks": descriptions,
-        "timings_s": {name: float(seconds) for name, seconds in result.timings.items()},
-    }
-
-
 def write_outputs(
     result: SegmentationResult, image_rgb: np.ndarray, output_dir: Path, run_info: Mapping[str, Any] | None = None
 ) -> list[Path]:
@@ -197,7 +171,8 @@ def write_outputs(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = result_record(result, run_info)
+    fields = {**dict(run_info or {}), "token_ids": [int(token) for token in result.token_ids]}
+    record = result_record(fields, result.text, result.mask_records(), result.timings)
     record.setdefault("image_size", {"width": int(image_rgb.shape[1]), "height": int(image_rgb.shape[0])})
     overlay = draw_overlay(image_rgb, result.masks, result.text)
     return write_result_files(output_dir, record, result.masks, overlay)

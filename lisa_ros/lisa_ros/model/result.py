@@ -1,4 +1,8 @@
-"""What one LISA answer is made of: text, generated ids, one mask per [SEG], timings."""
+"""What one LISA answer is made of: text, generated ids, one mask per [SEG], timings.
+
+Torch-free, like the rest of what callers keep of an answer: ``lisa-ask`` reads
+:class:`MaskRecord` from here without loading the model stack.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,37 @@ from functools import cached_property
 
 import numpy as np
 
+__all__ = ["MaskRecord", "SegmentationResult"]
+
+
+@dataclass(frozen=True)
+class MaskRecord:
+    """What one mask is and where it came from, without its pixels.
+
+    The one description of a mask: ``result.json`` of ``lisa-segment`` and ``lisa-ask`` and the
+    ROS message ``lisa_ros_interfaces/MaskInfo`` all carry these fields, so a consumer of any of
+    them reads the same facts under the same meaning.
+    """
+
+    index: int
+    """Which ``[SEG]`` of the answer produced the mask (0-based); also its place in the result."""
+    phrase: str
+    """The answer's words between the previous ``[SEG]`` (or its start) and this one."""
+    text_offset: int
+    """Character offset of this mask's ``[SEG]`` in the answer."""
+    bbox_xywh: tuple[int, int, int, int]
+    """x, y, width, height of the mask's tight box in image pixels (zeros for an empty mask)."""
+    area_px: int
+    """Pixels in the mask."""
+    score: float
+    """SAM's predicted IoU, a float32 value (uncalibrated; useful for ranking)."""
+
 
 @dataclass
 class SegmentationResult:
+    """One answer on one image. ``scores``, ``phrases`` and ``text_offsets`` hold one entry per
+    mask (checked on construction), so callers index them by mask without length checks."""
+
     text: str
     """The answer only, `[SEG]` tokens included (no prompt, no `</s>`)."""
     token_ids: list[int]
@@ -24,6 +56,15 @@ class SegmentationResult:
     """Per mask: character offset of its `[SEG]` in `text`."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per stage: clip, sam_encoder, prefill, decode, mask_decoder, total (and more)."""
+
+    def __post_init__(self) -> None:
+        count = len(self.mask_logits)
+        for name in ("scores", "phrases", "text_offsets"):
+            if len(getattr(self, name)) != count:
+                raise ValueError(
+                    f"a SegmentationResult needs one entry of {name} per mask: "
+                    f"{len(getattr(self, name))} for {count} mask(s)"
+                )
 
     @cached_property
     def masks(self) -> np.ndarray:
@@ -46,3 +87,18 @@ class SegmentationResult:
             if rows.size:
                 boxes[index] = (cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
         return boxes
+
+    def mask_records(self) -> list[MaskRecord]:
+        """One :class:`MaskRecord` per mask, in order: what the CLIs save and the node publishes."""
+        boxes, areas = self.boxes(), self.areas()
+        return [
+            MaskRecord(
+                index=index,
+                phrase=self.phrases[index],
+                text_offset=int(self.text_offsets[index]),
+                bbox_xywh=(int(x), int(y), int(width), int(height)),
+                area_px=int(areas[index]),
+                score=float(np.float32(self.scores[index])),
+            )
+            for index, (x, y, width, height) in enumerate(boxes)
+        ]

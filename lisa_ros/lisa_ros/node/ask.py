@@ -39,13 +39,14 @@ from lisa_ros.cli_io import (
     RESULT_FILE,
     CommandError,
     check_instruction,
-    mask_file_name,
     prepare_output,
     print_answer,
     read_image,
+    result_record,
     write_result_files,
 )
 from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, image_msg_to_array, to_rgb8
+from lisa_ros.model.result import MaskRecord
 from lisa_ros.visualization import draw_overlay
 
 PROG = "lisa-ask"
@@ -297,33 +298,32 @@ def masks_to_array(mask_msgs: Sequence[Any]) -> np.ndarray:
     return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
 
 
-def result_record(result: Any, status_name: str, code_name: str, run_info: dict[str, Any]) -> dict[str, Any]:
-    """The result as a JSON-serialisable dict, masks described by file, box, area and score."""
+def mask_record(info: Any) -> MaskRecord:
+    """The :class:`MaskRecord` a ``lisa_ros_interfaces/MaskInfo`` carries (the inverse of the
+    node's ``outputs.mask_info``), so that lisa-ask saves what lisa-segment saves."""
+    bbox = info.bbox
+    return MaskRecord(
+        index=int(info.seg_index),
+        phrase=info.phrase,
+        text_offset=int(info.text_offset),
+        bbox_xywh=(int(bbox.x_offset), int(bbox.y_offset), int(bbox.width), int(bbox.height)),
+        area_px=int(info.area),
+        score=float(info.score),
+    )
+
+
+def outcome_fields(result: Any, status_name: str, code_name: str) -> dict[str, Any]:
+    """What lisa-ask's ``result.json`` holds beyond lisa-segment's: the goal's outcome and frame."""
+    stamp = result.header.stamp
     return {
-        **run_info,
         "status": status_name,
         "error_code": int(result.error_code),
         "error_code_name": code_name,
         "error_message": result.error_message,
         "header": {
             "frame_id": result.header.frame_id,
-            "stamp": {"sec": int(result.header.stamp.sec), "nanosec": int(result.header.stamp.nanosec)},
+            "stamp": {"sec": int(stamp.sec), "nanosec": int(stamp.nanosec)},
         },
-        "text": result.text,
-        "masks": [
-            {
-                "index": index,
-                "file": mask_file_name(index),
-                "seg_index": int(info.seg_index),
-                "phrase": info.phrase,
-                "text_offset": int(info.text_offset),
-                "bbox_xywh": [int(info.bbox.x_offset), int(info.bbox.y_offset), int(info.bbox.width), int(info.bbox.height)],
-                "area_px": int(info.area),
-                "score": round(float(info.score), 6),  # float32 on the wire
-            }
-            for index, info in enumerate(result.mask_info)
-        ],
-        "timings_s": {timing.stage: float(timing.seconds) for timing in result.timings},
     }
 
 
@@ -427,10 +427,16 @@ def save(args: argparse.Namespace, instruction: str, response: Any, source_rgb: 
 
     result = response.result
     code_name = constant_names(Segment.Result).get(result.error_code, str(result.error_code))
-    record = result_record(result, _status_name(response.status), code_name, {
-        "instruction": instruction, "session_id": args.session, "action": args.action,
+    fields = {
+        "instruction": instruction,
+        "session_id": args.session,
+        "action": args.action,
         "image": str(args.image) if args.image is not None else None,
-    })
+        **outcome_fields(result, _status_name(response.status), code_name),
+    }
+    masks = [mask_record(info) for info in result.mask_info]
+    timings = {timing.stage: timing.seconds for timing in result.timings}
+    record = result_record(fields, result.text, masks, timings)
     try:
         write_outputs(args.output, record, masks_to_array(result.masks), result.text, source_rgb, printer)
     except OSError as error:

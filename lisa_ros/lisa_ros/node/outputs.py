@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
 from std_msgs.msg import Header, String
 
 from lisa_ros.image_conversion import fill_image_msg
-from lisa_ros.model import SegmentationResult
+from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import draw_overlay, label_image
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "ResultPublishers",
     "copy_header",
     "mask_images",
-    "mask_infos",
+    "mask_info",
     "stage_times",
 ]
 
@@ -61,7 +61,7 @@ class Answer:
 
     @property
     def mask_infos(self) -> list[MaskInfo]:
-        return mask_infos(self.result)
+        return [mask_info(record) for record in self.result.mask_records()]
 
     @property
     def timings(self) -> list[StageTime]:
@@ -104,26 +104,17 @@ def overlay_msg(image_rgb: np.ndarray, masks: np.ndarray, text: str, header: Hea
     return image
 
 
-def mask_infos(result: SegmentationResult) -> list[MaskInfo]:
-    """Per-mask facts: which [SEG] and words produced it, its box, area and SAM's IoU estimate."""
-    if len(result.mask_logits) == 0:
-        return []
-    boxes = result.boxes()
-    areas = result.areas()
-    infos = []
-    for index in range(len(result.mask_logits)):
-        x, y, width, height = (int(v) for v in boxes[index])
-        infos.append(
-            MaskInfo(
-                seg_index=index,
-                phrase=result.phrases[index] if index < len(result.phrases) else "",
-                text_offset=result.text_offsets[index] if index < len(result.text_offsets) else 0,
-                bbox=RegionOfInterest(x_offset=x, y_offset=y, width=width, height=height),
-                area=int(areas[index]),
-                score=float(result.scores[index]),
-            )
-        )
-    return infos
+def mask_info(record: MaskRecord) -> MaskInfo:
+    """``record`` as the message carries it (``lisa-ask`` reads it back with ``mask_record``)."""
+    x, y, width, height = record.bbox_xywh
+    return MaskInfo(
+        seg_index=record.index,
+        phrase=record.phrase,
+        text_offset=record.text_offset,
+        bbox=RegionOfInterest(x_offset=x, y_offset=y, width=width, height=height),
+        area=record.area_px,
+        score=record.score,
+    )
 
 
 def stage_times(timings: Mapping[str, float]) -> list[StageTime]:
