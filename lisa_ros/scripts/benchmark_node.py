@@ -8,7 +8,8 @@ publishing them. Each stage is timed with the node's own code (lisa_ros.node.job
 real messages; publishing goes through rclpy to a subscriber in another process, over the same
 localhost-only shared-memory Fast DDS set-up the graph tests use. The model's time on the same
 frames (the tiny fixture checkpoint by default, two [SEG] scripted) is printed beside it, in the
-same run, with the node/model ratio.
+same run, with the node/model ratio. The node builds messages only for topics with subscribers,
+so a second total gives a frame's cost when ~/segmentation is the only output anyone reads.
 
     python lisa_ros/scripts/benchmark_node.py
     python lisa_ros/scripts/benchmark_node.py --model xinlai/LISA-7B-v1 --precision bf16 --device cuda
@@ -38,6 +39,9 @@ INSTRUCTION = "Where is the thing? Please output segmentation mask."
 REPLY = [368, 432, 503, 290, 503, 402, 416]  # "Sure, [SEG] and [SEG] ." in the fixture's vocabulary
 SIZES = ((640, 480), (1280, 720))
 TOPICS = ("text", "masks", "overlay", "segmentation")
+TAKE, CONVERT, MODEL = "take Image (deserialize)", "convert to RGB", "model (LisaModel.segment)"
+SEGMENTATION_BUILD = "  of which: build ~/segmentation"
+SEGMENTATION_PUBLISH = "  of which: publish ~/segmentation"
 
 SUBSCRIBER = textwrap.dedent(
     """
@@ -95,13 +99,13 @@ def benchmark_size(
     from PIL import Image as PILImage
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header, String
+    from std_msgs.msg import Header
 
     from lisa_ros.image_conversion import fill_image_msg
     from lisa_ros.model.generation import ScriptedReply
     from lisa_ros.node.inputs import ImageLimits
     from lisa_ros.node.jobs import Frame
-    from lisa_ros.node.outputs import Answer, label_image_msg, overlay_msg
+    from lisa_ros.node.outputs import Answer, ResultPublishers
     from lisa_ros.visualization import draw_overlay
     from transformers import LogitsProcessorList
 
@@ -116,8 +120,8 @@ def benchmark_size(
         return next(iterator) % len(messages)
 
     results: dict[str, list[float]] = {}
-    results["take Image (deserialize)"] = timed(lambda: deserialize_message(wire[next_index()], Image), args.frames)
-    results["convert to RGB"] = timed(lambda: Frame(messages[next_index()]).to_rgb(limits), args.frames)
+    results[TAKE] = timed(lambda: deserialize_message(wire[next_index()], Image), args.frames)
+    results[CONVERT] = timed(lambda: Frame(messages[next_index()]).to_rgb(limits), args.frames)
 
     scripted = LogitsProcessorList([ScriptedReply(REPLY, lisa.layout.eos)])
     lisa.segment(frames[-1], INSTRUCTION, logits_processor=scripted, max_new_tokens=32)  # warm-up
@@ -130,32 +134,40 @@ def benchmark_size(
     assert answer is not None and len(answer.mask_logits) == 2, answer
 
     header = messages[0].header
-    masks = answer.masks
+    outputs = ResultPublishers(publishers)
 
-    def build() -> list[object]:
-        built = Answer(header, CameraInfo(), INSTRUCTION, frames[0], answer, {})
-        overlay = overlay_msg(frames[0], masks, answer.text, header)
-        return [built.segmentation_msg(), label_image_msg(masks, header), overlay]
+    def new_answer() -> Answer:
+        return Answer(header, CameraInfo(), INSTRUCTION, frames[0], answer, {})
+
+    def build() -> dict[str, object]:
+        return outputs.messages(new_answer())
 
     results["build messages"] = timed(build, args.frames)
-    results["  of which: draw overlay"] = timed(lambda: draw_overlay(frames[0], masks, answer.text), args.frames)
+    results["  of which: draw overlay"] = timed(
+        lambda: draw_overlay(frames[0], answer.masks, answer.text), args.frames
+    )
+    # What a frame costs when only ~/segmentation is subscribed (no overlay, no label image).
+    results[SEGMENTATION_BUILD] = timed(lambda: new_answer().segmentation_msg(), args.frames)
     built = build()
-    text = String(data=answer.text)
+    assert set(built) == set(TOPICS), f"the subscriber was not seen on {set(TOPICS) - set(built)}"
 
     def publish() -> None:
-        publishers["segmentation"].publish(built[0])
-        publishers["masks"].publish(built[1])
-        publishers["overlay"].publish(built[2])
-        publishers["text"].publish(text)
+        for topic, message in built.items():
+            publishers[topic].publish(message)
 
     results["publish (4 topics, 1 subscriber)"] = timed(publish, args.frames)
-    results["model (LisaModel.segment)"] = model_seconds
+    results[SEGMENTATION_PUBLISH] = timed(
+        lambda: publishers["segmentation"].publish(built["segmentation"]), args.frames
+    )
+    results[MODEL] = model_seconds
     return results
 
 
 def table(rows: Sequence[tuple[str, dict[str, list[float]]]]) -> str:
     stages = list(rows[0][1])
-    node_stages = [s for s in stages if s != "model (LisaModel.segment)" and not s.startswith(" ")]
+    node_stages = [s for s in stages if s != MODEL and not s.startswith(" ")]
+    # A frame when ~/segmentation is the only output anyone subscribes to.
+    segmentation_stages = [TAKE, CONVERT, SEGMENTATION_BUILD, SEGMENTATION_PUBLISH]
     header = ["stage (median ms; p90 in brackets)", *(name for name, _ in rows)]
     lines = [header, ["---"] * len(header)]
     for stage in stages:
@@ -165,13 +177,16 @@ def table(rows: Sequence[tuple[str, dict[str, list[float]]]]) -> str:
             cells.append(f"{np.median(values):.2f} ({np.quantile(values, 0.9):.2f})")
         lines.append(cells)
     totals = ["node total (take + convert + build + publish)"]
+    segmentation_totals = ["node total with ~/segmentation alone subscribed"]
     ratios = ["node / model"]
     for _, results in rows:
         node = sum(statistics.median(results[s]) for s in node_stages)
-        model = statistics.median(results["model (LisaModel.segment)"])
+        alone = sum(statistics.median(results[s]) for s in segmentation_stages)
+        model = statistics.median(results[MODEL])
         totals.append(f"{node * 1e3:.2f}")
+        segmentation_totals.append(f"{alone * 1e3:.2f}")
         ratios.append(f"{node / model:.1%}")
-    lines += [totals, ratios]
+    lines += [totals, segmentation_totals, ratios]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 

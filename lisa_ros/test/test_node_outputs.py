@@ -1,8 +1,9 @@
 """The node's output messages: headers copied from the source frame, one record per mask as the
-CLIs save it."""
+CLIs save it, and messages built only for topics someone subscribes to."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is not installed in this venv: run 'make setup'")
@@ -11,12 +12,36 @@ pytest.importorskip(
 )
 
 from builtin_interfaces.msg import Time  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from test_mask_record import two_masks  # noqa: E402
 
 from lisa_ros.cli_io import result_record  # noqa: E402
+from lisa_ros.image_conversion import image_msg_to_array  # noqa: E402
 from lisa_ros.node.ask import mask_record  # noqa: E402
-from lisa_ros.node.outputs import copy_header, mask_info  # noqa: E402
+from lisa_ros.node.outputs import Answer, ResultPublishers, copy_header, mask_info  # noqa: E402
+from lisa_ros.visualization import draw_overlay, label_image  # noqa: E402
+
+HEADER = Header(stamp=Time(sec=1700000000, nanosec=123), frame_id="camera_optical")
+
+
+class FakePublisher:
+    """A publisher with a fixed number of subscribers that keeps what it is given."""
+
+    def __init__(self, subscribers: int) -> None:
+        self.subscribers = subscribers
+        self.published: list[object] = []
+
+    def get_subscription_count(self) -> int:
+        return self.subscribers
+
+    def publish(self, message: object) -> None:
+        self.published.append(message)
+
+
+def answer() -> Answer:
+    image = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Answer(HEADER, CameraInfo(), "where is the mug?", image, two_masks(), {"queued": 0.1})
 
 
 def test_copy_header_shares_nothing_with_the_source_header() -> None:
@@ -39,3 +64,46 @@ def test_mask_info_carries_the_record_that_lisa_ask_saves() -> None:
     read_back = [mask_record(info) for info in infos]
     from_node = result_record({}, result.text, read_back, result.timings)
     assert from_node == result_record({}, result.text, records, result.timings)
+
+
+def test_messages_are_built_only_for_topics_with_subscribers() -> None:
+    listened = {
+        "text": FakePublisher(1),
+        "masks": FakePublisher(0),
+        "overlay": FakePublisher(2),
+        "segmentation": FakePublisher(0),
+    }
+    outputs = ResultPublishers(listened)
+    assert set(outputs.messages(answer())) == {"text", "overlay"}
+
+    outputs.publish(answer())
+    assert [len(listened[topic].published) for topic in ResultPublishers.TOPICS] == [1, 0, 1, 0]
+
+
+def test_every_message_holds_the_answer_with_the_source_header() -> None:
+    given = answer()
+    everyone = {topic: FakePublisher(1) for topic in ResultPublishers.TOPICS}
+    messages = ResultPublishers(everyone).messages(given)
+    masks = given.result.masks
+
+    assert messages["text"].data == given.result.text
+    np.testing.assert_array_equal(image_msg_to_array(messages["masks"]), label_image(masks))
+    overlay = messages["overlay"]
+    assert overlay.encoding == "bgr8"
+    expected = draw_overlay(given.image_rgb, masks, given.result.text)[..., ::-1]
+    np.testing.assert_array_equal(image_msg_to_array(overlay), expected)
+    segmentation = messages["segmentation"]
+    sent_masks = [image_msg_to_array(image) for image in segmentation.masks]
+    np.testing.assert_array_equal(np.stack(sent_masks), masks.astype(np.uint8) * 255)
+    assert [image.encoding for image in segmentation.masks] == ["mono8", "mono8"]
+    assert [mask_record(info) for info in segmentation.mask_info] == given.result.mask_records()
+    assert [(t.stage, t.seconds) for t in segmentation.timings] == [("queued", 0.1), ("total", 0.5)]
+    for message in (overlay, messages["masks"], segmentation, *segmentation.masks):
+        assert message.header == HEADER and message.header is not HEADER
+
+
+def test_the_action_result_and_segmentation_share_the_mask_messages() -> None:
+    given = answer()
+    assert given.mask_images is given.mask_images and given.mask_infos is given.mask_infos
+    segmentation = given.segmentation_msg()
+    assert segmentation.masks == given.mask_images and segmentation.mask_info == given.mask_infos

@@ -76,7 +76,8 @@ class SegmentationResult:
 
     def areas(self) -> np.ndarray:
         """int64 (N,): pixels in each mask."""
-        return self.masks.sum(axis=(1, 2))
+        # Mask by mask: count_nonzero over a whole (N, H, W) stack is several times slower.
+        return np.array([np.count_nonzero(mask) for mask in self.masks], dtype=np.int64)
 
     def boxes(self) -> np.ndarray:
         """int64 (N, 4): x, y, width, height of each mask's tight box (zeros for an empty mask)."""
