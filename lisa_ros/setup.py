@@ -37,7 +37,8 @@ setup(
     ],
     extras_require={
         "quantization": ["bitsandbytes>=0.45"],
-        "test": ["pytest"],
+        # ruff pinned: another release may format differently, and make test checks the format.
+        "test": ["pytest", "ruff==0.17.6"],
     },
     zip_safe=True,
     maintainer="lisa_ros maintainers",
