@@ -113,14 +113,18 @@ def generate_launch_description() -> LaunchDescription:
             description="YAML file with the node's parameters",
         ),
         *(
-            DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
+            DeclareLaunchArgument(
+                name, default_value="", description=f"{text} (overrides params_file)"
+            )
             for name, text in MODEL_ARGUMENTS.items()
         ),
         *(
             DeclareLaunchArgument(name, default_value=name, description=text)
             for name, text in TOPIC_ARGUMENTS.items()
         ),
-        DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz with lisa.rviz"),
+        DeclareLaunchArgument(
+            "use_rviz", default_value="false", description="start RViz with lisa.rviz"
+        ),
         DeclareLaunchArgument(
             "rviz_config",
             default_value=os.path.join(share, "rviz", "lisa.rviz"),

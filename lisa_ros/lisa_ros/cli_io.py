@@ -49,19 +49,28 @@ def mask_file_name(index: int) -> str:
 def check_instruction(instruction: str) -> str:
     """``instruction`` without surrounding blanks; an empty one is an error, not a question."""
     if not instruction.strip():
-        raise CommandError('the instruction is empty: say what to segment, e.g. "where is the mug?"', EXIT_BAD_INPUT)
+        raise CommandError(
+            'the instruction is empty: say what to segment, e.g. "where is the mug?"',
+            EXIT_BAD_INPUT,
+        )
     return instruction.strip()
 
 
 def read_image(path: Path) -> np.ndarray:
     """The image at ``path`` as RGB uint8 HxWx3 (read like the reference: OpenCV, EXIF-rotated)."""
     if not path.is_file():
-        raise CommandError(f"image '{path}' {'is not a file' if path.exists() else 'does not exist'}", EXIT_BAD_INPUT)
+        raise CommandError(
+            f"image '{path}' {'is not a file' if path.exists() else 'does not exist'}",
+            EXIT_BAD_INPUT,
+        )
     if not os.access(path, os.R_OK):
         raise CommandError(f"image '{path}' is not readable (permissions)", EXIT_BAD_INPUT)
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise CommandError(f"image '{path}' cannot be decoded: use a PNG, JPEG, BMP, TIFF or WebP file", EXIT_BAD_INPUT)
+        raise CommandError(
+            f"image '{path}' cannot be decoded: use a PNG, JPEG, BMP, TIFF or WebP file",
+            EXIT_BAD_INPUT,
+        )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -71,8 +71,15 @@ def _build_encodings() -> dict[str, PixelFormat]:
         encodings[f"bayer_{pattern}8"] = PixelFormat(np.dtype(np.uint8), 1)
         encodings[f"bayer_{pattern}16"] = PixelFormat(np.dtype(np.uint16), 1)
     # The OpenCV-style generic names of sensor_msgs/image_encodings.hpp: 8UC3, 32FC1, ...
-    depths = {"8U": np.uint8, "8S": np.int8, "16U": np.uint16, "16S": np.int16,
-              "32S": np.int32, "32F": np.float32, "64F": np.float64}
+    depths = {
+        "8U": np.uint8,
+        "8S": np.int8,
+        "16U": np.uint16,
+        "16S": np.int16,
+        "32S": np.int32,
+        "32F": np.float32,
+        "64F": np.float64,
+    }
     for depth, dtype in depths.items():
         for channels in range(1, 5):
             encodings[f"{depth}C{channels}"] = PixelFormat(np.dtype(dtype), channels)
@@ -88,16 +95,31 @@ ENCODINGS: dict[str, PixelFormat] = _build_encodings()
 COMPRESSED_ENCODINGS = ("jpeg", "png")
 
 # Channel orders to_rgb8 understands; the OpenCV generic 8-bit names follow OpenCV's BGR order.
-_RGB_ORDER = {"rgb8": "rgb", "rgb16": "rgb", "rgba8": "rgba", "rgba16": "rgba",
-              "bgr8": "bgr", "bgr16": "bgr", "8UC3": "bgr", "bgra8": "bgra", "bgra16": "bgra",
-              "8UC4": "bgra"}
-_TO_RGB = {"rgb": None, "rgba": cv2.COLOR_RGBA2RGB, "bgr": cv2.COLOR_BGR2RGB,
-           "bgra": cv2.COLOR_BGRA2RGB}
+_RGB_ORDER = {
+    "rgb8": "rgb",
+    "rgb16": "rgb",
+    "rgba8": "rgba",
+    "rgba16": "rgba",
+    "bgr8": "bgr",
+    "bgr16": "bgr",
+    "8UC3": "bgr",
+    "bgra8": "bgra",
+    "bgra16": "bgra",
+    "8UC4": "bgra",
+}
+_TO_RGB = {
+    "rgb": None,
+    "rgba": cv2.COLOR_RGBA2RGB,
+    "bgr": cv2.COLOR_BGR2RGB,
+    "bgra": cv2.COLOR_BGRA2RGB,
+}
 # OpenCV names a Bayer pattern by the second row's first two pixels, one row down from ROS's
 # name for it (the same table as cv_bridge's).
 _BAYER_TO_RGB = {
-    "rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB,
-    "gbrg": cv2.COLOR_BayerGR2RGB, "grbg": cv2.COLOR_BayerGB2RGB,
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
 }
 _YUV422_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2}
 _NATIVE_BIG_ENDIAN = sys.byteorder == "big"
@@ -109,7 +131,9 @@ def pixel_format(encoding: str) -> PixelFormat:
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        named = ", ".join(name for name in ENCODINGS if not name[0].isdigit() and not name.startswith("bayer"))
+        named = ", ".join(
+            name for name in ENCODINGS if not name[0].isdigit() and not name.startswith("bayer")
+        )
         raise ImageConversionError(
             f"unsupported image encoding {encoding!r}; supported: {named}, bayer_<rggb|bggr|gbrg|grbg><8|16> "
             "and the generic 8U/8S/16U/16S/32S/32F/64F with C1..C4 (e.g. 16UC1, 32FC1). "
@@ -124,7 +148,9 @@ def _byte_view(data: Any) -> np.ndarray:
         try:
             return np.array(data, dtype=np.uint8)
         except (OverflowError, ValueError, TypeError) as error:
-            raise ImageConversionError(f"image data is not a sequence of bytes (0..255): {error}") from None
+            raise ImageConversionError(
+                f"image data is not a sequence of bytes (0..255): {error}"
+            ) from None
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as error:
@@ -257,11 +283,15 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     layout = pixel_format(encoding)
     _check_array(array, encoding, layout)
     if encoding.startswith("bayer_"):
-        rgb = cv2.cvtColor(np.ascontiguousarray(array, dtype=layout.dtype), _BAYER_TO_RGB[encoding[6:10]])
+        rgb = cv2.cvtColor(
+            np.ascontiguousarray(array, dtype=layout.dtype), _BAYER_TO_RGB[encoding[6:10]]
+        )
         return _scale_16_to_8(rgb) if layout.dtype.itemsize == 2 else rgb
     if encoding in _YUV422_TO_RGB:
         if array.shape[1] % 2:
-            raise ImageConversionError(f"a {encoding} image must have an even width, got {array.shape[1]}")
+            raise ImageConversionError(
+                f"a {encoding} image must have an even width, got {array.shape[1]}"
+            )
         return cv2.cvtColor(np.ascontiguousarray(array), _YUV422_TO_RGB[encoding])
     if layout.channels == 1:
         gray = array if array.dtype == np.uint8 else _stretch_to_uint8(array)
@@ -303,7 +333,9 @@ def _check_array(array: np.ndarray, encoding: str, layout: PixelFormat) -> None:
         )
     # (H, W) or (H, W, 1) for one channel, (H, W, C) otherwise.
     channels = {2: 1, 3: array.shape[-1]}.get(array.ndim)
-    if channels != layout.channels or array.dtype.newbyteorder("=") != layout.dtype:  # any byte order
+    if (
+        channels != layout.channels or array.dtype.newbyteorder("=") != layout.dtype
+    ):  # any byte order
         raise ImageConversionError(
             f"a {encoding} image needs {layout.channels} channel(s) of {layout.dtype}, got an "
             f"array of shape {array.shape} and dtype {array.dtype}"

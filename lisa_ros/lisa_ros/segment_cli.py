@@ -57,12 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
         "segment what the answer refers to (one mask per [SEG] in the answer).",
     )
     parser.add_argument("instruction", help='what to find, e.g. "where can I boil water?"')
-    parser.add_argument("--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder")
+    parser.add_argument(
+        "--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder"
+    )
     parser.add_argument("--image", required=True, type=Path, help="the image file (PNG, JPEG, ...)")
     parser.add_argument(
-        "--output", type=Path, help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)"
+        "--output",
+        type=Path,
+        help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)",
     )
-    parser.add_argument("--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)")
+    parser.add_argument(
+        "--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)"
+    )
     parser.add_argument(
         "--precision", choices=tuple(PRECISIONS), default="bf16", help="default: %(default)s"
     )
@@ -71,11 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=QUANTIZATIONS,
         help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
     )
-    parser.add_argument("--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM")
+    parser.add_argument(
+        "--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM"
+    )
     parser.add_argument(
         "--device", help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"
     )
-    parser.add_argument("--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)")
+    parser.add_argument(
+        "--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     return parser
 
@@ -92,7 +102,12 @@ def _positive_int(text: str) -> int:
 
 def _configure_logging(quiet: bool) -> None:
     """Progress (the core's INFO messages) on stderr; third-party libraries only warn."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     level = logging.WARNING if quiet else logging.INFO
     logging.getLogger("lisa_ros").setLevel(level)
     logger.setLevel(level)
@@ -162,7 +177,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def write_outputs(
-    result: SegmentationResult, image_rgb: np.ndarray, output_dir: Path, run_info: Mapping[str, Any] | None = None
+    result: SegmentationResult,
+    image_rgb: np.ndarray,
+    output_dir: Path,
+    run_info: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir`` (created if missing).
 
@@ -173,7 +191,9 @@ def write_outputs(
     output_dir.mkdir(parents=True, exist_ok=True)
     fields = {**dict(run_info or {}), "token_ids": [int(token) for token in result.token_ids]}
     record = result_record(fields, result.text, result.mask_records(), result.timings)
-    record.setdefault("image_size", {"width": int(image_rgb.shape[1]), "height": int(image_rgb.shape[0])})
+    record.setdefault(
+        "image_size", {"width": int(image_rgb.shape[1]), "height": int(image_rgb.shape[0])}
+    )
     overlay = draw_overlay(image_rgb, result.masks, result.text)
     return write_result_files(output_dir, record, result.masks, overlay)
 
@@ -194,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
         len(result.mask_logits),
         len(result.token_ids),
         result.timings.get("total", float("nan")),
-        ", ".join(f"{name} {seconds:.3f}" for name, seconds in result.timings.items() if name != "total"),
+        ", ".join(
+            f"{name} {seconds:.3f}" for name, seconds in result.timings.items() if name != "total"
+        ),
     )
     if args.output is not None:
         run_info = {

@@ -67,7 +67,9 @@ _MAX_TEXT_FRACTION = 0.3  # the answer box never covers more than this share of 
 _MAX_LABEL_FRACTION = 0.3  # a phrase label is at most this share of the image width
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MIN_TEXT_IMAGE_SIZE = 32  # below this (pixels, either side) no legible text fits: none is drawn
-_MIN_LABEL_IMAGE_SIZE = 160  # below this, phrase labels would hide the masks they name: none is drawn
+_MIN_LABEL_IMAGE_SIZE = (
+    160  # below this, phrase labels would hide the masks they name: none is drawn
+)
 
 # LISA's fixed answer templates ("Sure, [SEG].", "It is [SEG].", "Sure, it is [SEG].", "Sure, the
 # segmentation result is [SEG].") and the "and" that joins several masks say nothing about a mask:
@@ -241,10 +243,17 @@ def _draw_masks(
     height, width = labels.shape
     thickness = _outline_thickness(height, width)
     x, y, w, h = cv2.boundingRect(inside.view(np.uint8))
-    reach = thickness + 1  # every pixel whose outline test looks at a mask pixel is in the rectangle
+    reach = (
+        thickness + 1
+    )  # every pixel whose outline test looks at a mask pixel is in the rectangle
     rows = slice(max(0, y - reach), min(height, y + h + reach))
     cols = slice(max(0, x - reach), min(width, x + w + reach))
-    labels, inside, image, canvas = labels[rows, cols], inside[rows, cols], image[rows, cols], canvas[rows, cols]
+    labels, inside, image, canvas = (
+        labels[rows, cols],
+        inside[rows, cols],
+        image[rows, cols],
+        canvas[rows, cols],
+    )
 
     lut = np.zeros((1, 256, 3), dtype=np.uint8)
     lut[0, 1 : len(colors) + 1] = colors
@@ -309,7 +318,9 @@ def _font_for(height: int, width: int) -> _Font:
     (_, text_height), baseline = cv2.getTextSize("Ag", _FONT, scale, thickness)
     space_width = cv2.getTextSize(" ", _FONT, scale, thickness)[0][0]
     margin = max(2, text_height // 2)
-    return _Font(scale, thickness, text_height + baseline + margin // 2, baseline, space_width, margin)
+    return _Font(
+        scale, thickness, text_height + baseline + margin // 2, baseline, space_width, margin
+    )
 
 
 def _printable(text: str) -> str:
@@ -340,12 +351,16 @@ def _words(text: str, colors: np.ndarray, font: _Font) -> list[list[_Word]]:
                     seg_index += 1
                 else:
                     color = _TEXT_COLOR
-                words.append(_Word(piece, color, _text_width(piece, font), space_before=position == 0))
+                words.append(
+                    _Word(piece, color, _text_width(piece, font), space_before=position == 0)
+                )
         paragraphs.append(words)
     return paragraphs
 
 
-def _wrap(paragraphs: list[list[_Word]], max_width: int, font: _Font) -> list[list[tuple[int, _Word]]]:
+def _wrap(
+    paragraphs: list[list[_Word]], max_width: int, font: _Font
+) -> list[list[tuple[int, _Word]]]:
     """Greedy line filling; returns lines of (x offset, word). Words wider than a line are cut."""
     lines: list[list[tuple[int, _Word]]] = []
     for words in paragraphs:
@@ -374,7 +389,9 @@ def _cut_to_width(word: _Word, max_width: int, font: _Font) -> _Word:
     return _Word(text, word.color, min(word.width, max_width))
 
 
-def _draw_answer(canvas: np.ndarray, text: str, colors: np.ndarray, inside: np.ndarray, font: _Font) -> _Rect | None:
+def _draw_answer(
+    canvas: np.ndarray, text: str, colors: np.ndarray, inside: np.ndarray, font: _Font
+) -> _Rect | None:
     """Write ``text`` on a darkened box hugging it, where it hides the fewest mask pixels.
 
     The box is at most ``_MAX_TEXT_FRACTION`` of the image high (the full answer is on the node's
@@ -404,7 +421,9 @@ def _draw_answer(canvas: np.ndarray, text: str, colors: np.ndarray, inside: np.n
         left, right, top, bottom = 0, width - box_width, 0, height - box_height
         for x, y in ((left, bottom), (left, top), (right, bottom), (right, top)):
             candidates.append((_Rect(x, y, box_width, box_height), lines))
-    hidden = [np.count_nonzero(inside[r.y : r.y + r.height, r.x : r.x + r.width]) for r, _ in candidates]
+    hidden = [
+        np.count_nonzero(inside[r.y : r.y + r.height, r.x : r.x + r.width]) for r, _ in candidates
+    ]
     box, lines = candidates[int(np.argmin(hidden))]
 
     region = canvas[box.y : box.y + box.height, box.x : box.x + box.width]
@@ -413,13 +432,21 @@ def _draw_answer(canvas: np.ndarray, text: str, colors: np.ndarray, inside: np.n
         y = box.y + font.margin // 2 + (row + 1) * font.line_height - font.baseline
         for x, word in line:
             cv2.putText(
-                canvas, word.text, (box.x + font.margin + x, y), _FONT, font.scale, word.color,
-                font.thickness, cv2.LINE_AA,
+                canvas,
+                word.text,
+                (box.x + font.margin + x, y),
+                _FONT,
+                font.scale,
+                word.color,
+                font.thickness,
+                cv2.LINE_AA,
             )
     return box
 
 
-def _with_ellipsis(line: list[tuple[int, _Word]], max_width: int, font: _Font) -> list[tuple[int, _Word]]:
+def _with_ellipsis(
+    line: list[tuple[int, _Word]], max_width: int, font: _Font
+) -> list[tuple[int, _Word]]:
     """Mark a line as truncated, dropping words at its end until "..." fits."""
     ellipsis_width = _text_width("...", font)
     while line and line[-1][0] + line[-1][1].width + ellipsis_width > max_width:
@@ -444,7 +471,9 @@ def _label_text(phrase: str, max_width: int, font: _Font) -> str:
         return text
     words = re.split(r"[,;:]", text)[-1].split() or text.split()
     for start, word in enumerate(words):
-        if (start == 0 or word.lower() in _ARTICLES) and _text_width(" ".join(words[start:]), font) <= max_width:
+        if (start == 0 or word.lower() in _ARTICLES) and _text_width(
+            " ".join(words[start:]), font
+        ) <= max_width:
             return " ".join(words[start:])
     while words and _text_width("..." + " ".join(words), font) > max_width:
         words = words[1:]
@@ -499,18 +528,30 @@ def _draw_labels(
             (bottom_x, y + h + gap),  # below it
             (bottom_x, y + h - gap - box_h),  # inside its bottom
         ]
-        boxes = [_Rect(min(max(cx, 0), width - box_w), min(max(cy, 0), height - box_h), box_w, box_h)
-                 for cx, cy in candidates]
+        boxes = [
+            _Rect(min(max(cx, 0), width - box_w), min(max(cy, 0), height - box_h), box_w, box_h)
+            for cx, cy in candidates
+        ]
         boxes[1] = _moved_down_past(boxes[1], taken, bottom=min(y + h, height))
         box = next((b for b in boxes if not any(b.overlaps(t) for t in taken)), boxes[0])
         taken.append(box)
 
         color = tuple(int(c) for c in colors[index])
-        cv2.rectangle(canvas, (box.x, box.y), (box.x + box.width - 1, box.y + box.height - 1), color, -1)
-        cv2.rectangle(canvas, (box.x, box.y), (box.x + box.width - 1, box.y + box.height - 1), _DARK, 1)
+        cv2.rectangle(
+            canvas, (box.x, box.y), (box.x + box.width - 1, box.y + box.height - 1), color, -1
+        )
+        cv2.rectangle(
+            canvas, (box.x, box.y), (box.x + box.width - 1, box.y + box.height - 1), _DARK, 1
+        )
         cv2.putText(
-            canvas, text, (box.x + pad, box.y + pad + text_h), _FONT, font.scale,
-            _contrasting_text_color(colors[index]), font.thickness, cv2.LINE_AA,
+            canvas,
+            text,
+            (box.x + pad, box.y + pad + text_h),
+            _FONT,
+            font.scale,
+            _contrasting_text_color(colors[index]),
+            font.thickness,
+            cv2.LINE_AA,
         )
 
 

@@ -143,7 +143,9 @@ class ModeSummary:
     def tokens_per_second(self) -> float:
         """Generated tokens over the generation time (prefill + decode; the reference's CLIP re-runs too)."""
         return statistics.median(
-            len(run.token_ids) / run.timings["generation"] for run in self.runs if run.timings["generation"] > 0
+            len(run.token_ids) / run.timings["generation"]
+            for run in self.runs
+            if run.timings["generation"] > 0
         )
 
     def peak_bytes(self) -> int:
@@ -167,7 +169,9 @@ def forced_answer(lisa: LisaModel, length: int) -> list[int]:
 
 
 def cached_segment(lisa: LisaModel, image: np.ndarray, answer: list[int]) -> Run:
-    result = lisa.segment(image, INSTRUCTION, logits_processor=[ScriptedReply(answer)], max_new_tokens=len(answer))
+    result = lisa.segment(
+        image, INSTRUCTION, logits_processor=[ScriptedReply(answer)], max_new_tokens=len(answer)
+    )
     timings = {stage: float(result.timings.get(stage, 0.0)) for stage in STAGES}
     timings["generation"] = timings["prefill"] + timings["decode"]
     return Run(timings, list(result.token_ids), result.mask_logits)
@@ -187,12 +191,16 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
     scripted = ScriptedReply(answer)
     start = clock()
 
-    pixels, resize_hw = sam_input(image, lisa.sam_image_size)  # SAM: once per request, as in chat.py
+    pixels, resize_hw = sam_input(
+        image, lisa.sam_image_size
+    )  # SAM: once per request, as in chat.py
     encoder_dtype = next(lisa.sam.image_encoder.parameters()).dtype
     sam_embeddings = lisa.sam.image_encoder(pixels.to(lisa.device, encoder_dtype)).float()
     sam_done = clock()
 
-    clip_pixels = lisa.clip_pixels(image)  # chat.py pre-processes once; the model re-encodes each step
+    clip_pixels = lisa.clip_pixels(
+        image
+    )  # chat.py pre-processes once; the model re-encodes each step
     prompt_ids = lisa.prompt_ids(INSTRUCTION)
     decoder, lm_head = lisa.llm.get_decoder(), lisa.llm.get_output_embeddings()
     embed_tokens = lisa.llm.get_input_embeddings()
@@ -203,8 +211,12 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
         step_start = clock()
         image_tokens = lisa.clip_tokens_from_pixels(clip_pixels)
         clip_done = clock()
-        embeddings = torch.cat([lisa.prompt_embeddings(prompt_ids, image_tokens), embed_tokens(generated)], dim=1)
-        hidden = decoder(inputs_embeds=embeddings, use_cache=False).last_hidden_state  # after the final norm
+        embeddings = torch.cat(
+            [lisa.prompt_embeddings(prompt_ids, image_tokens), embed_tokens(generated)], dim=1
+        )
+        hidden = decoder(
+            inputs_embeds=embeddings, use_cache=False
+        ).last_hidden_state  # after the final norm
         logits = lm_head(hidden)  # every position, as transformers 4.31 computed them
         next_token = scripted(generated, logits[:, -1].float()).argmax(dim=-1, keepdim=True)
         generated = torch.cat([generated, next_token], dim=1)
@@ -218,7 +230,9 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
     # The [SEG] states, from the last full pass: the position before each [SEG] predicted it.
     token_ids = generated[0].tolist()
     prompt_length = hidden.shape[1] - (len(token_ids) - 1)
-    positions = [prompt_length + step - 1 for step, token in enumerate(token_ids) if token == lisa.layout.seg]
+    positions = [
+        prompt_length + step - 1 for step, token in enumerate(token_ids) if token == lisa.layout.seg
+    ]
     mask_start = clock()
     if positions:
         encoding = ImageEncoding(
@@ -260,7 +274,11 @@ def new_image_variant(image: np.ndarray, number: int) -> np.ndarray:
 
 
 def measure_rounds(
-    modes: dict[str, Callable[[np.ndarray], Run]], image: np.ndarray, memory: PeakMemory, warmup: int, repeats: int
+    modes: dict[str, Callable[[np.ndarray], Run]],
+    image: np.ndarray,
+    memory: PeakMemory,
+    warmup: int,
+    repeats: int,
 ) -> dict[str, ModeSummary]:
     """Run every mode once per round, in turn, so that load from other processes hits them alike.
 
@@ -270,7 +288,11 @@ def measure_rounds(
     summaries = {name: ModeSummary(name) for name in modes}
     for number in range(warmup + repeats):
         is_warmup = number < warmup
-        label = f"warm-up {number + 1}/{warmup}" if is_warmup else f"run {number - warmup + 1}/{repeats}"
+        label = (
+            f"warm-up {number + 1}/{warmup}"
+            if is_warmup
+            else f"run {number - warmup + 1}/{repeats}"
+        )
         variant = new_image_variant(image, number)
         for name, segment in modes.items():
             memory.reset()
@@ -321,7 +343,9 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
     from lisa_ros.model.loading import check_options
     from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
-    check_options(args.precision, args.quantization, args.device)  # before a minute of making weights
+    check_options(
+        args.precision, args.quantization, args.device
+    )  # before a minute of making weights
     overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
     spec = RandomLisaSpec.full_size_7b(**overrides)
     log.info(
@@ -334,7 +358,9 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
     started = time.perf_counter()
     checkpoint = random_checkpoint(work_dir, spec)
     log.info("Made in %.0f s", time.perf_counter() - started)
-    lisa = build_model(checkpoint, precision=args.precision, quantization=args.quantization, device=args.device)
+    lisa = build_model(
+        checkpoint, precision=args.precision, quantization=args.quantization, device=args.device
+    )
     layers = f", {spec.num_hidden_layers} layers" if args.num_layers else ""
     return lisa, f"random full-size LISA-7B architecture{layers}"
 
@@ -360,22 +386,39 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [cells[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))]
+        padded = [
+            cells[0].ljust(widths[0]),
+            *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)),
+        ]
         return "| " + " | ".join(padded) + " |"
 
-    separator = "|" + "|".join(["-" * (widths[0] + 2), *("-" * (width + 1) + ":" for width in widths[1:])]) + "|"
+    separator = (
+        "|"
+        + "|".join(["-" * (widths[0] + 2), *("-" * (width + 1) + ":" for width in widths[1:])])
+        + "|"
+    )
     return "\n".join([line(headers), separator, *map(line, rows)])
 
 
-def table(cached_new: ModeSummary, cached_same: ModeSummary, reference: ModeSummary, memory: PeakMemory) -> str:
+def table(
+    cached_new: ModeSummary, cached_same: ModeSummary, reference: ModeSummary, memory: PeakMemory
+) -> str:
     modes = (cached_new, cached_same, reference)
     headers = ["stage (median)", *(mode.name for mode in modes), "reference / cached"]
     rows = []
     for stage in STAGES:
         values = [mode.median(stage) for mode in modes]
-        rows.append([STAGE_LABELS[stage], *map(_format_seconds, values), _ratio(values[2], values[0])])
+        rows.append(
+            [STAGE_LABELS[stage], *map(_format_seconds, values), _ratio(values[2], values[0])]
+        )
     speeds = [mode.tokens_per_second() for mode in modes]
-    rows.append(["tokens / s (generation)", *(f"{s:.1f}" for s in speeds), _ratio(speeds[0], speeds[2]) + " faster"])
+    rows.append(
+        [
+            "tokens / s (generation)",
+            *(f"{s:.1f}" for s in speeds),
+            _ratio(speeds[0], speeds[2]) + " faster",
+        ]
+    )
     peaks = [mode.peak_bytes() / 2**30 for mode in modes]
     peak_label = f"peak memory, {memory.kind}" + ("" if memory.per_mode else " (process)")
     rows.append([peak_label, *(f"{p:.2f} GiB" for p in peaks), _ratio(peaks[2], peaks[0])])
@@ -407,7 +450,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--model", default=str(TINY_FIXTURE), help="LISA checkpoint folder or hub id")
+    source.add_argument(
+        "--model", default=str(TINY_FIXTURE), help="LISA checkpoint folder or hub id"
+    )
     source.add_argument(
         "--full-size-7b",
         action="store_true",
@@ -429,12 +474,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
     parser.add_argument("--quantization", choices=QUANTIZATIONS)
     parser.add_argument(
-        "--device", default=None, help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"
+        "--device",
+        default=None,
+        help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)",
     )
-    parser.add_argument("--answer-tokens", type=int, default=30, help="forced answer length, [SEG] and EOS included")
-    parser.add_argument("--repeats", type=int, default=5, help="measured runs per mode (medians are reported)")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=30, help="forced answer length, [SEG] and EOS included"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="measured runs per mode (medians are reported)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs per mode first")
-    parser.add_argument("--image", type=Path, help="image file (default: a synthetic 640x480 image)")
+    parser.add_argument(
+        "--image", type=Path, help="image file (default: a synthetic 640x480 image)"
+    )
     parser.add_argument("--json", type=Path, help="also write every measured run to this JSON file")
     args = parser.parse_args(argv)
     if args.answer_tokens < 2:
@@ -457,7 +510,12 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     memory = PeakMemory(lisa.device)
     weights = torch.cuda.memory_allocated(lisa.device) if lisa.device.type == "cuda" else None
 
-    log.info("Benchmarking: %d warm-up + %d measured rounds, %d-token answer", args.warmup, args.repeats, len(answer))
+    log.info(
+        "Benchmarking: %d warm-up + %d measured rounds, %d-token answer",
+        args.warmup,
+        args.repeats,
+        len(answer),
+    )
 
     def cached(variant: np.ndarray) -> Run:
         return cached_segment(lisa, variant, answer)
@@ -466,8 +524,14 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
         return reference_style_segment(lisa, variant, answer)
 
     # "same image" runs right after "new image" on the same variant: its encodings are in the cache.
-    modes = {"cached, new image": cached, "cached, same image": cached, "reference-style": reference_style}
-    cached_new, cached_same, reference = measure_rounds(modes, image, memory, args.warmup, args.repeats).values()
+    modes = {
+        "cached, new image": cached,
+        "cached, same image": cached,
+        "reference-style": reference_style,
+    }
+    cached_new, cached_same, reference = measure_rounds(
+        modes, image, memory, args.warmup, args.repeats
+    ).values()
 
     device_name = (
         torch.cuda.get_device_name(lisa.device)
@@ -489,8 +553,12 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     print(table(cached_new, cached_same, reference, memory))
     print()
     print("check: " + agreement(cached_new, reference))
-    print("cached, same image = a further instruction on an image already seen (its CLIP/SAM encodings are reused).")
-    print("tokens / s = generated tokens / (prefill + decode); reference-style generation includes its CLIP re-runs.")
+    print(
+        "cached, same image = a further instruction on an image already seen (its CLIP/SAM encodings are reused)."
+    )
+    print(
+        "tokens / s = generated tokens / (prefill + decode); reference-style generation includes its CLIP re-runs."
+    )
 
     if args.json:
         record = {
@@ -502,7 +570,9 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
             "image_hw": list(image.shape[:2]),
             "weights_gpu_bytes": weights,
             "modes": {
-                summary.name: [{"timings_s": run.timings, "peak_bytes": run.peak_bytes} for run in summary.runs]
+                summary.name: [
+                    {"timings_s": run.timings, "peak_bytes": run.peak_bytes} for run in summary.runs
+                ]
                 for summary in (cached_new, cached_same, reference)
             },
         }
@@ -512,12 +582,19 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     for name in ("benchmark", "lisa_ros"):
         logging.getLogger(name).setLevel(logging.INFO)
     if not args.full_size_7b or args.work_dir is not None:
         return run_benchmark(args, args.work_dir or Path("."))
-    with tempfile.TemporaryDirectory(prefix="lisa-random-7b-") as temporary:  # ~1.2 GB (CLIP), removed afterwards
+    with tempfile.TemporaryDirectory(
+        prefix="lisa-random-7b-"
+    ) as temporary:  # ~1.2 GB (CLIP), removed afterwards
         return run_benchmark(args, Path(temporary))
 
 

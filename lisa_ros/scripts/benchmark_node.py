@@ -100,6 +100,7 @@ def benchmark_size(
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
+    from transformers import LogitsProcessorList
 
     from lisa_ros.image_conversion import fill_image_msg
     from lisa_ros.model.generation import ScriptedReply
@@ -107,11 +108,15 @@ def benchmark_size(
     from lisa_ros.node.jobs import Frame
     from lisa_ros.node.outputs import Answer, ResultPublishers
     from lisa_ros.visualization import draw_overlay
-    from transformers import LogitsProcessorList
 
-    source = np.asarray(PILImage.open(TINY_FIXTURE / "image.png").convert("RGB").resize((width, height)))
+    source = np.asarray(
+        PILImage.open(TINY_FIXTURE / "image.png").convert("RGB").resize((width, height))
+    )
     frames = camera_frames(source, max(args.frames, args.model_frames) + 1)
-    messages = [fill_image_msg(Image(), f[..., ::-1].copy(), "bgr8", Header(frame_id="camera")) for f in frames]
+    messages = [
+        fill_image_msg(Image(), f[..., ::-1].copy(), "bgr8", Header(frame_id="camera"))
+        for f in frames
+    ]
     wire = [serialize_message(m) for m in messages]
     limits = ImageLimits(16, 4096)
     iterator = iter(range(10**9))
@@ -194,11 +199,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--model", default=str(TINY_FIXTURE / "checkpoint"), help="LISA checkpoint folder or hub id")
+    parser.add_argument(
+        "--model", default=str(TINY_FIXTURE / "checkpoint"), help="LISA checkpoint folder or hub id"
+    )
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--frames", type=int, default=50, help="frames per node stage (medians reported)")
-    parser.add_argument("--model-frames", type=int, default=5, help="frames through the model per size")
+    parser.add_argument(
+        "--frames", type=int, default=50, help="frames per node stage (medians reported)"
+    )
+    parser.add_argument(
+        "--model-frames", type=int, default=5, help="frames through the model per size"
+    )
     return parser.parse_args(argv)
 
 
@@ -206,24 +217,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     use_localhost_graph()
     import rclpy
+    from lisa_ros_interfaces.msg import Segmentation
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from lisa_ros.model import load_model
-    from lisa_ros_interfaces.msg import Segmentation
 
     lisa = load_model(args.model, precision=args.precision, device=args.device)
     subscriber = subprocess.Popen(
-        [sys.executable, "-c", SUBSCRIBER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, "-c", SUBSCRIBER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     rclpy.init()
     node = rclpy.create_node("lisa", namespace="/benchmark")
     try:
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         kinds = {"text": String, "masks": Image, "overlay": Image, "segmentation": Segmentation}
-        publishers = {topic: node.create_publisher(kinds[topic], f"~/{topic}", qos) for topic in TOPICS}
-        assert subscriber.stdout is not None and subscriber.stdout.readline().strip() == "subscribed"
+        publishers = {
+            topic: node.create_publisher(kinds[topic], f"~/{topic}", qos) for topic in TOPICS
+        }
+        assert (
+            subscriber.stdout is not None and subscriber.stdout.readline().strip() == "subscribed"
+        )
         deadline = time.monotonic() + 30
         while any(p.get_subscription_count() == 0 for p in publishers.values()):
             if time.monotonic() > deadline:
@@ -232,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = []
         for width, height in SIZES:
             print(f"[benchmark] {width}x{height} ...", file=sys.stderr, flush=True)
-            rows.append((f"{width}x{height}", benchmark_size(width, height, args, lisa, publishers)))
+            rows.append(
+                (f"{width}x{height}", benchmark_size(width, height, args, lisa, publishers))
+            )
         print(
             f"lisa_node per-frame cost, model {args.model} ({args.precision}, {lisa.device}); "
             f"{args.frames} frames per node stage, {args.model_frames} through the model\n"

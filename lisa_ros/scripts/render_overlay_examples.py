@@ -32,7 +32,10 @@ def photo_scene(name: str) -> tuple[np.ndarray, np.ndarray, str]:
     """A photograph of ``PHOTOS``: RGB uint8 image, ``(N, H, W)`` bool masks and the answer."""
     scene = json.loads((PHOTOS / "scenes.json").read_text())[name]
     bgr = cv2.imread(str(PHOTOS / scene["photo"]), cv2.IMREAD_COLOR)
-    masks = [cv2.imread(str(PHOTOS / f"{name}_mask_{k}.png"), cv2.IMREAD_GRAYSCALE) for k in range(len(scene["masks"]))]
+    masks = [
+        cv2.imread(str(PHOTOS / f"{name}_mask_{k}.png"), cv2.IMREAD_GRAYSCALE)
+        for k in range(len(scene["masks"]))
+    ]
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.stack(masks) > 0, scene["answer"]
 
 
@@ -49,19 +52,26 @@ def picking_scene(height: int = 480, width: int = 640) -> tuple[np.ndarray, np.n
     scale_x, scale_y = width / 640, height / 480
 
     def box(x0: int, y0: int, x1: int, y1: int) -> tuple[slice, slice]:  # in 640x480 coordinates
-        return slice(round(y0 * scale_y), round(y1 * scale_y)), slice(round(x0 * scale_x), round(x1 * scale_x))
+        return slice(round(y0 * scale_y), round(y1 * scale_y)), slice(
+            round(x0 * scale_x), round(x1 * scale_x)
+        )
 
     image[box(40, 30, 600, 470)] = RED_TOTE
     image[box(60, 50, 580, 450)] = np.array(RED_TOTE) * 0.8  # the tote's floor, in its own shadow
     book = np.zeros((height, width), dtype=np.uint8)
-    corners = np.array([(150, 300), (390, 250), (420, 420), (180, 445)], dtype=np.float32) * (scale_x, scale_y)
+    corners = np.array([(150, 300), (390, 250), (420, 420), (180, 445)], dtype=np.float32) * (
+        scale_x,
+        scale_y,
+    )
     cv2.fillPoly(book, [corners.round().astype(np.int32)], 1)
     image[book > 0] = ORANGE_BOOK
     package = np.zeros((height, width), dtype=np.uint8)
     package[box(380, 70, 550, 230)] = 1
     image[package > 0] = WHITE_PACKAGE
     y, x = np.mgrid[:height, :width]
-    shading = 1.0 - 0.25 * ((x / width - 0.3) ** 2 + (y / height - 0.2) ** 2)  # light from the top left
+    shading = 1.0 - 0.25 * (
+        (x / width - 0.3) ** 2 + (y / height - 0.2) ** 2
+    )  # light from the top left
     image = image * shading[..., None] + rng.normal(0, 2, image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     answer = "The orange book [SEG] lies in the red tote beside the white package [SEG]; pick the book first."
@@ -81,7 +91,9 @@ def render(out_dir: Path) -> list[Path]:
     for name, (image, masks, answer) in scenes().items():
         path = out_dir / f"{name}.png"
         overlay = draw_overlay(image, masks, answer)
-        if not cv2.imwrite(str(path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        if not cv2.imwrite(
+            str(path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]
+        ):
             raise OSError(f"cannot write {path}")
         paths.append(path)
     return paths

@@ -17,21 +17,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
-
+from builtin_interfaces.msg import Time
 from fixture_replies import AND, REPLY_TEXT
-from lisa_ros.image_conversion import fill_image_msg
-from ros_harness import RclpyNode, RosProcess, RosProcesses, started_processes
-
+from lifecycle_msgs.srv import ChangeState, GetState
+from lisa_ros_interfaces.action import Segment
+from PIL import Image as PILImage
+from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient  # noqa: E402  (ros_harness checks rclpy is importable)
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from builtin_interfaces.msg import Time
-from lifecycle_msgs.srv import ChangeState, GetState
-from lisa_ros_interfaces.action import Segment
-from rcl_interfaces.srv import SetParameters
+from ros_harness import RclpyNode, RosProcess, RosProcesses, started_processes
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
+
+from lisa_ros.image_conversion import fill_image_msg
 
 TEST_DIR = Path(__file__).resolve().parent
 FIXTURE = TEST_DIR / "fixtures" / "lisa-tiny-7b"
@@ -102,7 +101,9 @@ def stamp_seconds(time_msg: Time) -> float:
     return time_msg.sec + time_msg.nanosec * 1e-9
 
 
-def image_msg(array: np.ndarray, encoding: str, when: float = 1234.5, frame_id: str = "camera_optical") -> Image:
+def image_msg(
+    array: np.ndarray, encoding: str, when: float = 1234.5, frame_id: str = "camera_optical"
+) -> Image:
     header = Header(stamp=stamp(when), frame_id=frame_id)
     return fill_image_msg(Image(), np.ascontiguousarray(array), encoding, header=header)
 
@@ -144,7 +145,9 @@ class Goal:
         return self._result_future is not None and self._result_future.done()
 
     def cancel(self, timeout: float = 10.0) -> Any:
-        return self._graph.wait_for_future(self.handle.cancel_goal_async(), timeout, "the cancel response")
+        return self._graph.wait_for_future(
+            self.handle.cancel_goal_async(), timeout, "the cancel response"
+        )
 
     def wait_for_feedback(self, predicate: Any, timeout: float, what: str) -> Any:
         return self._graph.wait_until(
@@ -161,22 +164,39 @@ class LisaClient:
         self.action = ActionClient(graph.node, Segment, f"{node_path}/segment")
         self._get_state = graph.node.create_client(GetState, f"{node_path}/get_state")
         self._change_state = graph.node.create_client(ChangeState, f"{node_path}/change_state")
-        self._set_parameters = graph.node.create_client(SetParameters, f"{node_path}/set_parameters")
+        self._set_parameters = graph.node.create_client(
+            SetParameters, f"{node_path}/set_parameters"
+        )
 
     def wait_for_server(self, timeout: float = 30.0) -> None:
-        assert self.action.wait_for_server(timeout_sec=timeout), f"no action server {self.node_path}/segment"
+        assert self.action.wait_for_server(timeout_sec=timeout), (
+            f"no action server {self.node_path}/segment"
+        )
 
-    def send(self, instruction: str, image: Image | None = None, session_id: str = "", timeout: float = 10.0) -> Goal:
+    def send(
+        self,
+        instruction: str,
+        image: Image | None = None,
+        session_id: str = "",
+        timeout: float = 10.0,
+    ) -> Goal:
         feedback: list[Any] = []
         goal = Segment.Goal(instruction=instruction, session_id=session_id)
         if image is not None:
             goal.image = image
-        future = self.action.send_goal_async(goal, feedback_callback=lambda msg: feedback.append(msg.feedback))
+        future = self.action.send_goal_async(
+            goal, feedback_callback=lambda msg: feedback.append(msg.feedback)
+        )
         handle = self.graph.wait_for_future(future, timeout, "goal acceptance")
         return Goal(self.graph, handle, feedback)
 
-    def run(self, instruction: str, image: Image | None = None, session_id: str = "",
-            timeout: float = RESULT_TIMEOUT) -> tuple[int, Any, list[Any]]:
+    def run(
+        self,
+        instruction: str,
+        image: Image | None = None,
+        session_id: str = "",
+        timeout: float = RESULT_TIMEOUT,
+    ) -> tuple[int, Any, list[Any]]:
         goal = self.send(instruction, image, session_id)
         assert goal.accepted, f"goal {instruction[:40]!r} rejected"
         status, result = goal.result(timeout)
@@ -184,28 +204,38 @@ class LisaClient:
 
     def state(self, timeout: float = 10.0) -> str:
         assert self._get_state.wait_for_service(timeout_sec=timeout)
-        response = self.graph.wait_for_future(self._get_state.call_async(GetState.Request()), timeout, "get_state")
+        response = self.graph.wait_for_future(
+            self._get_state.call_async(GetState.Request()), timeout, "get_state"
+        )
         return response.current_state.label
 
     def transition(self, label: str, timeout: float = 120.0) -> bool:
         assert self._change_state.wait_for_service(timeout_sec=10.0)
         request = ChangeState.Request()
         request.transition.label = label
-        response = self.graph.wait_for_future(self._change_state.call_async(request), timeout, f"transition {label}")
+        response = self.graph.wait_for_future(
+            self._change_state.call_async(request), timeout, f"transition {label}"
+        )
         return bool(response.success)
 
     def set_parameters(self, **values: Any) -> list[Any]:
         """Set parameters of the node; returns the SetParametersResult of each."""
         assert self._set_parameters.wait_for_service(timeout_sec=10.0)
         request = SetParameters.Request(
-            parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+            parameters=[
+                Parameter(name, value=value).to_parameter_msg() for name, value in values.items()
+            ]
         )
-        response = self.graph.wait_for_future(self._set_parameters.call_async(request), 10.0, "set_parameters")
+        response = self.graph.wait_for_future(
+            self._set_parameters.call_async(request), 10.0, "set_parameters"
+        )
         return list(response.results)
 
 
 @pytest.fixture(scope="module")
-def module_processes(ros_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RosProcesses]:
+def module_processes(
+    ros_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RosProcesses]:
     """Like ros_harness's ros_processes, for processes shared by the tests of a module."""
     with started_processes(ros_env, tmp_path_factory.mktemp("processes")) as processes:
         yield processes

@@ -97,17 +97,23 @@ def reserve_domain_id() -> tuple[int, IO[str]]:
             lock.close()
             continue
         return domain_id, lock
-    raise RuntimeError(f"every ROS domain id {_FIRST_TEST_DOMAIN}..{_LAST_TEST_DOMAIN} is held by another test run")
+    raise RuntimeError(
+        f"every ROS domain id {_FIRST_TEST_DOMAIN}..{_LAST_TEST_DOMAIN} is held by another test run"
+    )
 
 
-def ros_environment(domain_id: int, log_dir: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def ros_environment(
+    domain_id: int, log_dir: Path, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Return ``base`` (default ``os.environ``) with the harness's ROS settings for ``domain_id``."""
     if not FASTDDS_PROFILE.is_file():
         raise FileNotFoundError(f"the Fast DDS profile {FASTDDS_PROFILE} is missing")
     env = dict(os.environ if base is None else base)
     for name in _CONFLICTING_VARIABLES:
         env.pop(name, None)
-    ament_prefixes = [sys.prefix] + [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p and p != sys.prefix]
+    ament_prefixes = [sys.prefix] + [
+        p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p and p != sys.prefix
+    ]
     env.update(
         ROS_DOMAIN_ID=str(domain_id),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
@@ -135,7 +141,11 @@ class RosProcess:
         # A session of its own: a terminal's Ctrl-C does not hit it before the harness stops it,
         # and SIGKILL can reach anything it started.
         self.popen = subprocess.Popen(
-            args, env=dict(env), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            args,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -172,7 +182,9 @@ class RosProcess:
             if not self.running:
                 pytest.fail(f"{self.name} exited before printing /{pattern}/\n{self.describe()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"{self.name} did not print /{pattern}/ within {timeout} s\n{self.describe()}")
+                pytest.fail(
+                    f"{self.name} did not print /{pattern}/ within {timeout} s\n{self.describe()}"
+                )
             time.sleep(0.05)
 
     def wait(self, timeout: float) -> int:
@@ -215,28 +227,38 @@ class RosProcesses:
         self.log_dir = log_dir
         self.processes: list[RosProcess] = []
 
-    def start(self, *args: str, name: str | None = None, env: Mapping[str, str] | None = None) -> RosProcess:
+    def start(
+        self, *args: str, name: str | None = None, env: Mapping[str, str] | None = None
+    ) -> RosProcess:
         """Start the command ``args``; ``env`` adds to (or overrides) the harness environment."""
         name = name or Path(args[0]).name
-        log_path = self.log_dir / f"{len(self.processes):02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.log"
+        log_path = (
+            self.log_dir / f"{len(self.processes):02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.log"
+        )
         process = RosProcess(list(args), {**self.env, **(env or {})}, log_path, name)
         self.processes.append(process)
         return process
 
-    def start_python(self, *args: str, name: str | None = None, env: Mapping[str, str] | None = None) -> RosProcess:
+    def start_python(
+        self, *args: str, name: str | None = None, env: Mapping[str, str] | None = None
+    ) -> RosProcess:
         """Start this venv's python with ``args``: a script path, or ``"-m", "module"``, and its
         arguments. (The venv's own interpreter is what sets the ROS library path.)"""
         default_name = args[1] if args[:1] == ("-m",) and len(args) > 1 else Path(args[0]).stem
         return self.start(sys.executable, *args, name=name or default_name, env=env)
 
-    def start_console_script(self, script: str, *args: str, env: Mapping[str, str] | None = None) -> RosProcess:
+    def start_console_script(
+        self, script: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> RosProcess:
         """Start a console script of this venv (``lisa_node``, ``lisa-ask``) with ``args``."""
         path = Path(sys.executable).parent / script
         if not path.exists():
             found = shutil.which(script)
             if found is None:
-                pytest.fail(f"console script {script!r} not found next to {sys.executable} nor on PATH: "
-                            "install lisa_ros into the venv (make setup)")
+                pytest.fail(
+                    f"console script {script!r} not found next to {sys.executable} nor on PATH: "
+                    "install lisa_ros into the venv (make setup)"
+                )
             path = Path(found)
         return self.start(str(path), *args, name=script, env=env)
 
@@ -264,8 +286,11 @@ class RclpyNode:
         os.environ.update(env)
         self.context = rclpy.Context()
         # No rclpy signal handlers: Ctrl-C must keep interrupting pytest as usual.
-        rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]),
-                   signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(
+            context=self.context,
+            domain_id=int(env["ROS_DOMAIN_ID"]),
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
@@ -306,12 +331,18 @@ class RclpyNode:
         return future.result()
 
     def wait_for_subscribers(self, publisher: Any, count: int = 1, timeout: float = 10.0) -> None:
-        self.wait_until(lambda: publisher.get_subscription_count() >= count, timeout,
-                        f"{count} subscriber(s) of {publisher.topic_name}")
+        self.wait_until(
+            lambda: publisher.get_subscription_count() >= count,
+            timeout,
+            f"{count} subscriber(s) of {publisher.topic_name}",
+        )
 
     def wait_for_publishers(self, subscription: Any, count: int = 1, timeout: float = 10.0) -> None:
-        self.wait_until(lambda: subscription.get_publisher_count() >= count, timeout,
-                        f"{count} publisher(s) of {subscription.topic_name}")
+        self.wait_until(
+            lambda: subscription.get_publisher_count() >= count,
+            timeout,
+            f"{count} publisher(s) of {subscription.topic_name}",
+        )
 
     def close(self) -> None:
         import rclpy

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from fixture_replies import AND, REPLY
 from rclpy.utilities import remove_ros_args
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from fixture_replies import AND, REPLY
 from lisa_ros.model import LisaModel, SegmentationResult
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.node.lisa_node import LisaNode, ModelSettings, run
@@ -81,7 +81,9 @@ class ScriptedModel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
-    def segment(self, image: np.ndarray, instruction: str, history: Any = None, **kwargs: Any) -> SegmentationResult:
+    def segment(
+        self, image: np.ndarray, instruction: str, history: Any = None, **kwargs: Any
+    ) -> SegmentationResult:
         processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
         reply = list(self._match(self._replies, instruction, DEFAULT_REPLY))
         reply += [HISTORY_MARK] * len(history or ())
@@ -91,7 +93,9 @@ class ScriptedModel:
             processors.append(SlowDecoding(delay))
         if any(keyword in instruction for keyword in self._out_of_memory):
             processors.append(ExhaustMemory())
-        return self._model.segment(image, instruction, history, logits_processor=processors, **kwargs)
+        return self._model.segment(
+            image, instruction, history, logits_processor=processors, **kwargs
+        )
 
     @staticmethod
     def _match(table: dict[str, Any], instruction: str, default: Any) -> Any:
@@ -130,7 +134,7 @@ def _pairs(values: list[str], parse: Any) -> dict[str, Any]:
 
 
 def _token_ids(text: str) -> list[int]:
-    """"368,432,290*3" -> [368, 432, 290, 290, 290]."""
+    """ "368,432,290*3" -> [368, 432, 290, 290, 290]."""
     ids: list[int] = []
     for item in text.split(","):
         token, _, count = item.partition("*")

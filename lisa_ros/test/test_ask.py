@@ -20,7 +20,9 @@ import pytest
 from lisa_ros.visualization import draw_overlay
 
 pytest.importorskip("rclpy", reason="rclpy is not installed in this venv: run 'make setup'")
-pytest.importorskip("lisa_ros_interfaces", reason="lisa_ros_interfaces is not built: run 'make setup'")
+pytest.importorskip(
+    "lisa_ros_interfaces", reason="lisa_ros_interfaces is not built: run 'make setup'"
+)
 
 from graph_peers.canned_segment_server import ANSWER, camera_picture  # noqa: E402
 
@@ -38,7 +40,9 @@ def canned_server(ros_processes):
 def ask(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     if not LISA_ASK.exists():
         pytest.fail(f"{LISA_ASK} is missing: install lisa_ros into the venv (make setup)")
-    done = subprocess.run([str(LISA_ASK), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [str(LISA_ASK), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
@@ -47,7 +51,7 @@ def thirds(height: int, width: int) -> list[np.ndarray]:
     """The canned server's masks: the left and the right third of the image, 0/255."""
     left, right = np.zeros((2, height, width), np.uint8)
     left[:, : width // 3] = 255
-    right[:, width - width // 3:] = 255
+    right[:, width - width // 3 :] = 255
     return [left, right]
 
 
@@ -55,13 +59,17 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(ros_env, canned_server, tmp_path):
+def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(
+    ros_env, canned_server, tmp_path
+):
     picture = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     image_file = tmp_path / "kitchen.png"
     cv2.imwrite(str(image_file), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     output = tmp_path / "out"
 
-    done = ask(ros_env, "where is the red cup?", "--image", str(image_file), "--output", str(output))
+    done = ask(
+        ros_env, "where is the red cup?", "--image", str(image_file), "--output", str(output)
+    )
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == ANSWER + "\n"  # stdout holds the answer only
@@ -83,10 +91,20 @@ def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(ros_
     assert record["timings_s"] == {"total": 0.01}
 
 
-def test_latest_frame_goals_follow_a_session_and_draw_on_the_camera_frame(ros_env, canned_server, tmp_path):
+def test_latest_frame_goals_follow_a_session_and_draw_on_the_camera_frame(
+    ros_env, canned_server, tmp_path
+):
     first = ask(ros_env, "what is on the table?", "--session", "k1")
-    second = ask(ros_env, "and what is left of it?", "--session", "k1", "--image-topic", "/image",
-                 "--output", str(tmp_path))
+    second = ask(
+        ros_env,
+        "and what is left of it?",
+        "--session",
+        "k1",
+        "--image-topic",
+        "/image",
+        "--output",
+        str(tmp_path),
+    )
 
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert first.stdout.strip().endswith("(session k1, turn 1)")
@@ -95,26 +113,39 @@ def test_latest_frame_goals_follow_a_session_and_draw_on_the_camera_frame(ros_en
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["header"]["frame_id"] == "canned_camera" and record["image"] is None
     assert "overlay_background" not in record  # the frame the node used was found on /image
-    masks = np.stack([cv2.imread(str(tmp_path / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) > 0 for k in range(2)])
+    masks = np.stack(
+        [cv2.imread(str(tmp_path / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) > 0 for k in range(2)]
+    )
     expected_overlay = draw_overlay(camera_picture(), masks, record["text"])
     np.testing.assert_array_equal(read_rgb(tmp_path / "overlay.png"), expected_overlay)
 
 
-def test_a_camera_frame_without_colour_meaning_still_saves_the_result(ros_env, ros_processes, tmp_path):
+def test_a_camera_frame_without_colour_meaning_still_saves_the_result(
+    ros_env, ros_processes, tmp_path
+):
     server = ros_processes.start_python(str(CANNED_SERVER), "--camera-encoding", "32FC3")
     server.wait_for_output("canned_segment_server ready", timeout=30)
 
-    done = ask(ros_env, "what is on the table?", "--image-topic", "/image", "--output", str(tmp_path))
+    done = ask(
+        ros_env, "what is on the table?", "--image-topic", "/image", "--output", str(tmp_path)
+    )
 
     assert done.returncode == 0, done.stderr
-    assert "the frame on /image cannot be drawn on (cannot make an RGB picture from a 32FC3 image" in done.stderr
+    assert (
+        "the frame on /image cannot be drawn on (cannot make an RGB picture from a 32FC3 image"
+        in done.stderr
+    )
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["overlay_background"].startswith("black")
-    masks = np.stack([cv2.imread(str(tmp_path / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) for k in range(2)])
+    masks = np.stack(
+        [cv2.imread(str(tmp_path / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) for k in range(2)]
+    )
     np.testing.assert_array_equal(masks, np.stack(thirds(48, 64)))
 
 
-def test_outcomes_other_than_success_have_their_own_message_and_exit_status(ros_env, canned_server, tmp_path):
+def test_outcomes_other_than_success_have_their_own_message_and_exit_status(
+    ros_env, canned_server, tmp_path
+):
     nothing = ask(ros_env, "is there nothing?", "--output", str(tmp_path))
     assert nothing.returncode == 3, nothing.stderr
     assert nothing.stdout == "I cannot see that here.\n"
@@ -125,7 +156,10 @@ def test_outcomes_other_than_success_have_their_own_message_and_exit_status(ros_
 
     failed = ask(ros_env, "fail now")
     assert failed.returncode == 1
-    assert "lisa-ask: error: INFERENCE_FAILED: canned failure: CUDA out of memory (goal ABORTED)" in failed.stderr
+    assert (
+        "lisa-ask: error: INFERENCE_FAILED: canned failure: CUDA out of memory (goal ABORTED)"
+        in failed.stderr
+    )
 
     rejected = ask(ros_env, "reject this")
     assert rejected.returncode == 1
@@ -139,7 +173,9 @@ def test_ctrl_c_cancels_the_goal_on_the_node(ros_processes, canned_server):
 
     assert asking.wait(timeout=15) == 130, asking.describe()
     # The server's own result: the cancel reached it and it stopped generating.
-    assert "lisa-ask: CANCELED: canceled by the client (goal CANCELED)" in asking.output, asking.describe()
+    assert "lisa-ask: CANCELED: canceled by the client (goal CANCELED)" in asking.output, (
+        asking.describe()
+    )
     assert "Traceback" not in asking.output
 
 
@@ -153,11 +189,19 @@ def test_timeout_cancels_the_goal_and_fails(ros_env, canned_server):
 @pytest.mark.parametrize(
     ("args", "exit_status", "message"),
     [
-        (["x", "--action", "/nobody/segment", "--server-timeout", "1"], 1, "no action server /nobody/segment after 1 s"),
+        (
+            ["x", "--action", "/nobody/segment", "--server-timeout", "1"],
+            1,
+            "no action server /nobody/segment after 1 s",
+        ),
         (["x", "--image", "/no/such/file.png"], 2, "image '/no/such/file.png' does not exist"),
         (["x", "--image", __file__], 2, "cannot be decoded: use a PNG, JPEG"),
         (["   "], 2, "the instruction is empty"),
-        (["x", "--output", "/proc/version/out"], 2, "output folder '/proc/version/out' cannot be created"),
+        (
+            ["x", "--output", "/proc/version/out"],
+            2,
+            "output folder '/proc/version/out' cannot be created",
+        ),
         (["x", "--timeout", "0"], 2, "argument --timeout: must be greater than 0"),
     ],
 )

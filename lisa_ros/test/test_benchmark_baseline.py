@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import CHECKPOINT
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_model.py"

@@ -40,7 +40,9 @@ needs_ros = pytest.mark.skipif(bool(ROS_IMPORT_ERROR), reason=ROS_IMPORT_ERROR o
 HEIGHT, WIDTH = 23, 37  # odd sizes: rows of odd byte length catch stride mistakes
 
 
-def _random_pixels(encoding: str, rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+def _random_pixels(
+    encoding: str, rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH
+) -> np.ndarray:
     """Pixels over the dtype's whole range (floats include inf, -0.0 and NaN)."""
     layout = ENCODINGS[encoding]
     shape = (height, width) if layout.channels == 1 else (height, width, layout.channels)
@@ -64,7 +66,14 @@ def _assert_same_pixels(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def _image(encoding: str, height: int, width: int, step: int, data: bytes, is_bigendian: int = 0):
-    return Image(height=height, width=width, encoding=encoding, step=step, data=data, is_bigendian=is_bigendian)
+    return Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        step=step,
+        data=data,
+        is_bigendian=is_bigendian,
+    )
 
 
 # --- raw images: exact round trips ------------------------------------------------------------
@@ -86,7 +95,9 @@ def test_round_trip_is_bit_exact_for_every_encoding(encoding):
 
 
 @needs_ros
-@pytest.mark.parametrize("encoding", ["rgb8", "bgra8", "mono8", "mono16", "16UC1", "32FC1", "16UC3", "64FC1"])
+@pytest.mark.parametrize(
+    "encoding", ["rgb8", "bgra8", "mono8", "mono16", "16UC1", "32FC1", "16UC3", "64FC1"]
+)
 @pytest.mark.parametrize("padding", [1, 3, 64])
 def test_row_padding_is_skipped(encoding, padding):
     pixels = _random_pixels(encoding, np.random.default_rng(padding))
@@ -101,16 +112,22 @@ def test_row_padding_is_skipped(encoding, padding):
 
 
 @needs_ros
-@pytest.mark.parametrize("encoding", ["mono16", "16UC1", "16SC1", "rgb16", "32FC1", "32SC1", "64FC1", "32FC3"])
+@pytest.mark.parametrize(
+    "encoding", ["mono16", "16UC1", "16SC1", "rgb16", "32FC1", "32SC1", "64FC1", "32FC3"]
+)
 @pytest.mark.parametrize("padding", [0, 5])
 def test_big_endian_data_comes_back_in_native_order(encoding, padding):
     pixels = _random_pixels(encoding, np.random.default_rng(7))
     big_endian = pixels.astype(pixels.dtype.newbyteorder(">"))
     row_bytes = WIDTH * pixels[0, 0].nbytes
     rows = np.zeros((HEIGHT, row_bytes + padding), dtype=np.uint8)
-    rows[:, :row_bytes] = np.frombuffer(big_endian.tobytes(), dtype=np.uint8).reshape(HEIGHT, row_bytes)
+    rows[:, :row_bytes] = np.frombuffer(big_endian.tobytes(), dtype=np.uint8).reshape(
+        HEIGHT, row_bytes
+    )
 
-    received = _over_the_wire(_image(encoding, HEIGHT, WIDTH, row_bytes + padding, rows.tobytes(), is_bigendian=1))
+    received = _over_the_wire(
+        _image(encoding, HEIGHT, WIDTH, row_bytes + padding, rows.tobytes(), is_bigendian=1)
+    )
 
     _assert_same_pixels(image_msg_to_array(received), pixels)
 
@@ -123,7 +140,9 @@ def test_big_endian_flag_is_irrelevant_for_8_bit_data():
     _assert_same_pixels(image_msg_to_array(_over_the_wire(msg)), pixels)
 
 
-@pytest.mark.parametrize("container", [bytes, bytearray, memoryview, list, lambda b: array.array("B", b)])
+@pytest.mark.parametrize(
+    "container", [bytes, bytearray, memoryview, list, lambda b: array.array("B", b)]
+)
 def test_any_object_with_image_fields_and_any_byte_container_works(container):
     """No ROS needed: a plain object with the fields of sensor_msgs/Image is enough."""
     pixels = _random_pixels("mono16", np.random.default_rng(1))
@@ -173,7 +192,9 @@ def test_single_channel_arrays_may_carry_a_trailing_channel_axis():
 def _smooth_bgr(height: int = 48, width: int = 64) -> np.ndarray:
     """A gradient: what jpeg keeps well, unlike noise."""
     y, x = np.mgrid[:height, :width]
-    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1).astype(np.uint8)
+    return np.stack(
+        [x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1
+    ).astype(np.uint8)
 
 
 def _compressed(image: np.ndarray, extension: str, fmt: str):
@@ -219,7 +240,9 @@ def test_jpeg_colour_is_decoded_close_to_the_original_in_bgr_order(fmt):
 @needs_ros
 def test_grey_jpeg_is_mono8():
     original = _smooth_bgr()[..., 0]
-    decoded, encoding = compressed_msg_to_array(_compressed(original, ".jpg", "mono8; jpeg compressed mono8"))
+    decoded, encoding = compressed_msg_to_array(
+        _compressed(original, ".jpg", "mono8; jpeg compressed mono8")
+    )
     assert encoding == "mono8" and decoded.shape == original.shape
     assert np.abs(decoded.astype(int) - original.astype(int)).mean() < 2.0
 
@@ -236,8 +259,16 @@ def test_rgb8_is_passed_through_and_a_padded_view_made_contiguous():
     pixels = _random_pixels("rgb8", np.random.default_rng(0))
     rows = np.zeros((HEIGHT, WIDTH * 3 + 5), np.uint8)
     rows[:, : WIDTH * 3] = pixels.reshape(HEIGHT, -1)
-    view = image_msg_to_array(SimpleNamespace(height=HEIGHT, width=WIDTH, encoding="rgb8", is_bigendian=0,
-                                              step=WIDTH * 3 + 5, data=rows.tobytes()))
+    view = image_msg_to_array(
+        SimpleNamespace(
+            height=HEIGHT,
+            width=WIDTH,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=WIDTH * 3 + 5,
+            data=rows.tobytes(),
+        )
+    )
     assert not view.flags.c_contiguous
     picture = to_rgb8(view, "rgb8")
     _check_rgb8(picture, HEIGHT, WIDTH)
@@ -263,7 +294,10 @@ def test_8_bit_colour_orders_and_grey_become_rgb(encoding, to_rgb):
     np.testing.assert_array_equal(picture, to_rgb(pixels))
 
 
-@pytest.mark.parametrize(("encoding", "order"), [("rgb16", [0, 1, 2]), ("bgr16", [2, 1, 0]), ("bgra16", [2, 1, 0]), ("rgba16", [0, 1, 2])])
+@pytest.mark.parametrize(
+    ("encoding", "order"),
+    [("rgb16", [0, 1, 2]), ("bgr16", [2, 1, 0]), ("bgra16", [2, 1, 0]), ("rgba16", [0, 1, 2])],
+)
 def test_16_bit_colour_is_scaled_to_8_bits(encoding, order):
     pixels = _random_pixels(encoding, np.random.default_rng(6))
     pixels.reshape(-1)[:4] = [0, 65535, 257, 32896]  # -> 0, 255, 1, 128
@@ -309,7 +343,9 @@ def test_yuv422_becomes_rgb(encoding):
     y, u, v = 121, 82, 177
     chroma = np.tile([u, v], 3)  # U for even pixels, V for odd ones
     luma = np.full(6, y)
-    pairs = np.stack([chroma, luma], -1) if encoding == "yuv422" else np.stack([luma, chroma], -1)  # UYVY / YUYV
+    pairs = (
+        np.stack([chroma, luma], -1) if encoding == "yuv422" else np.stack([luma, chroma], -1)
+    )  # UYVY / YUYV
     packed = np.broadcast_to(pairs, (4, 6, 2)).astype(np.uint8)
     picture = to_rgb8(packed, encoding)
     _check_rgb8(picture, 4, 6)
@@ -335,11 +371,20 @@ def _fields(**overrides):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"encoding": "nv12"}, r"unsupported image encoding 'nv12'; supported: rgb8, bgr8, .*yuv422.*bayer_.*16UC1"),
+        (
+            {"encoding": "nv12"},
+            r"unsupported image encoding 'nv12'; supported: rgb8, bgr8, .*yuv422.*bayer_.*16UC1",
+        ),
         ({"encoding": ""}, r"unsupported image encoding ''"),
         ({"data": bytes(59)}, r"59 bytes, fewer than step x height = 15 x 4 = 60.*truncated"),
-        ({"step": 14}, r"step 14 is smaller than width x channels x bytes per channel = 5 x 3 x 1 = 15"),
-        ({"encoding": "32FC1", "step": 15}, r"step 15 is smaller than .* 5 x 1 x 4 = 20 for encoding '32FC1'"),
+        (
+            {"step": 14},
+            r"step 14 is smaller than width x channels x bytes per channel = 5 x 3 x 1 = 15",
+        ),
+        (
+            {"encoding": "32FC1", "step": 15},
+            r"step 15 is smaller than .* 5 x 1 x 4 = 20 for encoding '32FC1'",
+        ),
         ({"width": 0, "step": 0, "data": b""}, r"zero size \(0x4"),
         ({"height": 0, "data": b""}, r"zero size \(5x0"),
         ({"data": [300] * 60}, r"not a sequence of bytes"),
@@ -355,7 +400,9 @@ def test_bad_raw_images_raise_a_clear_error(overrides, message):
 def test_a_truncated_real_message_is_rejected():
     msg = fill_image_msg(Image(), np.zeros((480, 640, 3), np.uint8), "bgr8")
     msg.data = bytes(msg.data)[:-1]
-    with pytest.raises(ImageConversionError, match="921599 bytes, fewer than step x height = 1920 x 480"):
+    with pytest.raises(
+        ImageConversionError, match="921599 bytes, fewer than step x height = 1920 x 480"
+    ):
         image_msg_to_array(_over_the_wire(msg))
 
 
@@ -370,7 +417,11 @@ def _valid_png() -> bytes:
 @pytest.mark.parametrize(
     ("fmt", "data", "message"),
     [
-        ("jpeg", b"not an image at all", r"cannot decode the 19-byte compressed image \(format 'jpeg'\)"),
+        (
+            "jpeg",
+            b"not an image at all",
+            r"cannot decode the 19-byte compressed image \(format 'jpeg'\)",
+        ),
         ("png", None, r"cannot decode .* not a valid jpeg/png file or is truncated"),
         ("png", b"", r"compressed image has no data"),
         ("tiff", b"II*\x00", r"unsupported compressed image format 'tiff'; supported: jpeg, png"),
@@ -387,8 +438,16 @@ def test_bad_compressed_images_raise_a_clear_error(fmt, data, message):
 @pytest.mark.parametrize(
     ("array", "encoding", "message"),
     [
-        (np.zeros((4, 5, 3), np.uint16), "rgb8", r"rgb8 image needs 3 channel\(s\) of uint8, got .* dtype uint16"),
-        (np.zeros((4, 5), np.uint8), "bgr8", r"bgr8 image needs 3 channel\(s\) of uint8, got an array of shape \(4, 5\)"),
+        (
+            np.zeros((4, 5, 3), np.uint16),
+            "rgb8",
+            r"rgb8 image needs 3 channel\(s\) of uint8, got .* dtype uint16",
+        ),
+        (
+            np.zeros((4, 5), np.uint8),
+            "bgr8",
+            r"bgr8 image needs 3 channel\(s\) of uint8, got an array of shape \(4, 5\)",
+        ),
         (np.zeros((4, 5, 3), np.float32), "32FC1", r"32FC1 image needs 1 channel\(s\)"),
         (np.zeros((0, 5), np.uint8), "mono8", r"zero size"),
         (np.zeros((4, 5), np.uint8), "nv12", r"unsupported image encoding 'nv12'"),

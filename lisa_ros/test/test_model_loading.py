@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import CHECKPOINT, CLIP
+
 from lisa_ros.model import LisaLoadError, load_model
 from lisa_ros.model.checkpoint import load_state_dict, split_state_dict
 from lisa_ros.model.generation import ScriptedReply
@@ -29,7 +29,9 @@ def forced_run(checkpoint: Path, **load_options):
     lisa = load_model(checkpoint, precision="fp32", device="cpu", **load_options)
     words = lisa.tokenizer("the cup", add_special_tokens=False).input_ids
     reply = words + [lisa.layout.seg] + words + [lisa.layout.seg]
-    return lisa, lisa.segment(IMAGE, "where is the cup?", logits_processor=[ScriptedReply(reply, lisa.layout.eos)])
+    return lisa, lisa.segment(
+        IMAGE, "where is the cup?", logits_processor=[ScriptedReply(reply, lisa.layout.eos)]
+    )
 
 
 @pytest.mark.parametrize("layout", ["7b", "13b"])
@@ -52,7 +54,10 @@ def test_weight_formats_give_identical_results(tmp_path):
     for weight_format in ("bin", "sharded-bin", "safetensors", "sharded-safetensors"):
         folder = tmp_path / weight_format
         checkpoint = write_random_checkpoint(folder, RandomLisaSpec(weight_format=weight_format))
-        index = {"sharded-bin": "pytorch_model.bin.index.json", "sharded-safetensors": "model.safetensors.index.json"}
+        index = {
+            "sharded-bin": "pytorch_model.bin.index.json",
+            "sharded-safetensors": "model.safetensors.index.json",
+        }
         if weight_format in index:
             assert (checkpoint / index[weight_format]).is_file()
         results[weight_format] = forced_run(checkpoint)[1]
@@ -63,9 +68,18 @@ def test_weight_formats_give_identical_results(tmp_path):
 
 
 def test_sam_architecture_is_read_from_the_weights(tmp_path):
-    other = SamArchitecture(**{**TINY_SAM.as_dict(), "encoder_embed_dim": 64, "encoder_depth": 4,
-                               "encoder_num_heads": 4, "encoder_global_attn_indexes": (1, 3),
-                               "encoder_window_size": 7, "out_chans": 48, "decoder_mlp_dim": 96})
+    other = SamArchitecture(
+        **{
+            **TINY_SAM.as_dict(),
+            "encoder_embed_dim": 64,
+            "encoder_depth": 4,
+            "encoder_num_heads": 4,
+            "encoder_global_attn_indexes": (1, 3),
+            "encoder_window_size": 7,
+            "out_chans": 48,
+            "decoder_mlp_dim": 96,
+        }
+    )
     for arch in (TINY_SAM, other):
         state = build_sam(arch).state_dict()
         assert architecture_from_state_dict(state, arch.decoder_num_heads) == arch
@@ -114,11 +128,23 @@ HUB_SCRIPT = textwrap.dedent(
 )
 
 
-def _load_from_hub(repo_id: str, cache: Path, vision_tower: str | Path) -> subprocess.CompletedProcess:
+def _load_from_hub(
+    repo_id: str, cache: Path, vision_tower: str | Path
+) -> subprocess.CompletedProcess:
     # huggingface_hub reads HF_HUB_OFFLINE and the cache path at import: a fresh process is the honest test.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "hf-home")}
-    return subprocess.run([sys.executable, "-c", HUB_SCRIPT, repo_id, str(vision_tower)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(cache),
+        "HF_HOME": str(cache.parent / "hf-home"),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, repo_id, str(vision_tower)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_hub_id_loads_from_the_cache_offline(tmp_path):
@@ -148,11 +174,25 @@ def _copy_checkpoint(tmp_path: Path) -> Path:
         (lambda folder: (folder / "config.json").unlink(), "no config.json"),
         (lambda folder: (folder / "config.json").write_text("{not json"), "cannot read"),
         (lambda folder: (folder / "pytorch_model.bin").unlink(), "no model.safetensors"),
-        (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"\x80\x02truncated"), "corrupt or truncated"),
-        (lambda folder: (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": "gone.bin"}})),
-         "gone.bin"),
+        (
+            lambda folder: (folder / "pytorch_model.bin").write_bytes(b"\x80\x02truncated"),
+            "corrupt or truncated",
+        ),
+        (
+            lambda folder: (folder / "pytorch_model.bin.index.json").write_text(
+                json.dumps({"weight_map": {"a": "gone.bin"}})
+            ),
+            "gone.bin",
+        ),
     ],
-    ids=["missing-folder", "no-config", "bad-config", "no-weights", "truncated-weights", "missing-shard"],
+    ids=[
+        "missing-folder",
+        "no-config",
+        "bad-config",
+        "no-weights",
+        "truncated-weights",
+        "missing-shard",
+    ],
 )
 def test_broken_checkpoints_raise_a_one_line_error(tmp_path, damage, message):
     folder = _copy_checkpoint(tmp_path)
@@ -166,7 +206,10 @@ def test_broken_checkpoints_raise_a_one_line_error(tmp_path, damage, message):
 def test_a_plain_llama_folder_is_not_taken_for_lisa(tmp_path):
     folder = _copy_checkpoint(tmp_path)
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
-    torch.save({k: v for k, v in state.items() if not k.startswith("model.visual_model.")}, folder / "pytorch_model.bin")
+    torch.save(
+        {k: v for k, v in state.items() if not k.startswith("model.visual_model.")},
+        folder / "pytorch_model.bin",
+    )
     with pytest.raises(LisaLoadError, match="no SAM"):
         load_model(folder, vision_tower=CLIP, precision="fp32", device="cpu")
 
@@ -213,9 +256,16 @@ def test_lora_adapter_is_applied_to_the_llm(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     base = load_model(CHECKPOINT, precision="fp32", device="cpu")
-    peft_model = get_peft_model(base.llm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        base.llm,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     peft_model.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)
-    expected = {name: module.get_delta_weight("default") for name, module in peft_model.named_modules() if hasattr(module, "get_delta_weight")}
+    expected = {
+        name: module.get_delta_weight("default")
+        for name, module in peft_model.named_modules()
+        if hasattr(module, "get_delta_weight")
+    }
     assert expected
 
     adapted = load_model(CHECKPOINT, precision="fp32", device="cpu", adapter=tmp_path / "adapter")
@@ -232,27 +282,46 @@ def test_missing_adapter_is_a_load_error(tmp_path):
 
 
 @pytest.mark.parametrize("quantization", ["int8", "nf4"])
-def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(quantization, fixture_image):
-    bnb = pytest.importorskip("bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')")
+def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(
+    quantization, fixture_image
+):
+    bnb = pytest.importorskip(
+        "bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')"
+    )
     lisa = load_model(CHECKPOINT, precision="bf16", quantization=quantization, device="cpu")
     quantized = bnb.nn.Linear8bitLt if quantization == "int8" else bnb.nn.Linear4bit
     assert isinstance(lisa.llm.model.layers[0].self_attn.q_proj, quantized)
     assert isinstance(lisa.llm.model.layers[0].mlp.down_proj, quantized)
-    for module in (lisa.llm.lm_head, lisa.mm_projector, lisa.text_hidden_fcs[0], lisa.text_hidden_fcs[2]):
+    for module in (
+        lisa.llm.lm_head,
+        lisa.mm_projector,
+        lisa.text_hidden_fcs[0],
+        lisa.text_hidden_fcs[2],
+    ):
         assert type(module) is torch.nn.Linear
     assert all(type(m) is not quantized for m in lisa.sam.modules())
-    result = lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply([368, 432, 503, 290, 503, 2])])
+    result = lisa.segment(
+        fixture_image, "where?", logits_processor=[ScriptedReply([368, 432, 503, 290, 503, 2])]
+    )
     assert result.masks.shape == (2, 300, 420)
 
 
 def test_nf4_on_the_cpu_takes_layer_sizes_the_packed_kernel_cannot(tmp_path, fixture_image):
     """bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 64 inputs and 32 outputs:
     a 96-wide model failed at its first step with "shape '[96, 1]' is invalid" (on such CPUs)."""
-    pytest.importorskip("bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')")
-    folder = write_random_checkpoint(tmp_path, RandomLisaSpec(hidden_size=96, intermediate_size=160))
+    pytest.importorskip(
+        "bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')"
+    )
+    folder = write_random_checkpoint(
+        tmp_path, RandomLisaSpec(hidden_size=96, intermediate_size=160)
+    )
     lisa = load_model(folder, precision="bf16", quantization="nf4", device="cpu")
     words = lisa.tokenizer("the cup", add_special_tokens=False).input_ids
-    result = lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply(words + [lisa.layout.seg], lisa.layout.eos)])
+    result = lisa.segment(
+        fixture_image,
+        "where?",
+        logits_processor=[ScriptedReply(words + [lisa.layout.seg], lisa.layout.eos)],
+    )
     assert result.masks.shape == (1, 300, 420)
 
 
@@ -263,7 +332,9 @@ def test_nf4_on_the_cpu_takes_layer_sizes_the_packed_kernel_cannot(tmp_path, fix
         ("2.14.1", "5.23.0", "transformers 5.23.0 is too old: lisa_ros needs transformers >= 5.24"),
     ],
 )
-def test_too_old_torch_or_transformers_is_refused_at_load(monkeypatch, torch_version, transformers_version, message):
+def test_too_old_torch_or_transformers_is_refused_at_load(
+    monkeypatch, torch_version, transformers_version, message
+):
     """Not an AttributeError at the first request (old torch), nor other token ids than the reference (old transformers)."""
     import transformers
 
@@ -274,7 +345,10 @@ def test_too_old_torch_or_transformers_is_refused_at_load(monkeypatch, torch_ver
     assert str(error.value).startswith(message) and "pip install -U" in str(error.value)
 
 
-@pytest.mark.parametrize("torch_version, transformers_version", [("2.6.0a0+git1234", "5.24.0.dev0"), ("2.14.1", "5.30.2"), ("2.6", "5.24")])
+@pytest.mark.parametrize(
+    "torch_version, transformers_version",
+    [("2.6.0a0+git1234", "5.24.0.dev0"), ("2.14.1", "5.30.2"), ("2.6", "5.24")],
+)
 def test_supported_versions_pass_the_check(torch_version, transformers_version):
     from lisa_ros.model.versions import check_versions
 
@@ -290,6 +364,8 @@ def test_in_memory_random_model_equals_the_written_one(tmp_path):
     lisa = build_model(random_checkpoint(tmp_path / "memory"), precision="fp32", device="cpu")
     words = lisa.tokenizer("the cup", add_special_tokens=False).input_ids
     reply = words + [lisa.layout.seg] + words + [lisa.layout.seg]
-    in_memory = lisa.segment(IMAGE, "where is the cup?", logits_processor=[ScriptedReply(reply, lisa.layout.eos)])
+    in_memory = lisa.segment(
+        IMAGE, "where is the cup?", logits_processor=[ScriptedReply(reply, lisa.layout.eos)]
+    )
     assert in_memory.token_ids == written.token_ids
     np.testing.assert_array_equal(in_memory.mask_logits, written.mask_logits)

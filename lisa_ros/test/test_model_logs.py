@@ -10,13 +10,11 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import CHECKPOINT, CLIP
 from fixture_replies import REPLY_WITH_EOS
-from lisa_ros.model import LisaLoadError, load_model
-from lisa_ros.model import logs
-from lisa_ros.model.generation import ScriptedReply
 
+from lisa_ros.model import LisaLoadError, load_model, logs
+from lisa_ros.model.generation import ScriptedReply
 
 LOAD_SCRIPT = textwrap.dedent(
     """
@@ -35,7 +33,10 @@ def _load_in_a_process(progress: str, **env: str) -> str:
     """
     done = subprocess.run(
         [sys.executable, "-c", LOAD_SCRIPT, str(CHECKPOINT), str(CLIP), progress],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        timeout=300,
     )
     err = done.stderr.decode()
     assert done.returncode == 0, err
@@ -84,14 +85,18 @@ def test_auto_means_bars_only_on_a_terminal(monkeypatch):
 def test_log_progress_reports_every_ten_percent_then_once_at_the_end(monkeypatch, caplog):
     monkeypatch.setattr(logs, "LOG_INTERVAL_S", 0.0)
     caplog.set_level(logging.INFO, logger="lisa_ros.model.progress")
-    bar = logs.LogProgress(total=2_000_000, desc="Downloading", unit="B", unit_scale=True, mininterval=0)
+    bar = logs.LogProgress(
+        total=2_000_000, desc="Downloading", unit="B", unit_scale=True, mininterval=0
+    )
     for _ in range(100):
         bar.update(20_000)
     bar.close()
     bar.close()  # a second close (tqdm's __del__ closes again) says nothing more
     messages = [record.getMessage() for record in caplog.records]
     assert messages[0] == "Downloading: 10% (200kB of 2.00MB)"
-    assert [m.split(":")[1].split("%")[0].strip() for m in messages[:-1]] == [str(p) for p in range(10, 100, 10)]
+    assert [m.split(":")[1].split("%")[0].strip() for m in messages[:-1]] == [
+        str(p) for p in range(10, 100, 10)
+    ]
     assert messages[-1].startswith("Downloading: 2.00MB in ")
 
 
@@ -102,7 +107,9 @@ def test_log_progress_is_rate_limited_and_silent_when_nothing_happened(caplog):
         bar.update(1)
     bar.close()
     logs.LogProgress(total=0, desc="Reconstructing").close()
-    assert [record.getMessage().split(" in ")[0] for record in caplog.records] == ["Loading weights: 100/100"]
+    assert [record.getMessage().split(" in ")[0] for record in caplog.records] == [
+        "Loading weights: 100/100"
+    ]
 
 
 def test_log_progress_works_as_huggingface_hub_uses_a_tqdm_class(caplog):
@@ -111,8 +118,12 @@ def test_log_progress_works_as_huggingface_hub_uses_a_tqdm_class(caplog):
 
     caplog.set_level(logging.INFO, logger="lisa_ros.model.progress")
     assert logs.hub_tqdm_class("log") is logs.LogProgress and logs.hub_tqdm_class("bars") is None
-    assert hf_thread_map(lambda x: 2 * x, [1, 2, 3], desc="Fetching 3 files", tqdm_class=logs.LogProgress) == [2, 4, 6]
-    assert [record.getMessage().split(" in ")[0] for record in caplog.records] == ["Fetching 3 files: 3/3"]
+    assert hf_thread_map(
+        lambda x: 2 * x, [1, 2, 3], desc="Fetching 3 files", tqdm_class=logs.LogProgress
+    ) == [2, 4, 6]
+    assert [record.getMessage().split(" in ")[0] for record in caplog.records] == [
+        "Fetching 3 files: 3/3"
+    ]
 
 
 def test_transformers_hook_is_restored_after_a_load():
@@ -129,16 +140,23 @@ def test_transformers_hook_is_restored_after_a_load():
         hf_logging.set_tqdm_hook(previous)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="the quantization extra (pip install 'lisa_ros[quantization]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("bitsandbytes") is None,
+    reason="the quantization extra (pip install 'lisa_ros[quantization]')",
+)
 def test_int8_cast_warning_appears_once_and_the_load_says_what_it_means(fixture_image, caplog):
     # (not importorskip: importing bitsandbytes here would print its notice before the load could drop it)
     caplog.set_level(logging.INFO)
     lisa = load_model(CHECKPOINT, precision="bf16", quantization="int8", device="cpu")
     for _ in range(2):
         lisa.segment(fixture_image, "where?", logits_processor=[ScriptedReply(REPLY_WITH_EOS)])
-    casts = [r for r in caplog.records if r.getMessage().startswith("MatMul8bitLt: inputs will be cast")]
+    casts = [
+        r for r in caplog.records if r.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+    ]
     assert len(casts) <= 1  # at most one: an earlier int8 test in this process may have had it
-    explained = [r for r in caplog.records if r.name == "lisa_ros.model.loading" and "int8" in r.getMessage()]
+    explained = [
+        r for r in caplog.records if r.name == "lisa_ros.model.loading" and "int8" in r.getMessage()
+    ]
     assert explained and "computes the quantised layers in fp16" in explained[0].getMessage()
     # The CPU 4-bit kernel notice is about nf4 only.
     assert not any(r.getMessage().startswith(logs.CPU_KERNEL_MESSAGE) for r in caplog.records)
@@ -150,5 +168,7 @@ def test_once_filter_is_added_once_and_leaves_other_records_alone():
     bnb_logger = logging.getLogger(logs.INT8_CAST_LOGGER)
     filters = [f for f in bnb_logger.filters if isinstance(f, logs.OncePerProcess)]
     assert len(filters) == 1
-    other = logging.LogRecord(logs.INT8_CAST_LOGGER, logging.WARNING, __file__, 1, "something else", None, None)
+    other = logging.LogRecord(
+        logs.INT8_CAST_LOGGER, logging.WARNING, __file__, 1, "something else", None, None
+    )
     assert filters[0].filter(other) and filters[0].filter(other)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-
 from conftest import CHECKPOINT, CLIP
+
 from lisa_ros.model import SegmentationResult, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.preprocessing import resize_longest_side, sam_input
@@ -43,6 +43,7 @@ def run(lisa, reference, fixture_image) -> ParityRun:
     def keep(name):
         def hook(_module, inputs, output):
             seen[name] = (inputs, output)
+
         return hook
 
     handles = [
@@ -50,7 +51,11 @@ def run(lisa, reference, fixture_image) -> ParityRun:
         lisa.sam.mask_decoder.register_forward_hook(keep("decoder")),
     ]
     try:
-        result = lisa.segment(fixture_image, INSTRUCTION, logits_processor=[ScriptedReply(reference["generated_ids"].tolist())])
+        result = lisa.segment(
+            fixture_image,
+            INSTRUCTION,
+            logits_processor=[ScriptedReply(reference["generated_ids"].tolist())],
+        )
     finally:
         for handle in handles:
             handle.remove()
@@ -60,7 +65,11 @@ def run(lisa, reference, fixture_image) -> ParityRun:
 
 
 def max_abs(actual, expected) -> float:
-    actual = actual.detach().float().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, np.float32)
+    actual = (
+        actual.detach().float().numpy()
+        if isinstance(actual, torch.Tensor)
+        else np.asarray(actual, np.float32)
+    )
     return float(np.abs(actual - expected.astype(np.float32)).max())
 
 
@@ -89,7 +98,10 @@ def test_clip_features_and_projection(lisa, reference, fixture_image):
 
 
 def test_sam_image_embeddings(lisa, reference, fixture_image):
-    assert max_abs(lisa.encode_image(fixture_image).sam_embeddings, reference["sam_image_embeddings"]) <= TOLERANCE
+    assert (
+        max_abs(lisa.encode_image(fixture_image).sam_embeddings, reference["sam_image_embeddings"])
+        <= TOLERANCE
+    )
 
 
 def test_generated_ids(run, reference):
@@ -110,7 +122,9 @@ def test_seg_hidden_states(run, reference):
 def test_mask_decoder(run, reference):
     assert max_abs(run.low_res_masks, reference["low_res_masks"]) <= TOLERANCE
     assert max_abs(run.iou_predictions, reference["iou_predictions"]) <= TOLERANCE
-    np.testing.assert_allclose(run.result.scores, reference["iou_predictions"][:, 0], atol=TOLERANCE)
+    np.testing.assert_allclose(
+        run.result.scores, reference["iou_predictions"][:, 0], atol=TOLERANCE
+    )
 
 
 def test_mask_logits_and_masks(run, reference):
@@ -125,5 +139,5 @@ def test_one_mask_per_seg_token_with_its_phrase(run):
     result = run.result
     assert len(result.masks) == result.token_ids.count(503) == 2
     assert result.phrases == ["Sure", "and"]
-    assert [result.text[o:o + 5] for o in result.text_offsets] == ["[SEG]", "[SEG]"]
+    assert [result.text[o : o + 5] for o in result.text_offsets] == ["[SEG]", "[SEG]"]
     np.testing.assert_array_equal(result.areas(), result.masks.reshape(2, -1).sum(1))

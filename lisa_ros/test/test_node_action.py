@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
-
 from fixture_replies import NOTHING_REPLY
+from lisa_ros_interfaces.action import Segment
 from node_graph import (
     DEFAULT_TEXT,
     LONG_REPLY,
@@ -31,7 +31,6 @@ from node_graph import (
     start_lisa,
     wait_active,
 )
-from lisa_ros_interfaces.action import Segment
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -63,7 +62,10 @@ def client(lisa):
     client, process = lisa
     yield client
     # Whatever a test changed, the next one starts from the YAML's busy policy.
-    assert all(result.successful for result in client.set_parameters(busy_policy="queue", max_queued_goals=4))
+    assert all(
+        result.successful
+        for result in client.set_parameters(busy_policy="queue", max_queued_goals=4)
+    )
 
 
 def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_header(lisa) -> None:
@@ -85,21 +87,31 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
 
     assert [info.seg_index for info in result.mask_info] == [0, 1]
     assert [info.phrase for info in result.mask_info] == ["Sure", "and"]
-    assert [info.text_offset for info in result.mask_info] == [result.text.index("[SEG]"), result.text.rindex("[SEG]")]
+    assert [info.text_offset for info in result.mask_info] == [
+        result.text.index("[SEG]"),
+        result.text.rindex("[SEG]"),
+    ]
     for info, reference in zip(result.mask_info, expected, strict=True):
         assert info.area == int(reference.sum())
         rows, cols = np.flatnonzero(reference.any(axis=1)), np.flatnonzero(reference.any(axis=0))
         assert (info.bbox.x_offset, info.bbox.y_offset) == (cols[0], rows[0])
-        assert (info.bbox.width, info.bbox.height) == (cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
+        assert (info.bbox.width, info.bbox.height) == (
+            cols[-1] - cols[0] + 1,
+            rows[-1] - rows[0] + 1,
+        )
         assert np.isfinite(info.score)
     timings = {timing.stage: timing.seconds for timing in result.timings}
     assert {"image_conversion", "queued", "sam_encoder", "decode", "total"} <= set(timings)
     assert all(seconds >= 0 for seconds in timings.values())
 
     # Feedback and result travel on different channels: the last feedback may come after the result.
-    client.graph.wait_until(lambda: any(f.stage == "decoding_masks" for f in feedback), 5, "the last feedback")
+    client.graph.wait_until(
+        lambda: any(f.stage == "decoding_masks" for f in feedback), 5, "the last feedback"
+    )
     stages = [f.stage for f in feedback]
-    assert stages.index("encoding_image") < stages.index("generating") < stages.index("decoding_masks")
+    assert (
+        stages.index("encoding_image") < stages.index("generating") < stages.index("decoding_masks")
+    )
     texts = [f.text for f in feedback if f.text]
     assert texts and texts[-1] == DEFAULT_TEXT
     assert all(DEFAULT_TEXT.startswith(text.rstrip(" .")) for text in texts)
@@ -118,7 +130,9 @@ def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInf
     info = graph.node.create_publisher(CameraInfo, CAMERA_INFO, SENSOR)
     graph.wait_for_subscribers(camera)
     graph.wait_for_subscribers(info)
-    camera_info = CameraInfo(header=Header(stamp=stamp(when), frame_id="camera_optical"), width=420, height=300)
+    camera_info = CameraInfo(
+        header=Header(stamp=stamp(when), frame_id="camera_optical"), width=420, height=300
+    )
     camera_info.k = k
     rgb = fixture_rgb()
     for index in range(frames):
@@ -134,7 +148,9 @@ def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInf
 def test_goal_without_image_uses_the_latest_camera_frame_and_its_camera_info(lisa, graph) -> None:
     client, process = lisa
     # The newest of the frames (stamp 2000.3) must be used.
-    camera_info = publish_camera(graph, 2000.0, [300.0, 0.0, 210.0, 0.0, 300.0, 150.0, 0.0, 0.0, 1.0], frames=4)
+    camera_info = publish_camera(
+        graph, 2000.0, [300.0, 0.0, 210.0, 0.0, 300.0, 150.0, 0.0, 0.0, 1.0], frames=4
+    )
     status, result, _ = client.run("what is in front of the robot?")
 
     assert status == GoalStatus.STATUS_SUCCEEDED, process.output
@@ -194,7 +210,9 @@ def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_lat
     lisa, graph
 ) -> None:
     client, process = lisa
-    camera_info = publish_camera(graph, 2500.0, [310.0, 0.0, 205.0, 0.0, 310.0, 155.0, 0.0, 0.0, 1.0], frames=3)
+    camera_info = publish_camera(
+        graph, 2500.0, [310.0, 0.0, 205.0, 0.0, 310.0, 155.0, 0.0, 0.0, 1.0], frames=3
+    )
     goal = client.send("a long answer please")  # on the latest camera frame
     goal.wait_for_feedback(lambda f: f.tokens_generated >= 3, 30, "3 generated tokens")
     goal.cancel()
@@ -213,11 +231,15 @@ def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client
     records: list[Log] = []
     subscription = graph.node.create_subscription(Log, "/rosout", records.append, 100)
     try:
-        assert client.set_parameters(max_new_tokens=4096)[0].successful  # more than the context holds
+        assert client.set_parameters(max_new_tokens=4096)[
+            0
+        ].successful  # more than the context holds
         status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
         assert status == GoalStatus.STATUS_SUCCEEDED
         graph.wait_until(
-            lambda: any("max_new_tokens lowered" in r.msg for r in records), 5, "the core's warning on /rosout"
+            lambda: any("max_new_tokens lowered" in r.msg for r in records),
+            5,
+            "the core's warning on /rosout",
         )
         (record,) = [r for r in records if "max_new_tokens lowered" in r.msg]
         assert record.name == "lisa" and record.level == Log.WARN
@@ -228,7 +250,9 @@ def test_the_cores_log_lines_reach_rosout_with_the_node_name_and_severity(client
 
 def test_the_node_stays_responsive_during_a_long_generation(client, graph) -> None:
     diagnostics: list[DiagnosticArray] = []
-    subscription = graph.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    subscription = graph.node.create_subscription(
+        DiagnosticArray, "/diagnostics", diagnostics.append, 10
+    )
     goal = client.send("a long answer please", bgr8_msg(fixture_rgb()))
     goal.wait_for_feedback(lambda f: f.stage == "generating", 30, "generation to start")
     started = time.monotonic()
@@ -238,9 +262,12 @@ def test_the_node_stays_responsive_during_a_long_generation(client, graph) -> No
     graph.wait_until(
         lambda: any(
             kv.key == "running" and kv.value == "goal"
-            for array in diagnostics for status in array.status for kv in status.values
+            for array in diagnostics
+            for status in array.status
+            for kv in status.values
         ),
-        5, "a diagnostics message (1 Hz timer) saying a goal runs",
+        5,
+        "a diagnostics message (1 Hz timer) saying a goal runs",
     )
     assert not goal.done()
     goal.cancel()
@@ -304,10 +331,14 @@ def test_busy_policy_preempt_aborts_the_running_goal_for_the_new_one(client) -> 
 def test_running_out_of_gpu_memory_fails_the_goal_with_the_reason_and_the_next_goal_is_answered(
     client,
 ) -> None:
-    status, result, _ = client.run("exhaust the gpu: where is the cup?", bgr8_msg(fixture_rgb(), when=6000.0))
+    status, result, _ = client.run(
+        "exhaust the gpu: where is the cup?", bgr8_msg(fixture_rgb(), when=6000.0)
+    )
     assert status == GoalStatus.STATUS_ABORTED
     assert result.error_code == Result.INFERENCE_FAILED
-    assert "memory during inference" in result.error_message and "quantization" in result.error_message
+    assert (
+        "memory during inference" in result.error_message and "quantization" in result.error_message
+    )
     status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb(), when=6001.0))
     assert status == GoalStatus.STATUS_SUCCEEDED and result.error_code == Result.SUCCESS
     assert result.text == DEFAULT_TEXT and result.header.stamp.sec == 6001
@@ -321,7 +352,10 @@ def test_invalid_parameter_values_are_refused_with_a_reason(client) -> None:
     try:
         first, second = client.set_parameters(min_image_side=200, max_image_side=100)
         assert first.successful
-        assert not second.successful and "min_image_side=200 is larger than max_image_side=100" in second.reason
+        assert (
+            not second.successful
+            and "min_image_side=200 is larger than max_image_side=100" in second.reason
+        )
     finally:
         client.set_parameters(min_image_side=16)
 
@@ -344,19 +378,32 @@ def _padded_rgb8() -> Image:
 BAD_GOALS = {
     "unsupported encoding": (
         # jpeg bytes sent as a raw Image instead of a CompressedImage
-        lambda: Image(height=32, width=64, encoding="jpeg", step=64, data=bytes(32 * 64)), "the cup",
+        lambda: Image(height=32, width=64, encoding="jpeg", step=64, data=bytes(32 * 64)),
+        "the cup",
         "unsupported image encoding 'jpeg'",
     ),
     "data shorter than step x height": (_truncated, "the cup", "fewer than step x height"),
-    "1x1 image": (lambda: image_msg(np.zeros((1, 1, 3), np.uint8), "rgb8"), "the cup", "at least 16"),
+    "1x1 image": (
+        lambda: image_msg(np.zeros((1, 1, 3), np.uint8), "rgb8"),
+        "the cup",
+        "at least 16",
+    ),
     "image over max_image_side": (
-        lambda: image_msg(np.zeros((32, 1100, 3), np.uint8), "rgb8"), "the cup", "at most 1024",
+        lambda: image_msg(np.zeros((32, 1100, 3), np.uint8), "rgb8"),
+        "the cup",
+        "at most 1024",
     ),
     "empty instruction": (lambda: bgr8_msg(fixture_rgb()), "", "the instruction is empty"),
     "blank instruction": (lambda: bgr8_msg(fixture_rgb()), " \n\t ", "the instruction is empty"),
-    "100 kB instruction": (lambda: bgr8_msg(fixture_rgb()), "where? " * 15_000, "the limit is 2000"),
+    "100 kB instruction": (
+        lambda: bgr8_msg(fixture_rgb()),
+        "where? " * 15_000,
+        "the limit is 2000",
+    ),
     "prompt longer than the model context": (
-        lambda: bgr8_msg(fixture_rgb()), "where is the red thing? " * 80, "too long",
+        lambda: bgr8_msg(fixture_rgb()),
+        "where is the red thing? " * 80,
+        "too long",
     ),
 }
 

@@ -17,19 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-
+from lisa_ros_interfaces.msg import Segmentation
 from node_graph import (
-    RELIABLE,
     REFERENCE_INSTRUCTION,
+    RELIABLE,
     SENSOR,
     bgr8_msg,
     fixture_rgb,
-    start_lisa,
     stamp,
     stamp_seconds,
+    start_lisa,
     wait_active,
 )
-from lisa_ros_interfaces.msg import Segmentation
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -73,7 +72,9 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     graph.wait_for_subscribers(camera)
     graph.wait_for_subscribers(instruction)
 
-    bgr = np.ascontiguousarray(np.asarray(PILImage.fromarray(fixture_rgb()).resize((640, 480)))[..., ::-1])
+    bgr = np.ascontiguousarray(
+        np.asarray(PILImage.fromarray(fixture_rgb()).resize((640, 480)))[..., ::-1]
+    )
     frame = bgr8_msg(bgr[..., ::-1], frame_id="camera")  # one message, re-stamped: cheap to send
     published: list[float] = []
 
@@ -105,7 +106,9 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
         received = list(results)
         last_stats = diagnostics[-1]
     inference = [next(t.seconds for t in msg.timings if t.stage == "total") for _, msg in received]
-    assert statistics.median(inference) > 1.0 / CAMERA_HZ, "inference faster than a frame: test is moot"
+    assert statistics.median(inference) > 1.0 / CAMERA_HZ, (
+        "inference faster than a frame: test is moot"
+    )
 
     # Memory: flat after warm-up. RSS swings by a few hundred MB within each inference (SAM's
     # activations), so compare the floors between inferences: after warm-up and at the end of the
@@ -122,7 +125,9 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     # (Best effort with a depth of 1: frames the node had no time to take are already replaced in
     # DDS, so it receives fewer than were published, more so when the machine is busy.)
     assert frames_received - frames_processed - frames_dropped in (0, 1)
-    assert frames_received >= 3 * frames_processed  # the camera outran the model: most frames dropped
+    assert (
+        frames_received >= 3 * frames_processed
+    )  # the camera outran the model: most frames dropped
     assert last_stats["goals_waiting"] == "0"
 
     # Results: steady, and each from the newest frame. The node times how long each frame waited
@@ -135,7 +140,11 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
     waited = [t["queued"] for t in timings]
     previous_busy = [t["image_conversion"] + t["total"] for t in timings]
     slack = 0.2  # building and publishing the previous result, thread wake-up
-    late = [(w, busy) for w, busy in zip(waited[1:], previous_busy[:-1], strict=True) if w > busy + slack]
+    late = [
+        (w, busy)
+        for w, busy in zip(waited[1:], previous_busy[:-1], strict=True)
+        if w > busy + slack
+    ]
     assert not late, f"frames waited longer than the inference before them: {late[:5]}"
     ages = [received_at - stamp_seconds(msg.header.stamp) for received_at, msg in received]
     stamps = [stamp_seconds(msg.header.stamp) for _, msg in received]

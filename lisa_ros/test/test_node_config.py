@@ -37,7 +37,9 @@ def test_yaml_holds_exactly_the_declared_parameters_with_their_defaults() -> Non
         default = defaults()[name]
         # rcl refuses an int for a double parameter (and vice versa): types must match exactly.
         assert type(value) is type(default), f"{name}: {value!r} is not a {type(default).__name__}"
-        assert value == default, f"{name}: the YAML says {value!r}, the node's default is {default!r}"
+        assert value == default, (
+            f"{name}: the YAML says {value!r}, the node's default is {default!r}"
+        )
     assert validate(in_yaml.items()) is None
 
 
@@ -112,7 +114,9 @@ def launch_source() -> ast.Module:
 
 def module_constant(name: str) -> object:
     for node in launch_source().body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == name for t in node.targets
+        ):
             return ast.literal_eval(node.value)
     raise AssertionError(f"{name} not found in {LAUNCH.name}")
 
@@ -125,8 +129,17 @@ def test_launch_arguments_are_the_documented_ones() -> None:
     declared = set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text()))
     declared |= set(module_constant("MODEL_ARGUMENTS")) | set(module_constant("TOPIC_ARGUMENTS"))
     required = {
-        "namespace", "model", "vision_tower", "precision", "quantization", "device",
-        "image", "camera_info", "instruction", "params_file", "use_rviz",
+        "namespace",
+        "model",
+        "vision_tower",
+        "precision",
+        "quantization",
+        "device",
+        "image",
+        "camera_info",
+        "instruction",
+        "params_file",
+        "use_rviz",
     }
     assert required <= declared
 
@@ -148,6 +161,10 @@ def test_rviz_shows_the_node_outputs_under_the_default_name() -> None:
 
 def test_setup_installs_launch_config_and_rviz_files() -> None:
     setup = (PACKAGE / "setup.py").read_text()
-    for pattern, folder in (("launch/*.launch.py", LAUNCH), ("config/*.yaml", CONFIG), ("rviz/*.rviz", RVIZ)):
+    for pattern, folder in (
+        ("launch/*.launch.py", LAUNCH),
+        ("config/*.yaml", CONFIG),
+        ("rviz/*.rviz", RVIZ),
+    ):
         assert pattern in setup
         assert folder.match(pattern)

@@ -16,9 +16,7 @@ import pytest
 import yaml
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rcl_interfaces.srv import DescribeParameters, ListParameters
-
-from lisa_ros.node.parameters import PARAMETERS
+from lisa_ros_interfaces.action import Segment
 from node_graph import (
     CHECKPOINT,
     CONFIG,
@@ -28,7 +26,9 @@ from node_graph import (
     fixture_rgb,
     start_lisa,
 )
-from lisa_ros_interfaces.action import Segment
+from rcl_interfaces.srv import DescribeParameters, ListParameters
+
+from lisa_ros.node.parameters import PARAMETERS
 
 Result = Segment.Result
 MISSING_MODEL = "/nonexistent/LISA-7B-v1"
@@ -53,8 +53,11 @@ class Diagnostics:
 @pytest.fixture(scope="module")
 def lisa(module_processes, graph):
     process = start_lisa(
-        module_processes, "autostart:=false", model=MISSING_MODEL,
-        replies={"long": LONG_REPLY}, slow={"long": 0.05},
+        module_processes,
+        "autostart:=false",
+        model=MISSING_MODEL,
+        replies={"long": LONG_REPLY},
+        slow={"long": 0.05},
     )
     client = LisaClient(graph)
     client.wait_for_server(timeout=60)
@@ -71,12 +74,18 @@ def call(graph, service_type, name: str, request):
 
 
 def test_the_node_declares_exactly_the_yaml_parameters_with_descriptions(lisa, graph) -> None:
-    listed = call(graph, ListParameters, "/lisa/list_parameters", ListParameters.Request()).result.names
+    listed = call(
+        graph, ListParameters, "/lisa/list_parameters", ListParameters.Request()
+    ).result.names
     ours = set(listed) - {"use_sim_time", "start_type_description_service"}
     in_yaml = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
     assert ours == set(in_yaml) == {parameter.name for parameter in PARAMETERS}
-    described = call(graph, DescribeParameters, "/lisa/describe_parameters",
-                     DescribeParameters.Request(names=sorted(ours))).descriptors
+    described = call(
+        graph,
+        DescribeParameters,
+        "/lisa/describe_parameters",
+        DescribeParameters.Request(names=sorted(ours)),
+    ).descriptors
     assert all(len(d.description) > 20 for d in described)
     ranges = {d.name: d for d in described}
     assert ranges["max_rate_hz"].floating_point_range[0].to_value == 1000.0
@@ -99,13 +108,16 @@ def test_a_missing_model_folder_fails_configure_with_the_reason_and_the_node_sta
     assert client.state() == "unconfigured"
     process.wait_for_output(f"Could not load LISA '{MISSING_MODEL}'.*configure again", 5)
     graph.wait_until(
-        lambda: (d := diagnostics.latest()) is not None and d.level == DiagnosticStatus.ERROR, 5,
+        lambda: (d := diagnostics.latest()) is not None and d.level == DiagnosticStatus.ERROR,
+        5,
         "an ERROR diagnostic",
     )
     assert MISSING_MODEL in diagnostics.latest().message
     status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
     assert result.error_code == Result.MODEL_NOT_READY
-    assert "the model is not loaded" in result.error_message and MISSING_MODEL in result.error_message
+    assert (
+        "the model is not loaded" in result.error_message and MISSING_MODEL in result.error_message
+    )
     assert process.running
 
 
@@ -114,7 +126,9 @@ def test_after_fixing_the_model_configure_and_activate_serve_goals(lisa, graph) 
     assert client.set_parameters(model=str(CHECKPOINT))[0].successful
     assert client.transition("configure") is True
     assert client.state() == "inactive"
-    graph.wait_until(lambda: diagnostics.latest().level == DiagnosticStatus.OK, 5, "the diagnostic back to OK")
+    graph.wait_until(
+        lambda: diagnostics.latest().level == DiagnosticStatus.OK, 5, "the diagnostic back to OK"
+    )
     status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
     assert result.error_code == Result.MODEL_NOT_READY and "inactive" in result.error_message
 
@@ -138,13 +152,17 @@ def test_diagnostics_show_the_loaded_model_and_that_a_new_one_waits_for_configur
     assert client.state() == "active"
     try:
         assert client.set_parameters(model=MISSING_MODEL)[0].successful
-        process.wait_for_output(r"model set to .*the loaded model serves until the next cleanup and configure", 5)
+        process.wait_for_output(
+            r"model set to .*the loaded model serves until the next cleanup and configure", 5
+        )
         since = len(diagnostics.statuses)
         graph.wait_until(lambda: len(diagnostics.statuses) > since, 5, "a diagnostics message")
         status = diagnostics.latest()
         assert value_of(status, "model") == str(CHECKPOINT)  # what serves, not the parameter
         assert value_of(status, "pending_parameters") == "model"
-        assert status.level == DiagnosticStatus.OK and "next cleanup and configure" in status.message
+        assert (
+            status.level == DiagnosticStatus.OK and "next cleanup and configure" in status.message
+        )
         status_code, result, _ = client.run("the cup", bgr8_msg(fixture_rgb()))
         assert status_code == GoalStatus.STATUS_SUCCEEDED  # the loaded model still answers
     finally:

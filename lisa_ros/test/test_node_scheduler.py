@@ -67,7 +67,9 @@ def finish(scheduler: WorkScheduler[str], job: RecordingJob | None) -> None:
     scheduler.job_done(job)  # type: ignore[arg-type]
 
 
-def test_frames_are_never_queued_only_the_newest_is_processed(scheduler: WorkScheduler[str]) -> None:
+def test_frames_are_never_queued_only_the_newest_is_processed(
+    scheduler: WorkScheduler[str],
+) -> None:
     scheduler.set_instruction("the cup")
     for index in range(100):
         scheduler.offer_frame(f"frame{index}")
@@ -86,7 +88,9 @@ def test_no_standing_instruction_means_no_frame_work(scheduler: WorkScheduler[st
     assert take(scheduler).name == "frame0|the cup"
 
 
-def test_clearing_the_instruction_stops_a_running_frame_inference(scheduler: WorkScheduler[str]) -> None:
+def test_clearing_the_instruction_stops_a_running_frame_inference(
+    scheduler: WorkScheduler[str],
+) -> None:
     scheduler.set_instruction("the cup")
     scheduler.offer_frame("frame0")
     running = take(scheduler)
@@ -122,7 +126,9 @@ def test_rate_zero_means_as_fast_as_frames_come(scheduler: WorkScheduler[str]) -
     assert scheduler.stats().frames_processed == 3
 
 
-def test_goals_run_before_frames_and_supersede_a_running_frame(scheduler: WorkScheduler[str]) -> None:
+def test_goals_run_before_frames_and_supersede_a_running_frame(
+    scheduler: WorkScheduler[str],
+) -> None:
     scheduler.set_instruction("the cup")
     scheduler.offer_frame("frame0")
     running_frame = take(scheduler)
@@ -138,7 +144,9 @@ def test_goals_run_before_frames_and_supersede_a_running_frame(scheduler: WorkSc
     assert take(scheduler).name == "frame1|the cup"
 
 
-def test_reject_policy_refuses_a_goal_while_one_runs_or_waits(scheduler: WorkScheduler[str]) -> None:
+def test_reject_policy_refuses_a_goal_while_one_runs_or_waits(
+    scheduler: WorkScheduler[str],
+) -> None:
     assert scheduler.admit("reject", 4, "a") is None
     assert "busy" in scheduler.admit("reject", 4, "b")  # "a" admitted, not yet submitted
     scheduler.submit(goal("a"), "a")
@@ -199,7 +207,9 @@ def test_stopping_a_waiting_goal_takes_it_out_for_the_caller_to_finish_at_once(
     assert take(scheduler) is None  # the stopped goal is not handed out again
 
 
-def test_pause_stops_everything_and_submit_while_paused_is_answered(scheduler: WorkScheduler[str]) -> None:
+def test_pause_stops_everything_and_submit_while_paused_is_answered(
+    scheduler: WorkScheduler[str],
+) -> None:
     scheduler.set_instruction("x")
     running, waiting = goal("running"), goal("waiting")
     for job in (running, waiting):
@@ -220,7 +230,9 @@ def test_pause_stops_everything_and_submit_while_paused_is_answered(scheduler: W
     assert take(scheduler).name == "frame|x"
 
 
-def test_close_drains_stopped_goals_then_ends_the_inference_loop(scheduler: WorkScheduler[str]) -> None:
+def test_close_drains_stopped_goals_then_ends_the_inference_loop(
+    scheduler: WorkScheduler[str],
+) -> None:
     waiting = goal("waiting")
     scheduler.admit("queue", 4, "w")
     scheduler.submit(waiting, "w")

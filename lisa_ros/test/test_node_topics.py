@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from PIL import Image as PILImage
-
+from lisa_ros_interfaces.msg import Segmentation
 from node_graph import (
     DEFAULT_TEXT,
-    RELIABLE,
     REFERENCE_INSTRUCTION,
+    RELIABLE,
     SENSOR,
     LisaClient,
     bgr8_msg,
@@ -34,7 +33,7 @@ from node_graph import (
     start_lisa,
     wait_active,
 )
-from lisa_ros_interfaces.msg import Segmentation
+from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
@@ -55,10 +54,14 @@ class Outputs:
         self.node = node
         node_ = graph.node
         self._subscriptions = [
-            node_.create_subscription(Segmentation, f"{node}/segmentation", self._on_segmentation, RELIABLE),
+            node_.create_subscription(
+                Segmentation, f"{node}/segmentation", self._on_segmentation, RELIABLE
+            ),
             node_.create_subscription(Image, f"{node}/masks", self.masks.append, RELIABLE),
             node_.create_subscription(Image, f"{node}/overlay", self.overlay.append, RELIABLE),
-            node_.create_subscription(String, f"{node}/text", lambda m: self.text.append(m.data), RELIABLE),
+            node_.create_subscription(
+                String, f"{node}/text", lambda m: self.text.append(m.data), RELIABLE
+            ),
             node_.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50),
         ]
 
@@ -74,9 +77,13 @@ class Outputs:
         with self.lock:
             return [msg for received, msg in self.segmentation if received > when]
 
-    def diagnostic_with(self, text: str, level: bytes = DiagnosticStatus.WARN) -> DiagnosticStatus | None:
+    def diagnostic_with(
+        self, text: str, level: bytes = DiagnosticStatus.WARN
+    ) -> DiagnosticStatus | None:
         with self.lock:
-            return next((s for s in self.diagnostics if s.level == level and text in s.message), None)
+            return next(
+                (s for s in self.diagnostics if s.level == level and text in s.message), None
+            )
 
 
 class Camera:
@@ -94,7 +101,11 @@ class Camera:
         when = 10_000.0 + len(self.stamps) * 0.1
         msg = msg if msg is not None else bgr8_msg(self.rgb, when=when, frame_id="cam_optical")
         msg.header.stamp = stamp(when)
-        self.info.publish(CameraInfo(header=Header(stamp=stamp(when), frame_id="cam_optical"), width=420, height=300))
+        self.info.publish(
+            CameraInfo(
+                header=Header(stamp=stamp(when), frame_id="cam_optical"), width=420, height=300
+            )
+        )
         self.publisher.publish(msg)
         self.stamps.append(when)
         return when
@@ -110,7 +121,9 @@ class Camera:
 
 @pytest.fixture(scope="module")
 def lisa(module_processes, graph):
-    process = start_lisa(module_processes, "max_rate_hz:=4.0", namespace="/robot", remap=[f"image:={CAMERA}"])
+    process = start_lisa(
+        module_processes, "max_rate_hz:=4.0", namespace="/robot", remap=[f"image:={CAMERA}"]
+    )
     wait_active(process)
     outputs = Outputs(graph, NODE)
     camera = Camera(graph)
@@ -128,7 +141,9 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
     started = time.monotonic()
     camera.start(10.0)
     instruction.publish(String(data=REFERENCE_INSTRUCTION))
-    graph.wait_until(lambda: len(outputs.results_after(started)) >= 2, 30, "two ~/segmentation results")
+    graph.wait_until(
+        lambda: len(outputs.results_after(started)) >= 2, 30, "two ~/segmentation results"
+    )
     camera.stop()
 
     result = outputs.results_after(started)[-1]
@@ -143,8 +158,14 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
     assert [info.area for info in result.mask_info] == [int(m.sum()) for m in expected]
     assert {t.stage for t in result.timings} >= {"image_conversion", "total"}
 
-    graph.wait_until(lambda: any(m.header == result.header for m in outputs.masks), 5, "~/masks of that frame")
-    graph.wait_until(lambda: any(m.header == result.header for m in outputs.overlay), 5, "~/overlay of that frame")
+    graph.wait_until(
+        lambda: any(m.header == result.header for m in outputs.masks), 5, "~/masks of that frame"
+    )
+    graph.wait_until(
+        lambda: any(m.header == result.header for m in outputs.overlay),
+        5,
+        "~/overlay of that frame",
+    )
     labels = mono8_array(next(m for m in outputs.masks if m.header == result.header))
     expected_labels = np.zeros(expected.shape[1:], np.uint8)
     for k, mask in enumerate(expected, start=1):
@@ -152,9 +173,15 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
     np.testing.assert_array_equal(labels, expected_labels)
     overlay = next(m for m in outputs.overlay if m.header == result.header)
     assert (overlay.encoding, overlay.height, overlay.width) == ("bgr8", 300, 420)
-    overlay_bgr = np.frombuffer(bytes(overlay.data), np.uint8).reshape(300, overlay.step)[:, :1260].reshape(300, 420, 3)
+    overlay_bgr = (
+        np.frombuffer(bytes(overlay.data), np.uint8)
+        .reshape(300, overlay.step)[:, :1260]
+        .reshape(300, 420, 3)
+    )
     inside = expected.any(axis=0)
-    assert (overlay_bgr[inside] != camera.rgb[..., ::-1][inside]).any(axis=1).mean() > 0.5  # masks coloured
+    assert (overlay_bgr[inside] != camera.rgb[..., ::-1][inside]).any(
+        axis=1
+    ).mean() > 0.5  # masks coloured
     assert DEFAULT_TEXT in outputs.text
 
 
@@ -167,7 +194,9 @@ def test_max_rate_hz_limits_how_often_frames_are_segmented(lisa, graph) -> None:
         time.sleep(2.5)  # let a result produced at the former rate pass
         started = time.monotonic()
         camera.start(10.0)
-        graph.wait_until(lambda: len(outputs.results_after(started)) >= 3, 30, "three results at 0.5 Hz")
+        graph.wait_until(
+            lambda: len(outputs.results_after(started)) >= 3, 30, "three results at 0.5 Hz"
+        )
         camera.stop()
         with outputs.lock:
             received = [t for t, _ in outputs.segmentation if t > started]
@@ -186,7 +215,9 @@ def test_an_empty_instruction_stops_continuous_mode(lisa, graph) -> None:
     graph.wait_until(lambda: outputs.results_after(started), 30, "a result")
     instruction.publish(String(data=""))
     process.wait_for_output(r"Standing instruction cleared", 10)
-    time.sleep(1.5)  # an inference that was running when the instruction was cleared ends unpublished
+    time.sleep(
+        1.5
+    )  # an inference that was running when the instruction was cleared ends unpublished
     stopped = time.monotonic()
     time.sleep(2.0)
     camera.stop()
@@ -207,7 +238,10 @@ BAD_FRAMES = {
     ),
     "data shorter than step x height": (_truncated, "fewer than step x height"),
     "1x1 image": (lambda: image_msg(np.zeros((1, 1, 3), np.uint8), "rgb8"), "at least 16"),
-    "image over max_image_side": (lambda: image_msg(np.zeros((20, 4100, 3), np.uint8), "rgb8"), "at most 4096"),
+    "image over max_image_side": (
+        lambda: image_msg(np.zeros((20, 4100, 3), np.uint8), "rgb8"),
+        "at most 4096",
+    ),
 }
 
 
@@ -225,7 +259,9 @@ def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(
     for _ in range(10):
         camera.publish(make_frame())
         try:
-            status = graph.wait_until(lambda: outputs.diagnostic_with(expected), 1.0, "the diagnostic")
+            status = graph.wait_until(
+                lambda: outputs.diagnostic_with(expected), 1.0, "the diagnostic"
+            )
             break
         except pytest.fail.Exception:
             continue
@@ -236,7 +272,8 @@ def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(
 
     good = camera.publish()
     graph.wait_until(
-        lambda: any(stamp_seconds(r.header.stamp) >= good for r in outputs.results_after(sent)), 20,
+        lambda: any(stamp_seconds(r.header.stamp) >= good for r in outputs.results_after(sent)),
+        20,
         "a result for the next good frame",
     )
 
@@ -247,10 +284,14 @@ def test_a_too_long_standing_instruction_is_refused_and_the_previous_one_kept(li
     time.sleep(0.5)
     instruction.publish(String(data="x" * 100_000))
     graph.wait_until(
-        lambda: outputs.diagnostic_with("standing instruction ignored"), 10, "the diagnostic of the long instruction"
+        lambda: outputs.diagnostic_with("standing instruction ignored"),
+        10,
+        "the diagnostic of the long instruction",
     )
     status = outputs.diagnostic_with("standing instruction ignored")
-    assert "the limit is 2000" in status.message and "still segmenting 'the thing'" in status.message
+    assert (
+        "the limit is 2000" in status.message and "still segmenting 'the thing'" in status.message
+    )
     started = time.monotonic()
     camera.publish()
     graph.wait_until(lambda: outputs.results_after(started), 20, "a result")
@@ -261,12 +302,17 @@ def test_a_too_long_standing_instruction_is_refused_and_the_previous_one_kept(li
 def _compressed(rgb: np.ndarray, fmt: str, when: float) -> CompressedImage:
     buffer = io.BytesIO()
     PILImage.fromarray(rgb).save(buffer, format="PNG" if fmt == "png" else "JPEG", quality=95)
-    return CompressedImage(header=Header(stamp=stamp(when), frame_id="cam2"), format=fmt, data=buffer.getvalue())
+    return CompressedImage(
+        header=Header(stamp=stamp(when), frame_id="cam2"), format=fmt, data=buffer.getvalue()
+    )
 
 
 def test_compressed_images_when_image_transport_is_compressed(module_processes, graph) -> None:
     process = start_lisa(
-        module_processes, "image_transport:=compressed", "max_rate_hz:=0.0", namespace="/compressed",
+        module_processes,
+        "image_transport:=compressed",
+        "max_rate_hz:=0.0",
+        namespace="/compressed",
         remap=["image:=/cam2/image"],
     )
     wait_active(process)
@@ -283,9 +329,12 @@ def test_compressed_images_when_image_transport_is_compressed(module_processes, 
     for when, fmt in ((1.0, "png"), (2.0, "jpeg")):
         sent = time.monotonic()
         graph.wait_until(
-            lambda fmt=fmt, when=when, sent=sent: camera.publish(_compressed(rgb, fmt, when))  # type: ignore[func-returns-value]
-            or any(r.header.stamp.sec == int(when) for r in outputs.results_after(sent)),
-            30, f"a result for the {fmt} frame",
+            lambda fmt=fmt, when=when, sent=sent: (
+                camera.publish(_compressed(rgb, fmt, when))  # type: ignore[func-returns-value]
+                or any(r.header.stamp.sec == int(when) for r in outputs.results_after(sent))
+            ),
+            30,
+            f"a result for the {fmt} frame",
         )
         result = next(r for r in outputs.results_after(sent) if r.header.stamp.sec == int(when))
         assert result.header.frame_id == "cam2" and len(result.masks) == 2
@@ -293,11 +342,15 @@ def test_compressed_images_when_image_transport_is_compressed(module_processes, 
             for mask_msg, reference in zip(result.masks, reference_masks(), strict=True):
                 np.testing.assert_array_equal(mono8_array(mask_msg) == 255, reference)
 
-    garbage = CompressedImage(header=Header(stamp=stamp(3.0)), format="jpeg", data=b"\xff\xd8 not a jpeg")
+    garbage = CompressedImage(
+        header=Header(stamp=stamp(3.0)), format="jpeg", data=b"\xff\xd8 not a jpeg"
+    )
     for _ in range(20):
         camera.publish(garbage)
         time.sleep(0.25)
         if outputs.diagnostic_with("not a readable jpeg or png"):
             break
-    assert outputs.diagnostic_with("the compressed image (13 bytes, format 'jpeg') is not a readable jpeg or png")
+    assert outputs.diagnostic_with(
+        "the compressed image (13 bytes, format 'jpeg') is not a readable jpeg or png"
+    )
     process.wait_for_output("camera frame dropped: the compressed image", 5)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fixture_replies import AND, COMMA, DOT, SEG, SURE
 from node_graph import (
     CHECKPOINT,
@@ -85,8 +84,13 @@ class Ros2:
     def __call__(self, *args: str, timeout: float = CLI_TIMEOUT, check: bool = True) -> str:
         """Run ``ros2 ARGS`` to its end; returns stdout and stderr together."""
         done = subprocess.run(
-            self.command(*args), env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, timeout=timeout,
+            self.command(*args),
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             pytest.fail(f"ros2 {' '.join(args)} exited with {done.returncode}:\n{done.stdout}")
@@ -124,10 +128,23 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, ros_env: dict[str, str])
         (root / "src" / package).symlink_to(PACKAGES / package)
     env = {**ros_env, "CMAKE_PREFIX_PATH": sys.prefix}
     done = subprocess.run(
-        [str(COLCON), "build", "--packages-select", "lisa_ros_interfaces", "lisa_ros",
-         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
-        cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=600,
+        [
+            str(COLCON),
+            "build",
+            "--packages-select",
+            "lisa_ros_interfaces",
+            "lisa_ros",
+            "--cmake-args",
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            "-DBUILD_TESTING=OFF",
+        ],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout
     assert "2 packages finished" in done.stdout, done.stdout
@@ -140,7 +157,12 @@ def test_colcon_installs_both_packages_where_ros2_finds_them(workspace: Path, ro
     executables = installed("pkg", "executables", "lisa_ros").split("\n")
     assert {"lisa_ros lisa_node", "lisa_ros lisa-ask", "lisa_ros lisa-segment"} <= set(executables)
     share = workspace / "install" / "lisa_ros" / "share" / "lisa_ros"
-    for installed_file in ("launch/lisa.launch.py", "config/lisa.yaml", "rviz/lisa.rviz", "package.xml"):
+    for installed_file in (
+        "launch/lisa.launch.py",
+        "config/lisa.yaml",
+        "rviz/lisa.rviz",
+        "package.xml",
+    ):
         assert (share / installed_file).is_file(), installed_file
     action = installed("interface", "show", "lisa_ros_interfaces/action/Segment")
     assert "string instruction" in action and "uint8 NOTHING_FOUND = 1" in action
@@ -154,9 +176,22 @@ def test_the_venv_is_a_ros_prefix_for_lisa_ros(ros2: Ros2, ros_processes: RosPro
         assert f"'{name}':" in arguments, arguments
 
     node = ros2.start(
-        ros_processes, "run", "lisa_ros", "lisa_node", "--ros-args", "-r", "__node:=run_lisa",
-        "-p", f"model:={CHECKPOINT}", "-p", f"vision_tower:={CLIP}", "-p", "precision:=fp32",
-        "-p", "device:=cpu", name="ros2_run",
+        ros_processes,
+        "run",
+        "lisa_ros",
+        "lisa_node",
+        "--ros-args",
+        "-r",
+        "__node:=run_lisa",
+        "-p",
+        f"model:={CHECKPOINT}",
+        "-p",
+        f"vision_tower:={CLIP}",
+        "-p",
+        "precision:=fp32",
+        "-p",
+        "device:=cpu",
+        name="ros2_run",
     )
     wait_active(node)
     assert "[run_lisa]" in node.output
@@ -173,15 +208,26 @@ INSTRUCTION = f"/{NAMESPACE}/say"
 
 
 @pytest.fixture(scope="module")
-def launched(workspace: Path, ros_env, module_processes: RosProcesses) -> Iterator[tuple[Ros2, RosProcess]]:
+def launched(
+    workspace: Path, ros_env, module_processes: RosProcesses
+) -> Iterator[tuple[Ros2, RosProcess]]:
     """`ros2 launch lisa_ros lisa.launch.py` from the colcon install, with launch arguments of
     every kind, and use_rviz:=true on a machine without rviz2."""
     installed = Ros2(ros_env, workspace / "install" / "setup.bash")
     launch = installed.start(
-        module_processes, "launch", "lisa_ros", "lisa.launch.py",
-        f"model:={CHECKPOINT}", f"vision_tower:={CLIP}", "precision:=fp32", "device:=cpu",
-        f"namespace:={NAMESPACE}", f"image:={CAMERA}", "camera_info:=/cam/camera_info",
-        f"instruction:={INSTRUCTION}", "use_rviz:=true",
+        module_processes,
+        "launch",
+        "lisa_ros",
+        "lisa.launch.py",
+        f"model:={CHECKPOINT}",
+        f"vision_tower:={CLIP}",
+        "precision:=fp32",
+        "device:=cpu",
+        f"namespace:={NAMESPACE}",
+        f"image:={CAMERA}",
+        "camera_info:=/cam/camera_info",
+        f"instruction:={INSTRUCTION}",
+        "use_rviz:=true",
         name="ros2_launch",
     )
     launch.wait_for_output(r"Active: serving", 120)
@@ -196,7 +242,11 @@ def test_launch_reaches_an_active_node_with_its_arguments(launched) -> None:
     # lines, not bars redrawn with a bare \r.
     assert not re.search(r"\r(?!\n)", launch.output), launch.output
     assert not re.search(r"^\[lisa_node-1\]\s*$", launch.output, re.MULTILINE), launch.output
-    assert re.search(r"^\[lisa_node-1\] \[INFO\] .*\[robot1\.lisa\]: Loading weights: \d+/\d+", launch.output, re.MULTILINE)
+    assert re.search(
+        r"^\[lisa_node-1\] \[INFO\] .*\[robot1\.lisa\]: Loading weights: \d+/\d+",
+        launch.output,
+        re.MULTILINE,
+    )
     assert NODE in ros2("node", "list").split()
     assert ros2("lifecycle", "get", NODE).startswith("active [3]")
     assert ros2("param", "get", NODE, "model").strip() == f"String value is: {CHECKPOINT}"
@@ -212,7 +262,10 @@ def test_launch_reaches_an_active_node_with_its_arguments(launched) -> None:
 def test_param_set_is_refused_with_the_reason_or_applied(launched) -> None:
     ros2, _ = launched
     refused = ros2("param", "set", NODE, "busy_policy", "lifo")
-    assert "Setting parameter failed" in refused and "not one of 'queue', 'reject', 'preempt'" in refused
+    assert (
+        "Setting parameter failed" in refused
+        and "not one of 'queue', 'reject', 'preempt'" in refused
+    )
     assert ros2("param", "get", NODE, "busy_policy").strip() == "String value is: queue"
     assert "Set parameter successful" in ros2("param", "set", NODE, "max_rate_hz", "5.0")
     assert ros2("param", "get", NODE, "max_rate_hz").strip() == "Double value is: 5.0"
@@ -237,14 +290,27 @@ def test_a_standing_instruction_from_topic_pub_is_answered_on_the_output_topics(
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
     try:
-        published = ros2("topic", "pub", "--once", "-w", "1", INSTRUCTION, "std_msgs/msg/String", "{data: 'the cup'}")
+        published = ros2(
+            "topic",
+            "pub",
+            "--once",
+            "-w",
+            "1",
+            INSTRUCTION,
+            "std_msgs/msg/String",
+            "{data: 'the cup'}",
+        )
         assert "publishing #1" in published
         launch.wait_for_output(r"Standing instruction: 'the cup'", 10)
         text = ros2("topic", "echo", "--once", f"{NODE}/text", timeout=60)
         assert text.startswith("data:"), text
-        segmentation = ros2("topic", "echo", "--once", "--no-arr", f"{NODE}/segmentation", timeout=60)
+        segmentation = ros2(
+            "topic", "echo", "--once", "--no-arr", f"{NODE}/segmentation", timeout=60
+        )
         assert "frame_id: cam_optical" in segmentation and "instruction: the cup" in segmentation
-        hz = ros2.start(module_processes, "topic", "hz", f"{NODE}/segmentation", name="ros2_topic_hz")
+        hz = ros2.start(
+            module_processes, "topic", "hz", f"{NODE}/segmentation", name="ros2_topic_hz"
+        )
         match = hz.wait_for_output(r"average rate: ([0-9.]+)", 30)
         assert 0.1 < float(match.group(1)) <= 5.5, hz.output  # max_rate_hz caps it
         hz.send_signal(signal.SIGINT)
@@ -260,10 +326,14 @@ def test_a_standing_instruction_from_topic_pub_is_answered_on_the_output_topics(
 def test_lifecycle_set_cycles_the_node_and_it_serves_again(launched) -> None:
     ros2, launch = launched
     for transition, state in (
-        ("deactivate", "inactive [2]"), ("cleanup", "unconfigured [1]"),
-        ("configure", "inactive [2]"), ("activate", "active [3]"),
+        ("deactivate", "inactive [2]"),
+        ("cleanup", "unconfigured [1]"),
+        ("configure", "inactive [2]"),
+        ("activate", "active [3]"),
     ):
-        assert "Transitioning successful" in ros2("lifecycle", "set", NODE, transition, timeout=120), transition
+        assert "Transitioning successful" in ros2(
+            "lifecycle", "set", NODE, transition, timeout=120
+        ), transition
         assert ros2("lifecycle", "get", NODE).startswith(state), transition
     assert "Transitioning successful" not in ros2("lifecycle", "set", NODE, "activate", check=False)
     launch.wait_for_output(r"Cleaned up: model unloaded", 5)
@@ -271,7 +341,9 @@ def test_lifecycle_set_cycles_the_node_and_it_serves_again(launched) -> None:
 
 def test_ctrl_c_on_the_launch_ends_every_process_within_seconds(launched) -> None:
     ros2, launch = launched
-    node_pid = int(re.search(r"\[lisa_node-1\]: process started with pid \[(\d+)\]", launch.output).group(1))
+    node_pid = int(
+        re.search(r"\[lisa_node-1\]: process started with pid \[(\d+)\]", launch.output).group(1)
+    )
     started = time.monotonic()
     launch.send_signal(signal.SIGINT)
     launch.wait(timeout=15)
@@ -297,7 +369,8 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def scripted(module_processes: RosProcesses, graph) -> Iterator[RosProcess]:
     process = start_lisa(
-        module_processes, name="acting_lisa",
+        module_processes,
+        name="acting_lisa",
         replies={"describe": GROWING_REPLY, "long": LONG_REPLY},
         slow={"describe": 0.05, "long": 0.05},
         remap=["image:=/acting/image_raw"],
@@ -319,25 +392,41 @@ def feedback_texts(output: str) -> list[str]:
     return re.findall(r"^Feedback:\n    stage: .*\ntext: (.*)$", output, re.MULTILINE)
 
 
-def test_send_goal_shows_the_answer_growing_in_feedback_and_the_result(scripted, ros2: Ros2) -> None:
+def test_send_goal_shows_the_answer_growing_in_feedback_and_the_result(
+    scripted, ros2: Ros2
+) -> None:
     output = ros2(
-        "action", "send_goal", "--feedback", "/acting_lisa/segment", "lisa_ros_interfaces/action/Segment",
+        "action",
+        "send_goal",
+        "--feedback",
+        "/acting_lisa/segment",
+        "lisa_ros_interfaces/action/Segment",
         "{instruction: 'describe the cup'}",
     )
     assert "Goal finished with status: SUCCEEDED" in output, output
     texts = [text.strip("'\"") for text in feedback_texts(output) if text.strip("'\"")]
     assert len(set(texts)) >= 3, output  # it grew, step by step
-    assert all(later.startswith(earlier.rstrip(" .")) for earlier, later in itertools.pairwise(texts)), texts
-    result = output[output.index("Result:"):]
+    assert all(
+        later.startswith(earlier.rstrip(" .")) for earlier, later in itertools.pairwise(texts)
+    ), texts
+    result = output[output.index("Result:") :]
     assert "error_code: 0" in result and "\ntext: Sure, [SEG] and and" in result
     assert "sec: 777" in result  # the latest camera frame's header
     assert texts[-1] == re.search(r"^text: (.*)$", result, re.MULTILINE).group(1).strip("'\"")
 
 
-def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(scripted, ros2: Ros2, ros_processes) -> None:
+def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(
+    scripted, ros2: Ros2, ros_processes
+) -> None:
     client = ros2.start(
-        ros_processes, "action", "send_goal", "--feedback", "/acting_lisa/segment",
-        "lisa_ros_interfaces/action/Segment", "{instruction: 'a long answer please'}", name="send_goal",
+        ros_processes,
+        "action",
+        "send_goal",
+        "--feedback",
+        "/acting_lisa/segment",
+        "lisa_ros_interfaces/action/Segment",
+        "{instruction: 'a long answer please'}",
+        name="send_goal",
     )
     # Half a second into the answer, as a person would press it (send_goal installs its Ctrl-C
     # handler once the goal is accepted).
@@ -349,23 +438,32 @@ def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(scripted, ros2: Ros2, 
     # The node is free again at once (400 slowed tokens would keep it busy for 20 s).
     started = time.monotonic()
     output = ros2(
-        "action", "send_goal", "/acting_lisa/segment", "lisa_ros_interfaces/action/Segment",
+        "action",
+        "send_goal",
+        "/acting_lisa/segment",
+        "lisa_ros_interfaces/action/Segment",
         "{instruction: 'describe the plate'}",
     )
     assert "Goal finished with status: SUCCEEDED" in output
     assert time.monotonic() - started < 15.0
 
 
-def test_lifecycle_get_and_param_get_answer_while_the_model_loads(module_processes, ros2: Ros2, graph) -> None:
+def test_lifecycle_get_and_param_get_answer_while_the_model_loads(
+    module_processes, ros2: Ros2, graph
+) -> None:
     node = start_lisa(module_processes, name="loading_lisa", load_delay=15.0)  # autostart: true
     node.wait_for_output(r"Loading LISA", 30)
     # The ros2 daemon may have been started before the node appeared: let it see the node first.
     graph.wait_until(
-        lambda: "/loading_lisa" in ros2("lifecycle", "nodes").split(), 10, "the daemon to see the node's services"
+        lambda: "/loading_lisa" in ros2("lifecycle", "nodes").split(),
+        10,
+        "the daemon to see the node's services",
     )
     started = time.monotonic()
     assert ros2("lifecycle", "get", "/loading_lisa").startswith("configuring [10]")
-    assert ros2("param", "get", "/loading_lisa", "model").strip() == f"String value is: {CHECKPOINT}"
+    assert (
+        ros2("param", "get", "/loading_lisa", "model").strip() == f"String value is: {CHECKPOINT}"
+    )
     # Blocked services would have answered after the 15 s load, and "active" (autostart activates
     # right after configure). Each CLI call costs 1-3 s of its own on 2 busy cores.
     assert time.monotonic() - started < 12.0, "the services waited for the load"

@@ -33,7 +33,10 @@ SETUP_PY = REPO / "lisa_ros" / "setup.py"
 README = REPO / "README.md"
 FIXTURE = Path(__file__).parent / "fixtures" / "rosdep"
 DISTRO = "kilted"
-PLATFORMS = {"ubuntu": "noble", "debian": "bookworm"}  # Kilted's and Jazzy's Tier 1 Ubuntu, and Debian
+PLATFORMS = {
+    "ubuntu": "noble",
+    "debian": "bookworm",
+}  # Kilted's and Jazzy's Tier 1 Ubuntu, and Debian
 
 DEPEND_TAGS = (
     "depend",
@@ -73,7 +76,10 @@ def workspace_packages() -> set[str]:
 def external_keys() -> dict[str, list[str]]:
     """Per package: the keys rosdep has to resolve (`--ignore-src` skips the workspace's own packages)."""
     own = workspace_packages()
-    return {package_name(path): [key for key in dependency_keys(path) if key not in own] for path in PACKAGE_XMLS}
+    return {
+        package_name(path): [key for key in dependency_keys(path) if key not in own]
+        for path in PACKAGE_XMLS
+    }
 
 
 def load_yaml(path: Path):
@@ -84,7 +90,9 @@ def released_ros_packages() -> set[str]:
     """The package names rosdep derives from the distribution file (a repository without a package list
     releases the one package named after it)."""
     names = set()
-    for repository, entry in load_yaml(FIXTURE / DISTRO / "distribution.yaml")["repositories"].items():
+    for repository, entry in load_yaml(FIXTURE / DISTRO / "distribution.yaml")[
+        "repositories"
+    ].items():
         release = entry.get("release")
         if release:
             names.update(release.get("packages", [repository]))
@@ -148,7 +156,10 @@ def test_the_fixture_is_rosdistro_data():
 
 def test_every_key_is_a_rosdep_key():
     known = released_ros_packages() | set(python_rules())
-    unknown = {package: [key for key in keys if key not in known] for package, keys in external_keys().items()}
+    unknown = {
+        package: [key for key in keys if key not in known]
+        for package, keys in external_keys().items()
+    }
     unknown = {package: keys for package, keys in unknown.items() if keys}
     assert not unknown, (
         f"keys rosdep cannot resolve (no rosdistro entry): {unknown}; use a key of rosdep/python.yaml or "
@@ -173,14 +184,22 @@ def test_python_keys_install_from_the_system_package_manager(os_name):
 def test_the_rules_are_read_as_rosdep_reads_them():
     rules = python_rules()
     assert resolve(rules["python3-numpy"], "ubuntu", "noble") == ("apt", ["python3-numpy"])
-    assert resolve(rules["python3-pytorch-pip"], "ubuntu", "noble") == ("pip", ["torch", "torchvision"])
-    assert resolve(rules["python3-huggingface-hub-pip"], "debian", "bookworm") == ("pip", ["huggingface_hub"])
+    assert resolve(rules["python3-pytorch-pip"], "ubuntu", "noble") == (
+        "pip",
+        ["torch", "torchvision"],
+    )
+    assert resolve(rules["python3-huggingface-hub-pip"], "debian", "bookworm") == (
+        "pip",
+        ["huggingface_hub"],
+    )
     assert resolve(rules["python3-torch"], "ubuntu", "focal") is None
 
 
 def test_package_xml_names_the_readme_pip_line():
     line = pip_line((REPO / "lisa_ros" / "package.xml").read_text())
-    assert line in README.read_text(), f"README.md no longer has the pip line package.xml documents: {line}"
+    assert line in README.read_text(), (
+        f"README.md no longer has the pip line package.xml documents: {line}"
+    )
 
 
 def test_every_runtime_requirement_is_a_key_or_in_the_pip_line():
@@ -207,7 +226,9 @@ def rosdep_command() -> list[str]:
     executable = shutil.which("rosdep")
     if executable:
         return [executable]
-    pytest.skip("rosdep is not installed (pip install rosdep): the offline 'rosdep install --simulate' is not run")
+    pytest.skip(
+        "rosdep is not installed (pip install rosdep): the offline 'rosdep install --simulate' is not run"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +250,9 @@ def rosdep(tmp_path_factory):
     )
 
     def run(*args: str | os.PathLike) -> subprocess.CompletedProcess:
-        return subprocess.run([*command, *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [*command, *map(str, args)], env=env, capture_output=True, text=True, timeout=120
+        )
 
     update = run("update", "--rosdistro", DISTRO)
     assert update.returncode == 0, update.stdout + update.stderr
@@ -271,14 +294,23 @@ def test_rosdep_install_resolves_every_key(rosdep, tmp_path, os_name):
 
 @pytest.mark.parametrize(
     "key",
-    ["python3-accelerate-pip", "python3-peft-pip", "python3-safetensors-pip", "python3-segment-anything-pip"],
+    [
+        "python3-accelerate-pip",
+        "python3-peft-pip",
+        "python3-safetensors-pip",
+        "python3-segment-anything-pip",
+    ],
 )
 def test_rosdep_install_fails_on_a_key_rosdistro_does_not_have(rosdep, tmp_path, key):
     """The keys of the original package.xml that made README.md's `rosdep install` fail."""
     text = (REPO / "lisa_ros" / "package.xml").read_text()
     broken = text.replace("<test_depend>", f"<exec_depend>{key}</exec_depend>\n  <test_depend>", 1)
     assert key in broken
-    ws = workspace(tmp_path / "ws", {"lisa_ros": broken, "lisa_ros_interfaces": PACKAGE_XMLS[1].read_text()})
+    ws = workspace(
+        tmp_path / "ws", {"lisa_ros": broken, "lisa_ros_interfaces": PACKAGE_XMLS[1].read_text()}
+    )
     result = simulate(rosdep, ws, "ubuntu")
     assert result.returncode != 0
-    assert f"Cannot locate rosdep definition for [{key}]" in result.stderr, result.stdout + result.stderr
+    assert f"Cannot locate rosdep definition for [{key}]" in result.stderr, (
+        result.stdout + result.stderr
+    )

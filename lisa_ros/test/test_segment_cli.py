@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import CHECKPOINT, FIXTURE, IMAGE
+
 from lisa_ros.segment_cli import write_outputs
 from lisa_ros.visualization import draw_overlay, mask_colors
 
@@ -32,7 +32,9 @@ def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
+        ),
     }
     command = [sys.executable, "-m", "lisa_ros.segment_cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -54,7 +56,16 @@ def rgb_image() -> np.ndarray:
 def test_cli_answers_and_writes_every_output(tmp_path):
     output = tmp_path / "out"
     completed = run_cli(
-        "--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--output", output, "--max-new-tokens", "8", *CPU_FP32
+        "--model",
+        CHECKPOINT,
+        "--image",
+        IMAGE,
+        INSTRUCTION,
+        "--output",
+        output,
+        "--max-new-tokens",
+        "8",
+        *CPU_FP32,
     )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
@@ -69,12 +80,16 @@ def test_cli_answers_and_writes_every_output(tmp_path):
     assert record["model"] == str(CHECKPOINT)
     assert record["precision"] == "fp32" and record["device"] == "cpu"
     assert record["image_size"] == {"width": 420, "height": 300}
-    assert {"clip", "sam_encoder", "prefill", "decode", "mask_decoder", "total"} <= set(record["timings_s"])
+    assert {"clip", "sam_encoder", "prefill", "decode", "mask_decoder", "total"} <= set(
+        record["timings_s"]
+    )
     assert record["timings_s"]["total"] > 0
 
     image = rgb_image()
     assert len(record["masks"]) == record["text"].count("[SEG]")
-    overlay = cv2.cvtColor(read_png(output / record["overlay"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    overlay = cv2.cvtColor(
+        read_png(output / record["overlay"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
     assert overlay.shape == image.shape
     for mask in record["masks"]:
         assert read_png(output / mask["file"]).shape == image.shape[:2]
@@ -114,7 +129,9 @@ def scripted_result():
     from lisa_ros.model.generation import ScriptedReply
 
     lisa = load_model(CHECKPOINT, precision="fp32", device="cpu")
-    result = lisa.segment(rgb_image(), INSTRUCTION, logits_processor=[ScriptedReply(SCRIPTED_REPLY)])
+    result = lisa.segment(
+        rgb_image(), INSTRUCTION, logits_processor=[ScriptedReply(SCRIPTED_REPLY)]
+    )
     assert len(result.mask_logits) == 2  # what the rest of this module relies on
     return result
 
@@ -125,9 +142,16 @@ def test_write_outputs_writes_overlay_masks_and_json(scripted_result, tmp_path):
     written = write_outputs(scripted_result, image, tmp_path / "new" / "folder", run_info)
     folder = tmp_path / "new" / "folder"
 
-    assert [path.name for path in written] == ["overlay.png", "mask_0.png", "mask_1.png", "result.json"]
+    assert [path.name for path in written] == [
+        "overlay.png",
+        "mask_0.png",
+        "mask_1.png",
+        "result.json",
+    ]
     overlay = cv2.cvtColor(read_png(folder / "overlay.png", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(overlay, draw_overlay(image, scripted_result.masks, scripted_result.text))
+    np.testing.assert_array_equal(
+        overlay, draw_overlay(image, scripted_result.masks, scripted_result.text)
+    )
 
     for index, expected in enumerate(scripted_result.masks):
         mask = read_png(folder / f"mask_{index}.png")
@@ -150,7 +174,14 @@ def test_write_outputs_writes_overlay_masks_and_json(scripted_result, tmp_path):
         assert mask["score"] == pytest.approx(float(scripted_result.scores[index]))
         assert mask["overlay_color_rgb"] == colors[index].tolist()
     assert [mask["phrase"] for mask in record["masks"]] == ["Sure", "and"]
-    assert set(record["timings_s"]) >= {"clip", "sam_encoder", "prefill", "decode", "mask_decoder", "total"}
+    assert set(record["timings_s"]) >= {
+        "clip",
+        "sam_encoder",
+        "prefill",
+        "decode",
+        "mask_decoder",
+        "total",
+    }
     assert not list(folder.glob("*.partial"))
 
 
@@ -178,7 +209,9 @@ def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: st
     assert completed.returncode != 0
     assert "Traceback" not in completed.stderr
     assert completed.stdout == ""
-    errors = [line for line in completed.stderr.splitlines() if line.startswith("lisa-segment: error:")]
+    errors = [
+        line for line in completed.stderr.splitlines() if line.startswith("lisa-segment: error:")
+    ]
     assert len(errors) == 1, completed.stderr
     assert completed.stderr.rstrip("\n").endswith(errors[0])  # the error is the last thing said
     for fragment in fragments:
@@ -187,13 +220,17 @@ def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: st
 
 
 def test_missing_image_file(tmp_path):
-    completed = run_cli("--model", CHECKPOINT, "--image", tmp_path / "nope.png", INSTRUCTION, *CPU_FP32)
+    completed = run_cli(
+        "--model", CHECKPOINT, "--image", tmp_path / "nope.png", INSTRUCTION, *CPU_FP32
+    )
     assert_one_line_error(completed, "nope.png", "does not exist")
     assert "Loading LISA" not in completed.stderr  # checked before spending time on the model
 
 
 def test_image_that_is_not_an_image():
-    completed = run_cli("--model", CHECKPOINT, "--image", FIXTURE / "README.md", INSTRUCTION, *CPU_FP32)
+    completed = run_cli(
+        "--model", CHECKPOINT, "--image", FIXTURE / "README.md", INSTRUCTION, *CPU_FP32
+    )
     assert_one_line_error(completed, "README.md", "cannot be decoded")
 
 
@@ -209,7 +246,9 @@ def test_empty_instruction(instruction):
 
 
 def test_missing_model_folder(tmp_path):
-    completed = run_cli("--model", tmp_path / "no_such_model", "--image", IMAGE, INSTRUCTION, *CPU_FP32)
+    completed = run_cli(
+        "--model", tmp_path / "no_such_model", "--image", IMAGE, INSTRUCTION, *CPU_FP32
+    )
     assert_one_line_error(completed, "no_such_model")
 
 
@@ -220,18 +259,31 @@ def test_folder_that_is_not_a_lisa_checkpoint(tmp_path):
 
 
 def test_settings_the_model_cannot_run_with():
-    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--quantization", "nf4", *CPU_FP32)
+    completed = run_cli(
+        "--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--quantization", "nf4", *CPU_FP32
+    )
     assert_one_line_error(completed, "nf4", "bf16")
 
 
 def test_missing_adapter(tmp_path):
-    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--adapter", tmp_path / "no_lora", *CPU_FP32)
+    completed = run_cli(
+        "--model",
+        CHECKPOINT,
+        "--image",
+        IMAGE,
+        INSTRUCTION,
+        "--adapter",
+        tmp_path / "no_lora",
+        *CPU_FP32,
+    )
     assert_one_line_error(completed, "no_lora")
 
 
 def test_output_that_is_a_file(tmp_path):
     blocker = tmp_path / "result"
     blocker.write_text("keep me")
-    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--output", blocker, *CPU_FP32)
+    completed = run_cli(
+        "--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, "--output", blocker, *CPU_FP32
+    )
     assert_one_line_error(completed, "cannot be created")
     assert blocker.read_text() == "keep me"

@@ -38,7 +38,9 @@ def _gradient_image(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
     return np.stack([(x * 7) % 256, (y * 5) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
 
 
-def _box_mask(top: int, left: int, bottom: int, right: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+def _box_mask(
+    top: int, left: int, bottom: int, right: int, height: int = HEIGHT, width: int = WIDTH
+) -> np.ndarray:
     mask = np.zeros((height, width), dtype=bool)
     mask[top:bottom, left:right] = True
     return mask
@@ -116,7 +118,9 @@ def test_label_image_holds_255_masks_and_refuses_more():
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros((4, 4), dtype=bool), np.zeros((1, 4, 4), dtype=np.float32)], ids=["2d", "float logits"]
+    "bad",
+    [np.zeros((4, 4), dtype=bool), np.zeros((1, 4, 4), dtype=np.float32)],
+    ids=["2d", "float logits"],
 )
 def test_label_image_rejects_wrong_masks(bad):
     with pytest.raises(ValueError):
@@ -172,7 +176,9 @@ def test_overlay_blends_each_mask_in_its_colour():
     np.testing.assert_allclose(overlay[85, 170], expected_second, atol=1)
 
 
-@pytest.mark.parametrize("height,width,thickness", [(HEIGHT, WIDTH, 1), (480, 640, 2), (720, 1280, 3)])
+@pytest.mark.parametrize(
+    "height,width,thickness", [(HEIGHT, WIDTH, 1), (480, 640, 2), (720, 1280, 3)]
+)
 def test_overlay_outlines_masks_dark_outside_and_in_full_colour_inside(height, width, thickness):
     assert _outline_thickness(height, width) == thickness
     image = np.full((height, width, 3), 150, dtype=np.uint8)
@@ -187,12 +193,17 @@ def test_overlay_outlines_masks_dark_outside_and_in_full_colour_inside(height, w
             np.testing.assert_array_equal(overlay[y, x], color)
         for y, x in [(top - 1 - k, 60), (bottom + k, 60), (60, left - 1 - k), (60, right + k)]:
             np.testing.assert_array_equal(overlay[y, x], (0, 0, 0))
-    np.testing.assert_allclose(overlay[top - 1 - thickness, 60], dimmed, atol=1)  # beyond: the background
+    np.testing.assert_allclose(
+        overlay[top - 1 - thickness, 60], dimmed, atol=1
+    )  # beyond: the background
     assert (overlay[60, 80] < color).any() and (overlay[60, 80] != 0).any()  # interior: blended
 
 
-@pytest.mark.parametrize("background", [(0, 0, 0), (255, 255, 255), (255, 56, 56), (128, 128, 128), (235, 120, 40)],
-                         ids=["black", "white", "the mask colour", "grey", "orange"])
+@pytest.mark.parametrize(
+    "background",
+    [(0, 0, 0), (255, 255, 255), (255, 56, 56), (128, 128, 128), (235, 120, 40)],
+    ids=["black", "white", "the mask colour", "grey", "orange"],
+)
 def test_outline_stands_out_on_any_background(background):
     """One of the two lines always contrasts with what lies just outside the mask."""
     image = np.full((HEIGHT, WIDTH, 3), background, dtype=np.uint8)
@@ -297,7 +308,13 @@ def test_long_text_wraps_and_stays_within_a_band_of_limited_height():
 def test_overlay_handles_unusual_text():
     image = _gradient_image()
     masks = _two_boxes()
-    texts = ["Ünïcödé — ok ✓ [SEG]", "[SEG][SEG][SEG]", "a" * 500 + " [SEG]", "line one\nline two [SEG]", "   "]
+    texts = [
+        "Ünïcödé — ok ✓ [SEG]",
+        "[SEG][SEG][SEG]",
+        "a" * 500 + " [SEG]",
+        "line one\nline two [SEG]",
+        "   ",
+    ]
     for text in [*texts, "x" * 300 + "[SEG] " + "y" * 300 + "[SEG]"]:
         overlay = draw_overlay(image, masks, text)
         assert overlay.shape == image.shape
@@ -314,7 +331,9 @@ def test_overlay_on_tiny_images(height, width):
     assert overlay.shape == image.shape
     assert (overlay[0, 0] != 50).any()
     # Too small for text: no answer and no labels, only the mask drawn over the dimmed image.
-    np.testing.assert_array_equal(overlay, draw_overlay(image, masks, "", draw_text=False, draw_labels=False))
+    np.testing.assert_array_equal(
+        overlay, draw_overlay(image, masks, "", draw_text=False, draw_labels=False)
+    )
 
 
 def test_overlay_rejects_bad_inputs():
@@ -371,7 +390,14 @@ def test_label_of_a_mask_at_the_top_edge_stays_inside_the_image_on_the_mask():
 
 
 @pytest.mark.parametrize(
-    "answer", ["Sure, [SEG].", "It is [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].", "[SEG]"]
+    "answer",
+    [
+        "Sure, [SEG].",
+        "It is [SEG].",
+        "Sure, it is [SEG].",
+        "Sure, the segmentation result is [SEG].",
+        "[SEG]",
+    ],
 )
 def test_lisa_template_answers_get_no_label(answer):
     image = _gradient_image()
@@ -388,8 +414,12 @@ def test_phrases_given_replace_those_of_the_text():
 
 def test_labels_of_neighbouring_masks_do_not_overlap():
     image = _gradient_image()
-    masks = np.stack([_box_mask(100, 40, 200, 150), _box_mask(100, 150, 200, 280)])  # side by side, same top
-    changed = _label_pixels(image, masks, "The large red toolbox [SEG] and the green toolbox [SEG].")
+    masks = np.stack(
+        [_box_mask(100, 40, 200, 150), _box_mask(100, 150, 200, 280)]
+    )  # side by side, same top
+    changed = _label_pixels(
+        image, masks, "The large red toolbox [SEG] and the green toolbox [SEG]."
+    )
     boxes = _components(changed)
     assert len(boxes) == 2  # two separate labels, not one merged block
 
@@ -401,7 +431,10 @@ def test_labels_of_neighbouring_masks_do_not_overlap():
         ("and the model shuttle", "the model shuttle"),
         ("Andy's cup", "Andy's cup"),
         ("is orange, she holds the helmet", "she holds the helmet"),  # too long: the last clause
-        ("lies in the red tote beside the white package", "the white package"),  # then from an article
+        (
+            "lies in the red tote beside the white package",
+            "the white package",
+        ),  # then from an article
         ("pick up whatever lies near that big heavy thing", "that big heavy thing"),
         ("go over there and grab whatever lies nearest to it", "...lies nearest to it"),
         ("anextremelylongwordthatcannotfitanywhereatall", ""),
@@ -430,7 +463,9 @@ def scenes(examples):
     return examples.scenes()
 
 
-def _edge_contrast(overlay: np.ndarray, masks: np.ndarray, index: int, background_only: bool = False) -> float:
+def _edge_contrast(
+    overlay: np.ndarray, masks: np.ndarray, index: int, background_only: bool = False
+) -> float:
     """Median, over the boundary pixels of mask ``index``, of the CIELAB distance between the mean
     colour a few pixels inside the mask and a few pixels outside it near that boundary pixel,
     beyond the outline: how clearly the mask's region differs from what surrounds it (with
@@ -458,14 +493,18 @@ def _edge_contrast(overlay: np.ndarray, masks: np.ndarray, index: int, backgroun
     return float(np.median(np.linalg.norm(inner - outer, axis=-1)[valid]))
 
 
-@pytest.mark.parametrize("scene", ["picking", "coffee"], ids=["red mask on an orange book", "red mask on a red cup"])
+@pytest.mark.parametrize(
+    "scene", ["picking", "coffee"], ids=["red mask on an orange book", "red mask on a red cup"]
+)
 def test_red_mask_on_orange_or_red_stands_out(scenes, scene):
     """The reported case: a red tint over an orange book in a red tote did not show. Mask 0 (red)
     must differ clearly from the unmasked surroundings (the tote, the table); the tint alone, as
     the overlay was drawn before (background untouched), does not make it."""
     image, masks, answer = scenes[scene]
     overlay = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False)
-    tint_only = draw_overlay(image, masks, answer, draw_text=False, draw_labels=False, dim_background=1.0)
+    tint_only = draw_overlay(
+        image, masks, answer, draw_text=False, draw_labels=False, dim_background=1.0
+    )
     assert _edge_contrast(tint_only, masks, 0, background_only=True) < 45
     assert _edge_contrast(overlay, masks, 0, background_only=True) >= 45
 
@@ -484,9 +523,13 @@ def test_every_example_mask_is_outlined_all_around(scenes):
         colors = mask_colors(len(masks))
         for index, mask in enumerate(masks):
             visible = label_image(masks) == index + 1
-            edge = visible & ~cv2.erode(visible.view(np.uint8), np.ones((3, 3), np.uint8), borderValue=1).astype(bool)
+            edge = visible & ~cv2.erode(
+                visible.view(np.uint8), np.ones((3, 3), np.uint8), borderValue=1
+            ).astype(bool)
             assert (overlay[edge] == colors[index]).all(axis=-1).mean() > 0.99, (name, index)
-            around = cv2.dilate(mask.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~inside
+            around = (
+                cv2.dilate(mask.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~inside
+            )
             assert (overlay[around] == 0).all(axis=-1).mean() > 0.99, (name, index)
 
 
@@ -514,7 +557,10 @@ def test_example_labels_are_inside_the_image_next_to_their_masks(scenes):
             mask_ys, mask_xs = np.nonzero(mask)
             label_height = ys.max() - ys.min() + 1
             # Vertically within a label's height of the mask; horizontally over its columns.
-            assert mask_ys.min() - 2 * label_height <= ys.min() <= mask_ys.max() + label_height, (name, index)
+            assert mask_ys.min() - 2 * label_height <= ys.min() <= mask_ys.max() + label_height, (
+                name,
+                index,
+            )
             assert xs.min() <= mask_xs.max() and xs.max() >= mask_xs.min(), (name, index)
 
 
@@ -528,7 +574,9 @@ def test_example_overlays_are_written_and_match_the_committed_ones(examples, tmp
     for path in written:
         fresh = cv2.imread(str(path), cv2.IMREAD_COLOR)
         committed = cv2.imread(str(COMMITTED_OVERLAYS / path.name), cv2.IMREAD_COLOR)
-        assert committed is not None, f"{path.name} is not committed: run {SCRIPT.name} {COMMITTED_OVERLAYS}"
+        assert committed is not None, (
+            f"{path.name} is not committed: run {SCRIPT.name} {COMMITTED_OVERLAYS}"
+        )
         assert committed.shape == fresh.shape
         # JPEG decoders may differ by a level or two; a moved label or another colour is far more.
         differing = (np.abs(committed.astype(int) - fresh).max(axis=-1) > 16).mean()

@@ -50,7 +50,9 @@ class TokenLayout:
     @property
     def added(self) -> tuple[int, ...]:
         """Ids that are decoded as standalone words, like LLaMA's slow tokenizer did."""
-        return tuple(i for i in (self.seg, self.im_start, self.im_end, self.im_patch) if i is not None)
+        return tuple(
+            i for i in (self.seg, self.im_start, self.im_end, self.im_patch) if i is not None
+        )
 
 
 @dataclass
@@ -80,7 +82,9 @@ def is_local_reference(model: str | os.PathLike) -> bool:
     )
 
 
-def resolve_folder(model: str | os.PathLike, *, what: str = "model", tqdm_class: type | None = None) -> Path:
+def resolve_folder(
+    model: str | os.PathLike, *, what: str = "model", tqdm_class: type | None = None
+) -> Path:
     """A local folder for `model`: the folder itself, or a hub snapshot (HF cache, HF_HUB_OFFLINE).
 
     `tqdm_class` shows the download's progress (None: huggingface_hub's own bars).
@@ -89,7 +93,9 @@ def resolve_folder(model: str | os.PathLike, *, what: str = "model", tqdm_class:
     if os.path.isdir(text):
         return Path(text)
     if is_local_reference(text):
-        raise LisaLoadError(f"{what} folder '{text}' does not exist: pass an existing folder or a hub id like 'xinlai/LISA-7B-v1'")
+        raise LisaLoadError(
+            f"{what} folder '{text}' does not exist: pass an existing folder or a hub id like 'xinlai/LISA-7B-v1'"
+        )
     return _download_snapshot(text, what, tqdm_class)
 
 
@@ -103,11 +109,19 @@ def _download_snapshot(repo_id: str, what: str, tqdm_class: type | None = None) 
 
     logger.info("Fetching %s '%s' (Hugging Face cache, downloads if missing)", what, repo_id)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILE_PATTERNS, tqdm_class=tqdm_class))
+        return Path(
+            snapshot_download(
+                repo_id, allow_patterns=CHECKPOINT_FILE_PATTERNS, tqdm_class=tqdm_class
+            )
+        )
     except GatedRepoError as error:
-        raise LisaLoadError(f"{what} '{repo_id}' is gated: accept its licence on the hub and log in with `hf auth login`") from error
+        raise LisaLoadError(
+            f"{what} '{repo_id}' is gated: accept its licence on the hub and log in with `hf auth login`"
+        ) from error
     except RepositoryNotFoundError as error:
-        raise LisaLoadError(f"{what} '{repo_id}' was not found on the Hugging Face hub: check the id, or pass a local folder") from error
+        raise LisaLoadError(
+            f"{what} '{repo_id}' was not found on the Hugging Face hub: check the id, or pass a local folder"
+        ) from error
     except LocalEntryNotFoundError as error:
         raise LisaLoadError(
             f"{what} '{repo_id}' is not in the Hugging Face cache and the hub cannot be reached "
@@ -126,7 +140,9 @@ def read_config(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise LisaLoadError(f"cannot read '{path}': {error}") from error
     if "hidden_size" not in config or "num_hidden_layers" not in config:
-        raise LisaLoadError(f"'{folder}' is not a LISA checkpoint: config.json has no Llama fields (hidden_size, num_hidden_layers)")
+        raise LisaLoadError(
+            f"'{folder}' is not a LISA checkpoint: config.json has no Llama fields (hidden_size, num_hidden_layers)"
+        )
     return config
 
 
@@ -137,7 +153,9 @@ def weight_files(folder: Path) -> list[Path]:
             shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
             missing = [name for name in shards if not (folder / name).is_file()]
             if missing:
-                raise LisaLoadError(f"checkpoint '{folder}' is incomplete: {index} lists {', '.join(missing)}, which are missing")
+                raise LisaLoadError(
+                    f"checkpoint '{folder}' is incomplete: {index} lists {', '.join(missing)}, which are missing"
+                )
             return [folder / name for name in shards]
         if (folder / single).is_file():
             return [folder / single]
@@ -160,7 +178,9 @@ def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
             else:
                 state.update(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
         except Exception as error:  # torch and safetensors raise many kinds for a corrupt file
-            raise LisaLoadError(f"cannot read weights '{path}' (corrupt or truncated?): {error}") from error
+            raise LisaLoadError(
+                f"cannot read weights '{path}' (corrupt or truncated?): {error}"
+            ) from error
     return state
 
 
@@ -169,11 +189,11 @@ def split_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     llm, projector, text_fcs, sam = {}, {}, {}, {}
     for key, tensor in state.items():
         if key.startswith(PROJECTOR_PREFIX):
-            projector[key[len(PROJECTOR_PREFIX):]] = tensor
+            projector[key[len(PROJECTOR_PREFIX) :]] = tensor
         elif key.startswith(TEXT_FCS_PREFIX):
-            text_fcs[key[len(TEXT_FCS_PREFIX):]] = tensor
+            text_fcs[key[len(TEXT_FCS_PREFIX) :]] = tensor
         elif key.startswith(SAM_PREFIX):
-            sam[key[len(SAM_PREFIX):]] = tensor
+            sam[key[len(SAM_PREFIX) :]] = tensor
         elif key.startswith(VISION_TOWER_PREFIX) or key.endswith("rotary_emb.inv_freq"):
             continue  # CLIP comes from the vision tower; RoPE frequencies are recomputed
         else:
@@ -184,7 +204,11 @@ def split_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
 def read_checkpoint(folder: Path) -> LisaCheckpoint:
     config = read_config(folder)
     llm, projector, text_fcs, sam = split_state_dict(load_state_dict(folder))
-    for part, tensors in (("SAM (model.visual_model.*)", sam), ("text_hidden_fcs", text_fcs), ("mm_projector", projector)):
+    for part, tensors in (
+        ("SAM (model.visual_model.*)", sam),
+        ("text_hidden_fcs", text_fcs),
+        ("mm_projector", projector),
+    ):
         if not tensors:
             raise LisaLoadError(f"'{folder}' is not a LISA checkpoint: its weights have no {part}")
     return LisaCheckpoint(folder, config, llm, projector, text_fcs, sam)
@@ -195,7 +219,9 @@ def token_layout(tokenizer: Any) -> TokenLayout:
     vocab = tokenizer.get_vocab()
     missing = [token for token in (SEG_TOKEN, "<im_start>", "<im_end>") if token not in vocab]
     if missing:
-        raise LisaLoadError(f"the tokenizer has no {', '.join(missing)} token: this is not a LISA checkpoint")
+        raise LisaLoadError(
+            f"the tokenizer has no {', '.join(missing)} token: this is not a LISA checkpoint"
+        )
     return TokenLayout(
         seg=vocab[SEG_TOKEN],
         im_start=vocab["<im_start>"],
@@ -209,7 +235,9 @@ def token_layout(tokenizer: Any) -> TokenLayout:
 def resolve_vision_tower(name: str, checkpoint_folder: Path) -> str:
     """The checkpoint's vision tower, with paths relative to the checkpoint folder made absolute."""
     if not name:
-        raise LisaLoadError("the checkpoint's config.json names no vision tower: pass vision_tower (e.g. 'openai/clip-vit-large-patch14')")
+        raise LisaLoadError(
+            "the checkpoint's config.json names no vision tower: pass vision_tower (e.g. 'openai/clip-vit-large-patch14')"
+        )
     relative = checkpoint_folder / name
     if not os.path.isabs(name) and relative.is_dir():
         return str(relative.resolve())

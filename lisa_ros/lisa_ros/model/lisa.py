@@ -28,7 +28,14 @@ from .checkpoint import TokenLayout
 from .errors import LisaOutOfMemoryError
 from .generation import AnswerStreamer, StopOnEvent, TextCallback
 from .preprocessing import postprocess_masks, sam_input, validate_image
-from .prompt import IMAGE_TOKEN_INDEX, Turn, build_prompt, decode_answer, seg_phrases, tokenize_prompt
+from .prompt import (
+    IMAGE_TOKEN_INDEX,
+    Turn,
+    build_prompt,
+    decode_answer,
+    seg_phrases,
+    tokenize_prompt,
+)
 from .result import SegmentationResult
 
 logger = logging.getLogger(__name__)
@@ -42,7 +49,9 @@ class ImageEncoding:
     """Everything LISA computes from an image alone, reusable across instructions and turns."""
 
     key: str
-    image_tokens: torch.Tensor  # (1, patches, hidden): projected CLIP features, in the LLM's input space
+    image_tokens: (
+        torch.Tensor
+    )  # (1, patches, hidden): projected CLIP features, in the LLM's input space
     sam_embeddings: torch.Tensor  # (1, C, h, w) float32: SAM image encoder output
     resize_hw: tuple[int, int]
     original_hw: tuple[int, int]
@@ -170,12 +179,14 @@ class LisaModel:
         """Prompt ids with IMAGE_TOKEN_INDEX where the image features go (as the reference builds them)."""
         return tokenize_prompt(self.tokenizer, build_prompt(instruction, history))
 
-    def prompt_embeddings(self, prompt_ids: Sequence[int], image_tokens: torch.Tensor) -> torch.Tensor:
+    def prompt_embeddings(
+        self, prompt_ids: Sequence[int], image_tokens: torch.Tensor
+    ) -> torch.Tensor:
         """Token embeddings with the image placeholder replaced by the image tokens: (1, T, hidden)."""
         split = list(prompt_ids).index(IMAGE_TOKEN_INDEX)
         embed = self.llm.get_input_embeddings()
         before = torch.tensor([prompt_ids[:split]], device=self.device)
-        after = torch.tensor([prompt_ids[split + 1:]], device=self.device)
+        after = torch.tensor([prompt_ids[split + 1 :]], device=self.device)
         image_tokens = image_tokens.to(embed.weight.dtype)
         return torch.cat([embed(before), image_tokens, embed(after)], dim=1)
 
@@ -190,7 +201,9 @@ class LisaModel:
         count = prompts.shape[0]
         sparse = prompts[:, None, :]
         grid = encoding.sam_embeddings.shape[-2:]
-        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(count, -1, *grid)
+        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            count, -1, *grid
+        )
         low_res, iou = self.sam.mask_decoder(
             image_embeddings=encoding.sam_embeddings,
             image_pe=self.sam.prompt_encoder.get_dense_pe(),
@@ -198,7 +211,9 @@ class LisaModel:
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
-        logits = postprocess_masks(low_res, self.sam_image_size, encoding.resize_hw, encoding.original_hw)
+        logits = postprocess_masks(
+            low_res, self.sam_image_size, encoding.resize_hw, encoding.original_hw
+        )
         return logits[:, 0], iou[:, 0]
 
     # ------------------------------------------------------------------ generation
@@ -218,7 +233,9 @@ class LisaModel:
         finally:
             handle.remove()
 
-    def _generation_kwargs(self, prompt_length: int, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _generation_kwargs(
+        self, prompt_length: int, generate_kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         kwargs = dict(generate_kwargs)
         if kwargs.get("num_beams", 1) != 1:
             raise ValueError("LISA's [SEG] capture needs num_beams=1 (greedy or sampling)")
@@ -230,13 +247,17 @@ class LisaModel:
             )
         requested = int(kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
         if requested > room:
-            logger.warning("max_new_tokens lowered from %d to %d to fit the model's context", requested, room)
+            logger.warning(
+                "max_new_tokens lowered from %d to %d to fit the model's context", requested, room
+            )
         kwargs["max_new_tokens"] = min(requested, room)
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("num_beams", 1)
         kwargs.setdefault("use_cache", True)
         kwargs.setdefault("eos_token_id", self.layout.eos)
-        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id or self.tokenizer.unk_token_id or 0)
+        kwargs.setdefault(
+            "pad_token_id", self.tokenizer.pad_token_id or self.tokenizer.unk_token_id or 0
+        )
         return kwargs
 
     @torch.inference_mode()
@@ -269,7 +290,13 @@ class LisaModel:
         generate_kwargs = self._with_controls(generate_kwargs, stop, on_text)
         try:
             with self._lock:
-                return self._segment(image, instruction.strip(), history, on_stage or (lambda _stage: None), generate_kwargs)
+                return self._segment(
+                    image,
+                    instruction.strip(),
+                    history,
+                    on_stage or (lambda _stage: None),
+                    generate_kwargs,
+                )
         except torch.OutOfMemoryError as error:
             self.free_memory()
             raise LisaOutOfMemoryError(
@@ -278,7 +305,10 @@ class LisaModel:
             ) from error
 
     def _with_controls(
-        self, generate_kwargs: dict[str, Any], stop: threading.Event | None, on_text: TextCallback | None
+        self,
+        generate_kwargs: dict[str, Any],
+        stop: threading.Event | None,
+        on_text: TextCallback | None,
     ) -> dict[str, Any]:
         """`generate_kwargs` with the stopping criterion and the streamer for `stop` and `on_text`."""
         kwargs = dict(generate_kwargs)
@@ -288,7 +318,9 @@ class LisaModel:
             )
         if on_text is not None:
             if kwargs.get("streamer") is not None:
-                raise ValueError("pass on_text or a streamer, not both (generate takes one streamer)")
+                raise ValueError(
+                    "pass on_text or a streamer, not both (generate takes one streamer)"
+                )
             decode = lambda ids: decode_answer(self.tokenizer, ids, self.layout)  # noqa: E731
             kwargs["streamer"] = AnswerStreamer(decode, on_text)
         return kwargs
@@ -314,7 +346,9 @@ class LisaModel:
         with self._capture_last_states() as (states, step_times):
             output = self.llm.generate(
                 inputs_embeds=embeddings,
-                attention_mask=torch.ones(embeddings.shape[:2], dtype=torch.long, device=self.device),
+                attention_mask=torch.ones(
+                    embeddings.shape[:2], dtype=torch.long, device=self.device
+                ),
                 **kwargs,
             )
         sequences = output.sequences if hasattr(output, "sequences") else output
@@ -328,7 +362,9 @@ class LisaModel:
 
         text = decode_answer(self.tokenizer, token_ids, self.layout)
         phrases, offsets = seg_phrases(text)
-        timings = self._timings(encoding, encoded_now, start, generate_start, step_times, mask_start, end)
+        timings = self._timings(
+            encoding, encoded_now, start, generate_start, step_times, mask_start, end
+        )
         return SegmentationResult(
             text=text,
             token_ids=token_ids,

@@ -11,10 +11,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import LisaCheckpoint, read_checkpoint, resolve_folder, resolve_vision_tower, token_layout
+from .checkpoint import (
+    LisaCheckpoint,
+    read_checkpoint,
+    resolve_folder,
+    resolve_vision_tower,
+    token_layout,
+)
 from .errors import LisaLoadError
 from .lisa import LisaModel
-from .logs import hub_tqdm_class, quiet_int8_cast_warning, resolve_progress, transformers_progress, without_cpu_kernel_notice
+from .logs import (
+    hub_tqdm_class,
+    quiet_int8_cast_warning,
+    resolve_progress,
+    transformers_progress,
+    without_cpu_kernel_notice,
+)
 from .options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from .sam import load_sam
 from .versions import check_versions
@@ -28,10 +40,26 @@ UNQUANTIZED_LLM_MODULES = ["lm_head"]
 
 # Fields of LISA's "llava" config.json that describe the Llama decoder itself.
 LLAMA_CONFIG_KEYS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-    "pretraining_tp", "tie_word_embeddings", "rope_theta", "rope_scaling", "attention_bias", "mlp_bias",
-    "bos_token_id", "eos_token_id", "pad_token_id", "head_dim",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "initializer_range",
+    "rms_norm_eps",
+    "pretraining_tp",
+    "tie_word_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "attention_bias",
+    "mlp_bias",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "head_dim",
 )
 
 
@@ -50,9 +78,13 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
         ) from error
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise LisaLoadError(f"device '{device}' asked for, but CUDA is not available here: use device 'cpu'")
+            raise LisaLoadError(
+                f"device '{device}' asked for, but CUDA is not available here: use device 'cpu'"
+            )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise LisaLoadError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise LisaLoadError(
+                f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
     return parsed
 
 
@@ -65,7 +97,9 @@ def check_options(
     return parsed, _validate_options(precision, quantization, parsed)
 
 
-def _validate_options(precision: str, quantization: str | None, device: torch.device) -> torch.dtype:
+def _validate_options(
+    precision: str, quantization: str | None, device: torch.device
+) -> torch.dtype:
     if precision not in PRECISIONS:
         raise LisaLoadError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     if quantization is not None and quantization not in QUANTIZATIONS:
@@ -73,9 +107,13 @@ def _validate_options(precision: str, quantization: str | None, device: torch.de
             f"quantization '{quantization}' is not one of none, {', '.join(QUANTIZATIONS)}"
         )
     if quantization and device.type not in ("cuda", "cpu"):
-        raise LisaLoadError(f"{quantization} quantization (bitsandbytes) runs on CUDA (or slowly on the CPU), not on {device.type}")
+        raise LisaLoadError(
+            f"{quantization} quantization (bitsandbytes) runs on CUDA (or slowly on the CPU), not on {device.type}"
+        )
     if quantization and precision == "fp32":
-        raise LisaLoadError(f"{quantization} quantization computes in 16 bits: use precision bf16 or fp16")
+        raise LisaLoadError(
+            f"{quantization} quantization computes in 16 bits: use precision bf16 or fp16"
+        )
     return getattr(torch, PRECISIONS[precision])
 
 
@@ -83,7 +121,9 @@ def llama_config(lisa_config: dict[str, Any]) -> Any:
     """A transformers LlamaConfig from the decoder fields of LISA's config.json."""
     from transformers import LlamaConfig
 
-    fields = {key: lisa_config[key] for key in LLAMA_CONFIG_KEYS if lisa_config.get(key) is not None}
+    fields = {
+        key: lisa_config[key] for key in LLAMA_CONFIG_KEYS if lisa_config.get(key) is not None
+    }
     config = LlamaConfig(**fields)
     config.use_cache = True  # LISA saved use_cache=false, which is what made its generation slow
     return config
@@ -96,7 +136,9 @@ def _quantization_config(quantization: str | None, dtype: torch.dtype, device: t
         with without_cpu_kernel_notice(relevant=quantization == "nf4" and device.type == "cpu"):
             import bitsandbytes  # noqa: F401
     except ImportError as error:
-        raise LisaLoadError(f"{quantization} quantization needs bitsandbytes: pip install 'lisa_ros[quantization]'") from error
+        raise LisaLoadError(
+            f"{quantization} quantization needs bitsandbytes: pip install 'lisa_ros[quantization]'"
+        ) from error
     from transformers import BitsAndBytesConfig
 
     if quantization == "int8":
@@ -117,10 +159,16 @@ def _quantization_config(quantization: str | None, dtype: torch.dtype, device: t
     )
 
 
-def _load_llm(checkpoint: LisaCheckpoint, dtype: torch.dtype, device: torch.device, quantization: str | None) -> nn.Module:
+def _load_llm(
+    checkpoint: LisaCheckpoint, dtype: torch.dtype, device: torch.device, quantization: str | None
+) -> nn.Module:
     from transformers import LlamaForCausalLM
 
-    logger.info("Building the language model (%s layers, hidden %s)", checkpoint.config["num_hidden_layers"], checkpoint.config["hidden_size"])
+    logger.info(
+        "Building the language model (%s layers, hidden %s)",
+        checkpoint.config["num_hidden_layers"],
+        checkpoint.config["hidden_size"],
+    )
     try:
         llm = LlamaForCausalLM.from_pretrained(
             None,
@@ -133,7 +181,9 @@ def _load_llm(checkpoint: LisaCheckpoint, dtype: torch.dtype, device: torch.devi
     except LisaLoadError:
         raise
     except (RuntimeError, ValueError, KeyError) as error:
-        raise LisaLoadError(f"the checkpoint's language-model weights do not load: {error}") from error
+        raise LisaLoadError(
+            f"the checkpoint's language-model weights do not load: {error}"
+        ) from error
     if quantization == "nf4" and device.type == "cpu":
         _generic_cpu_nf4_where_needed(llm)
     return llm.eval()
@@ -159,7 +209,9 @@ def _generic_cpu_nf4_where_needed(llm: nn.Module) -> None:
     if rerouted:
         logger.info(
             "nf4 on the CPU: %d layer(s) whose sizes are not multiples of 64 (inputs) and 32 (outputs) use "
-            "bitsandbytes' generic CPU kernel (slower), e.g. %s", len(rerouted), rerouted[0],
+            "bitsandbytes' generic CPU kernel (slower), e.g. %s",
+            len(rerouted),
+            rerouted[0],
         )
 
 
@@ -175,7 +227,9 @@ def _apply_adapter(llm: nn.Module, adapter: str, merge: bool) -> nn.Module:
     return llm.merge_and_unload() if merge else llm
 
 
-def _load_vision_tower(name: str, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
+def _load_vision_tower(
+    name: str, dtype: torch.dtype, device: torch.device
+) -> tuple[nn.Module, Any]:
     from transformers import CLIPVisionModel
 
     try:  # the PIL back-end resizes exactly as the reference did; the torchvision one differs slightly
@@ -189,7 +243,9 @@ def _load_vision_tower(name: str, dtype: torch.dtype, device: torch.device) -> t
         tower = CLIPVisionModel.from_pretrained(name, dtype=dtype)
     except OSError as error:
         raise LisaLoadError(
-            f"vision tower '{name}' cannot be loaded (not a CLIP folder, or not in the HF cache while offline): {error}".splitlines()[0]
+            f"vision tower '{name}' cannot be loaded (not a CLIP folder, or not in the HF cache while offline): {error}".splitlines()[
+                0
+            ]
         ) from error
     return tower.to(device).eval(), processor
 
@@ -209,19 +265,25 @@ def _load_tokenizer(folder: Path) -> Any:
             warnings.filterwarnings("ignore", message=".*rope_scaling.*", category=FutureWarning)
             return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
-        raise LisaLoadError(f"'{folder}' has no usable tokenizer: {error}".splitlines()[0]) from error
+        raise LisaLoadError(
+            f"'{folder}' has no usable tokenizer: {error}".splitlines()[0]
+        ) from error
 
 
 def _linear_from_state(state: dict[str, torch.Tensor], prefix: str = "") -> nn.Linear:
     weight = state[f"{prefix}weight"]
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=f"{prefix}bias" in state)
-    linear.load_state_dict({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+    linear.load_state_dict(
+        {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    )
     return linear
 
 
 def _text_hidden_fcs(state: dict[str, torch.Tensor]) -> nn.Module:
     """LISA's Sequential(Linear(H, H), ReLU, Linear(H, out_dim), Dropout(0)), from its weights."""
-    return nn.Sequential(_linear_from_state(state, "0."), nn.ReLU(), _linear_from_state(state, "2."), nn.Dropout(0.0))
+    return nn.Sequential(
+        _linear_from_state(state, "0."), nn.ReLU(), _linear_from_state(state, "2."), nn.Dropout(0.0)
+    )
 
 
 def load_model(
@@ -248,8 +310,12 @@ def load_model(
     """
     check_options(precision, quantization, device)  # fail before any download
     mode = resolve_progress(progress)
-    checkpoint = read_checkpoint(resolve_folder(model, what="LISA checkpoint", tqdm_class=hub_tqdm_class(mode)))
-    return build_model(checkpoint, vision_tower, precision, quantization, device, adapter, progress=mode)
+    checkpoint = read_checkpoint(
+        resolve_folder(model, what="LISA checkpoint", tqdm_class=hub_tqdm_class(mode))
+    )
+    return build_model(
+        checkpoint, vision_tower, precision, quantization, device, adapter, progress=mode
+    )
 
 
 def build_model(
@@ -270,7 +336,11 @@ def build_model(
     mode = resolve_progress(progress)
     tokenizer = _load_tokenizer(checkpoint.folder)
     layout = token_layout(tokenizer)
-    tower_name = os.fspath(vision_tower) if vision_tower else resolve_vision_tower(checkpoint.vision_tower, checkpoint.folder)
+    tower_name = (
+        os.fspath(vision_tower)
+        if vision_tower
+        else resolve_vision_tower(checkpoint.vision_tower, checkpoint.folder)
+    )
 
     with transformers_progress(mode):
         llm = _load_llm(checkpoint, dtype, parsed_device, quantization)
@@ -286,7 +356,12 @@ def build_model(
 
     projector = _linear_from_state(checkpoint.projector_state).to(parsed_device, dtype)
     text_fcs = _text_hidden_fcs(checkpoint.text_fcs_state).to(parsed_device, torch.float32)
-    logger.info("LISA ready on %s (%s%s)", parsed_device, precision, f", {quantization} LLM" if quantization else "")
+    logger.info(
+        "LISA ready on %s (%s%s)",
+        parsed_device,
+        precision,
+        f", {quantization} LLM" if quantization else "",
+    )
     return LisaModel(
         llm=llm,
         vision_tower=tower,

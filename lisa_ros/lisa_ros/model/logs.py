@@ -37,7 +37,7 @@ LOG_INTERVAL_NO_TOTAL_S = 30.0
 
 
 def resolve_progress(progress: str) -> str:
-    """"bars" or "log" for a `progress` option; LisaLoadError for an unknown one."""
+    """ "bars" or "log" for a `progress` option; LisaLoadError for an unknown one."""
     if progress not in PROGRESS_MODES:
         raise LisaLoadError(f"progress '{progress}' is not one of {', '.join(PROGRESS_MODES)}")
     if progress != "auto":
@@ -94,7 +94,13 @@ class LogProgress(_std_tqdm):
         if total:
             step = int(10 * n / total)
             if self._last_step < step < 10 and now - self._last_line_at >= LOG_INTERVAL_S:
-                progress_logger.info("%s: %d%% (%s of %s)", self._label(), 10 * step, self._amount(n), self._amount(total))
+                progress_logger.info(
+                    "%s: %d%% (%s of %s)",
+                    self._label(),
+                    10 * step,
+                    self._amount(n),
+                    self._amount(total),
+                )
                 self._last_step, self._last_line_at = step, now
         elif n and now - self._last_line_at >= LOG_INTERVAL_NO_TOTAL_S:
             progress_logger.info("%s: %s so far", self._label(), self._amount(n))
@@ -138,7 +144,9 @@ def transformers_progress(mode: str) -> Iterator[None]:
         return
     from transformers.utils import logging as hf_logging
 
-    if not hf_logging.is_progress_bar_enabled():  # switched off by the user: nothing, not even lines
+    if (
+        not hf_logging.is_progress_bar_enabled()
+    ):  # switched off by the user: nothing, not even lines
         yield
         return
     set_hook = getattr(hf_logging, "set_tqdm_hook", None)
@@ -201,7 +209,9 @@ class DropMessage(logging.Filter):
 
 def _add_filter_once(logger_name: str, kind: type[logging.Filter], prefix: str) -> None:
     logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, kind) and getattr(f, "prefix", None) == prefix for f in logger.filters):
+    if not any(
+        isinstance(f, kind) and getattr(f, "prefix", None) == prefix for f in logger.filters
+    ):
         logger.addFilter(kind(prefix))
 
 

@@ -51,9 +51,14 @@ def sam_input(image: np.ndarray, image_size: int) -> tuple[torch.Tensor, tuple[i
 
 
 def postprocess_masks(
-    low_res_logits: torch.Tensor, image_size: int, resize_hw: tuple[int, int], original_hw: tuple[int, int]
+    low_res_logits: torch.Tensor,
+    image_size: int,
+    resize_hw: tuple[int, int],
+    original_hw: tuple[int, int],
 ) -> torch.Tensor:
     """SAM's upsample -> crop padding -> resize to the original image, in float32."""
-    logits = F.interpolate(low_res_logits.float(), (image_size, image_size), mode="bilinear", align_corners=False)
+    logits = F.interpolate(
+        low_res_logits.float(), (image_size, image_size), mode="bilinear", align_corners=False
+    )
     logits = logits[..., : resize_hw[0], : resize_hw[1]]
     return F.interpolate(logits, original_hw, mode="bilinear", align_corners=False)

@@ -15,7 +15,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .checkpoint import BIN_INDEX, BIN_SINGLE, LisaCheckpoint, PROJECTOR_PREFIX, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, SAM_PREFIX, TEXT_FCS_PREFIX
+from .checkpoint import (
+    BIN_INDEX,
+    BIN_SINGLE,
+    PROJECTOR_PREFIX,
+    SAFETENSORS_INDEX,
+    SAFETENSORS_SINGLE,
+    SAM_PREFIX,
+    TEXT_FCS_PREFIX,
+    LisaCheckpoint,
+)
 from .prompt import SEG_TOKEN
 from .sam import CONFIG_KEY_MASK_DECODER_HEADS, SAM_VIT_H, SamArchitecture, build_sam
 
@@ -30,10 +39,24 @@ CORPUS = (
 )
 
 TINY_SAM = SamArchitecture(
-    image_size=1024, patch_size=16, encoder_embed_dim=48, encoder_depth=2, encoder_num_heads=2,
-    encoder_mlp_ratio=2.0, encoder_window_size=14, encoder_global_attn_indexes=(1,), encoder_qkv_bias=True,
-    encoder_use_rel_pos=True, out_chans=32, mask_in_chans=4, decoder_depth=2, decoder_mlp_dim=64,
-    decoder_num_heads=2, decoder_attention_downsample_rate=2, num_multimask_outputs=3, iou_head_depth=3,
+    image_size=1024,
+    patch_size=16,
+    encoder_embed_dim=48,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_mlp_ratio=2.0,
+    encoder_window_size=14,
+    encoder_global_attn_indexes=(1,),
+    encoder_qkv_bias=True,
+    encoder_use_rel_pos=True,
+    out_chans=32,
+    mask_in_chans=4,
+    decoder_depth=2,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    decoder_attention_downsample_rate=2,
+    num_multimask_outputs=3,
+    iou_head_depth=3,
     iou_head_hidden_dim=32,
 )
 
@@ -48,10 +71,18 @@ class RandomLisaSpec:
     num_attention_heads: int = 4
     vocab_size: int | None = None  # None: the tokenizer's length
     max_position_embeddings: int = 1024
-    clip: dict[str, Any] = field(default_factory=lambda: {
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-        "image_size": 224, "patch_size": 14, "projection_dim": 32, "hidden_act": "quick_gelu",
-    })
+    clip: dict[str, Any] = field(
+        default_factory=lambda: {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "image_size": 224,
+            "patch_size": 14,
+            "projection_dim": 32,
+            "hidden_act": "quick_gelu",
+        }
+    )
     sam: SamArchitecture = TINY_SAM
     layout: TokenLayoutName = "7b"
     weight_format: WeightFormat = "bin"
@@ -59,14 +90,28 @@ class RandomLisaSpec:
 
     @classmethod
     def full_size_7b(cls, **overrides: Any) -> "RandomLisaSpec":
-        return cls(**{
-            "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-            "vocab_size": 32004, "max_position_embeddings": 2048,
-            "clip": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
-                     "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "projection_dim": 768,
-                     "hidden_act": "quick_gelu"},
-            "sam": SAM_VIT_H, **overrides,
-        })
+        return cls(
+            **{
+                "hidden_size": 4096,
+                "intermediate_size": 11008,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 32,
+                "vocab_size": 32004,
+                "max_position_embeddings": 2048,
+                "clip": {
+                    "hidden_size": 1024,
+                    "intermediate_size": 4096,
+                    "num_hidden_layers": 24,
+                    "num_attention_heads": 16,
+                    "image_size": 224,
+                    "patch_size": 14,
+                    "projection_dim": 768,
+                    "hidden_act": "quick_gelu",
+                },
+                "sam": SAM_VIT_H,
+                **overrides,
+            }
+        )
 
 
 def write_tokenizer(folder: Path, layout: TokenLayoutName) -> int:
@@ -75,9 +120,19 @@ def write_tokenizer(folder: Path, layout: TokenLayoutName) -> int:
     from transformers import PreTrainedTokenizerFast
 
     base = SentencePieceBPETokenizer(add_prefix_space=True)
-    base.train_from_iterator([CORPUS] * 4, vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
-    base.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=base, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>")
+    base.train_from_iterator(
+        [CORPUS] * 4, vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    base.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=base,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+    )
     if layout == "7b":  # LLaVA-Lightning-7B-v1-1 vocabulary, then LISA's [SEG]
         tokenizer.add_tokens(["<im_patch>"], special_tokens=True)
         tokenizer.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
@@ -89,7 +144,9 @@ def write_tokenizer(folder: Path, layout: TokenLayoutName) -> int:
     return len(tokenizer)
 
 
-def _fill_random(module: nn.Module, generator: torch.Generator, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _fill_random(
+    module: nn.Module, generator: torch.Generator, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """A state dict of `module`'s shapes: norm scales (1-D weights) at 1, biases at 0, the rest N(0, 0.02)."""
     state = {}
     for name, tensor in module.state_dict().items():
@@ -104,14 +161,29 @@ def _fill_random(module: nn.Module, generator: torch.Generator, dtype: torch.dty
 
 def _llama_config(spec: RandomLisaSpec, vocab: int, tower: str) -> dict[str, Any]:
     return {
-        "architectures": ["LISAForCausalLM"], "model_type": "llava", "bos_token_id": 1, "eos_token_id": 2,
-        "pad_token_id": 0, "hidden_act": "silu", "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_hidden_layers,
-        "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_attention_heads,
-        "max_position_embeddings": spec.max_position_embeddings, "rms_norm_eps": 1e-6, "vocab_size": vocab,
-        "tie_word_embeddings": False, "use_cache": False, "torch_dtype": "bfloat16",
-        "mm_hidden_size": spec.clip["hidden_size"], "mm_vision_select_layer": -2, "mm_use_im_start_end": True,
-        "mm_vision_tower": tower, "vision_tower": tower, "out_dim": spec.sam.out_chans,
+        "architectures": ["LISAForCausalLM"],
+        "model_type": "llava",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "hidden_act": "silu",
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_attention_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab,
+        "tie_word_embeddings": False,
+        "use_cache": False,
+        "torch_dtype": "bfloat16",
+        "mm_hidden_size": spec.clip["hidden_size"],
+        "mm_vision_select_layer": -2,
+        "mm_use_im_start_end": True,
+        "mm_vision_tower": tower,
+        "vision_tower": tower,
+        "out_dim": spec.sam.out_chans,
         CONFIG_KEY_MASK_DECODER_HEADS: spec.sam.decoder_num_heads,
     }
 
@@ -123,20 +195,28 @@ def write_clip(folder: Path, spec: RandomLisaSpec) -> None:
     CLIPVisionModel(CLIPVisionConfig(**spec.clip)).save_pretrained(folder)
     size = spec.clip["image_size"]
     CLIPImageProcessorPil(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
     ).save_pretrained(folder)
 
 
-def _save_weights(state: dict[str, torch.Tensor], folder: Path, weight_format: WeightFormat) -> None:
+def _save_weights(
+    state: dict[str, torch.Tensor], folder: Path, weight_format: WeightFormat
+) -> None:
     sharded = weight_format.startswith("sharded")
     safetensors = weight_format.endswith("safetensors")
     keys = sorted(state)
-    groups = [keys[: len(keys) // 2], keys[len(keys) // 2:]] if sharded else [keys]
+    groups = [keys[: len(keys) // 2], keys[len(keys) // 2 :]] if sharded else [keys]
     stem, suffix = ("model", "safetensors") if safetensors else ("pytorch_model", "bin")
     weight_map = {}
     for number, group in enumerate(groups, start=1):
-        name = f"{stem}-{number:05d}-of-{len(groups):05d}.{suffix}" if sharded else (SAFETENSORS_SINGLE if safetensors else BIN_SINGLE)
+        name = (
+            f"{stem}-{number:05d}-of-{len(groups):05d}.{suffix}"
+            if sharded
+            else (SAFETENSORS_SINGLE if safetensors else BIN_SINGLE)
+        )
         part = {key: state[key].contiguous() for key in group}
         if safetensors:
             from safetensors.torch import save_file
@@ -147,7 +227,9 @@ def _save_weights(state: dict[str, torch.Tensor], folder: Path, weight_format: W
         weight_map.update(dict.fromkeys(group, name))
     if sharded:
         index = SAFETENSORS_INDEX if safetensors else BIN_INDEX
-        (folder / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
+        (folder / index).write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2)
+        )
 
 
 def random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) -> LisaCheckpoint:
@@ -168,11 +250,25 @@ def random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) ->
     write_clip(clip, spec)
 
     generator = torch.Generator().manual_seed(spec.seed)
-    llama_fields = {key: config[key] for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings")}
+    llama_fields = {
+        key: config[key]
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+        )
+    }
     with torch.device("meta"):
         llm = LlamaForCausalLM(LlamaConfig(**llama_fields))
         sam = build_sam(spec.sam)
-        text_fcs = nn.Sequential(nn.Linear(spec.hidden_size, spec.hidden_size), nn.ReLU(), nn.Linear(spec.hidden_size, spec.sam.out_chans))
+        text_fcs = nn.Sequential(
+            nn.Linear(spec.hidden_size, spec.hidden_size),
+            nn.ReLU(),
+            nn.Linear(spec.hidden_size, spec.sam.out_chans),
+        )
         projector = nn.Linear(spec.clip["hidden_size"], spec.hidden_size)
     return LisaCheckpoint(
         folder=checkpoint,

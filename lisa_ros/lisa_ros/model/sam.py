@@ -56,11 +56,25 @@ class SamArchitecture:
 
 # SAM ViT-H, as segment-anything's build_sam_vit_h makes it (used to build full-size test models).
 SAM_VIT_H = SamArchitecture(
-    image_size=1024, patch_size=16, encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
-    encoder_mlp_ratio=4.0, encoder_window_size=14, encoder_global_attn_indexes=(7, 15, 23, 31),
-    encoder_qkv_bias=True, encoder_use_rel_pos=True, out_chans=256, mask_in_chans=16, decoder_depth=2,
-    decoder_mlp_dim=2048, decoder_num_heads=8, decoder_attention_downsample_rate=2,
-    num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256,
+    image_size=1024,
+    patch_size=16,
+    encoder_embed_dim=1280,
+    encoder_depth=32,
+    encoder_num_heads=16,
+    encoder_mlp_ratio=4.0,
+    encoder_window_size=14,
+    encoder_global_attn_indexes=(7, 15, 23, 31),
+    encoder_qkv_bias=True,
+    encoder_use_rel_pos=True,
+    out_chans=256,
+    mask_in_chans=16,
+    decoder_depth=2,
+    decoder_mlp_dim=2048,
+    decoder_num_heads=8,
+    decoder_attention_downsample_rate=2,
+    num_multimask_outputs=3,
+    iou_head_depth=3,
+    iou_head_hidden_dim=256,
 )
 
 
@@ -91,7 +105,9 @@ def architecture_from_state_dict(
                     window_size = span
         mlp_dim = state["image_encoder.blocks.0.mlp.lin1.weight"].shape[0]
         transformer_dim = state["mask_decoder.iou_token.weight"].shape[1]
-        attention_inner = state["mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"].shape[0]
+        attention_inner = state[
+            "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"
+        ].shape[0]
         return SamArchitecture(
             image_size=grid * patch_size,
             patch_size=patch_size,
@@ -114,12 +130,20 @@ def architecture_from_state_dict(
             iou_head_hidden_dim=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
         )
     except KeyError as error:
-        raise LisaLoadError(f"the checkpoint's SAM weights are incomplete: no {error.args[0]}") from error
+        raise LisaLoadError(
+            f"the checkpoint's SAM weights are incomplete: no {error.args[0]}"
+        ) from error
 
 
 def build_sam(arch: SamArchitecture) -> nn.Module:
     """An untrained `segment_anything.modeling.Sam` of the given shape (weights are loaded afterwards)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
     embedding = arch.image_embedding_size
     sam = Sam(
@@ -168,5 +192,7 @@ def load_sam(state: dict[str, torch.Tensor], config: dict[str, Any]) -> nn.Modul
     try:
         sam.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise LisaLoadError(f"the checkpoint's SAM weights do not fit segment-anything's Sam: {error}") from error
+        raise LisaLoadError(
+            f"the checkpoint's SAM weights do not fit segment-anything's Sam: {error}"
+        ) from error
     return sam

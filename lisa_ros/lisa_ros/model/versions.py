@@ -29,7 +29,9 @@ def _text(version: tuple[int, ...]) -> str:
     return ".".join(str(part) for part in version)
 
 
-def check_versions(torch_version: str | None = None, transformers_version: str | None = None) -> None:
+def check_versions(
+    torch_version: str | None = None, transformers_version: str | None = None
+) -> None:
     """LisaLoadError naming the package to upgrade if torch or transformers is older than supported."""
     if torch_version is None:
         import torch

@@ -45,7 +45,12 @@ from lisa_ros.cli_io import (
     result_record,
     write_result_files,
 )
-from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, image_msg_to_array, to_rgb8
+from lisa_ros.image_conversion import (
+    ImageConversionError,
+    fill_image_msg,
+    image_msg_to_array,
+    to_rgb8,
+)
 from lisa_ros.model.result import MaskRecord
 from lisa_ros.visualization import draw_overlay
 
@@ -57,7 +62,9 @@ EXIT_NOTHING_FOUND = 3
 
 CANCEL_WAIT_S = 5.0  # how long to wait for the node to confirm a cancel and send its last result
 FEEDBACK_DRAIN_S = 0.05  # after the result: time to process feedback that arrived with it
-FRAME_WINDOW_S = 2.0  # --image-topic: frames kept after the goal is accepted (the node's pick is among them)
+FRAME_WINDOW_S = (
+    2.0  # --image-topic: frames kept after the goal is accepted (the node's pick is among them)
+)
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -72,22 +79,53 @@ def build_parser() -> argparse.ArgumentParser:
         "1 other failures (no node, goal rejected, node error, timeout), 130 interrupted (goal canceled). "
         "ROS arguments may follow --ros-args.",
     )
-    parser.add_argument("instruction", help='what to find, e.g. "where can I throw away the food scraps?"')
-    parser.add_argument("--image", type=Path, help="image file to segment (default: the node's latest camera frame)")
-    parser.add_argument("--session", default="", metavar="ID",
-                        help="conversation id: the same id again asks a follow-up about the same frame")
-    parser.add_argument("--output", type=Path, metavar="DIR",
-                        help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)")
-    parser.add_argument("--timeout", type=_positive_float, default=300.0, metavar="S",
-                        help="give up (and cancel the goal) after S seconds without a result (default: %(default)s)")
-    parser.add_argument("--action", default=DEFAULT_ACTION, metavar="NAME",
-                        help="the node's Segment action (default: %(default)s)")
-    parser.add_argument("--server-timeout", type=_positive_float, default=10.0, metavar="S",
-                        help="how long to wait for the action server to appear (default: %(default)s)")
-    parser.add_argument("--image-topic", metavar="TOPIC",
-                        help="without --image: the camera topic the node reads, so the overlay can be drawn "
-                        "on the frame the node used (matched by header)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no feedback or progress on stderr")
+    parser.add_argument(
+        "instruction", help='what to find, e.g. "where can I throw away the food scraps?"'
+    )
+    parser.add_argument(
+        "--image", type=Path, help="image file to segment (default: the node's latest camera frame)"
+    )
+    parser.add_argument(
+        "--session",
+        default="",
+        metavar="ID",
+        help="conversation id: the same id again asks a follow-up about the same frame",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="give up (and cancel the goal) after S seconds without a result (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--action",
+        default=DEFAULT_ACTION,
+        metavar="NAME",
+        help="the node's Segment action (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--server-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="how long to wait for the action server to appear (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--image-topic",
+        metavar="TOPIC",
+        help="without --image: the camera topic the node reads, so the overlay can be drawn "
+        "on the frame the node used (matched by header)",
+    )
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no feedback or progress on stderr"
+    )
     return parser
 
 
@@ -120,7 +158,7 @@ class FeedbackPrinter:
         prefix = f"[{stage}] "
         if self.interactive:  # the end of the answer so far, on one line
             room = max(10, _terminal_width() - 1 - len(prefix))
-            shown = text if len(text) <= room else "..." + text[-(room - 3):]
+            shown = text if len(text) <= room else "..." + text[-(room - 3) :]
             self.stream.write("\r\033[K" + prefix + shown)
         else:
             self.stream.write((prefix + text).rstrip() + "\n")
@@ -142,7 +180,9 @@ class FeedbackPrinter:
 
 def _terminal_width() -> int:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns or 80  # 0 on a pty with no size set
+        return (
+            os.get_terminal_size(sys.stderr.fileno()).columns or 80
+        )  # 0 on a pty with no size set
     except OSError:
         return 80
 
@@ -176,8 +216,10 @@ class SourceFrames:
         """Wait for a frame: the node picks its latest frame on the goal's arrival, and the
         overlay can only use it if this subscription was already receiving."""
         if not client.spin_until(lambda: len(self._frames) > 0, timeout):
-            raise CommandError(f"no image on {self._topic} within {timeout:g} s: check the topic name "
-                               "(or leave out --image-topic to save masks without the camera picture)")
+            raise CommandError(
+                f"no image on {self._topic} within {timeout:g} s: check the topic name "
+                "(or leave out --image-topic to save masks without the camera picture)"
+            )
 
     def goal_accepted(self) -> None:
         self._stop_at = time.monotonic() + FRAME_WINDOW_S
@@ -190,7 +232,9 @@ class SourceFrames:
                 try:
                     return to_rgb8(image_msg_to_array(msg), msg.encoding)
                 except ImageConversionError as error:
-                    self._printer.message(f"the frame on {self._topic} cannot be drawn on ({error})")
+                    self._printer.message(
+                        f"the frame on {self._topic} cannot be drawn on ({error})"
+                    )
                     return None
         return None
 
@@ -209,7 +253,9 @@ class SegmentClient:
         self.context = rclpy.Context()
         # rclpy's own SIGINT handler would shut the context down, and a canceled goal needs it:
         # Ctrl-C stays a KeyboardInterrupt, handled by cancel().
-        rclpy.init(args=ros_args, context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(
+            args=ros_args, context=self.context, signal_handler_options=SignalHandlerOptions.NO
+        )
         self.node = rclpy.create_node(f"lisa_ask_{os.getpid()}", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -240,7 +286,9 @@ class SegmentClient:
             )
 
     def send(self, goal: Any, on_feedback: Any, timeout: float) -> Any:
-        future = self.client.send_goal_async(goal, feedback_callback=lambda msg: on_feedback(msg.feedback))
+        future = self.client.send_goal_async(
+            goal, feedback_callback=lambda msg: on_feedback(msg.feedback)
+        )
         try:
             answered = self.spin_until(future.done, timeout)
         except KeyboardInterrupt:  # the node may accept the goal anyway: don't leave it running
@@ -248,7 +296,9 @@ class SegmentClient:
                 self.cancel(future.result())
             raise
         if not answered:
-            raise CommandError(f"{self.action_name} did not answer the goal request within {timeout:g} s")
+            raise CommandError(
+                f"{self.action_name} did not answer the goal request within {timeout:g} s"
+            )
         goal_handle = future.result()
         if not goal_handle.accepted:
             raise CommandError(
@@ -281,9 +331,11 @@ def constant_names(message_type: Any, prefix: str = "") -> dict[int, str]:
     """``{value: name}`` of the integer constants a ROS message type defines."""
     metaclass = type(message_type)
     return {
-        getattr(message_type, name): name[len(prefix):]
+        getattr(message_type, name): name[len(prefix) :]
         for name in dir(metaclass)
-        if name.isupper() and name.startswith(prefix) and isinstance(getattr(message_type, name, None), int)
+        if name.isupper()
+        and name.startswith(prefix)
+        and isinstance(getattr(message_type, name, None), int)
     }
 
 
@@ -294,7 +346,9 @@ def masks_to_array(mask_msgs: Sequence[Any]) -> np.ndarray:
     except ImageConversionError as error:
         raise CommandError(f"the node sent a mask that cannot be read: {error}") from None
     if len({mask.shape for mask in masks}) > 1:
-        raise CommandError(f"the node sent masks of different sizes: {[mask.shape for mask in masks]}")
+        raise CommandError(
+            f"the node sent masks of different sizes: {[mask.shape for mask in masks]}"
+        )
     return np.stack(masks) if masks else np.zeros((0, 0, 0), dtype=bool)
 
 
@@ -327,20 +381,32 @@ def outcome_fields(result: Any, status_name: str, code_name: str) -> dict[str, A
     }
 
 
-def write_outputs(folder: Path, record: dict[str, Any], masks: np.ndarray, text: str,
-                  source_rgb: np.ndarray | None, printer: FeedbackPrinter) -> None:
+def write_outputs(
+    folder: Path,
+    record: dict[str, Any],
+    masks: np.ndarray,
+    text: str,
+    source_rgb: np.ndarray | None,
+    printer: FeedbackPrinter,
+) -> None:
     """Write the overlay (when there is a picture to draw on), the masks, then ``result.json``."""
     canvas = source_rgb
     if canvas is not None and masks.shape[0] and canvas.shape[:2] != masks.shape[1:]:
-        printer.message(f"the masks ({masks.shape[2]}x{masks.shape[1]}) do not match the image "
-                        f"({canvas.shape[1]}x{canvas.shape[0]}): overlay drawn on black")
+        printer.message(
+            f"the masks ({masks.shape[2]}x{masks.shape[1]}) do not match the image "
+            f"({canvas.shape[1]}x{canvas.shape[0]}): overlay drawn on black"
+        )
         canvas = None
     if canvas is None and masks.shape[0]:
         canvas = np.zeros((*masks.shape[1:], 3), dtype=np.uint8)
-        record["overlay_background"] = "black (the source frame was not available: pass --image or --image-topic)"
+        record["overlay_background"] = (
+            "black (the source frame was not available: pass --image or --image-topic)"
+        )
     overlay = None
     if canvas is not None:
-        overlay = draw_overlay(canvas, masks if masks.shape[0] else np.zeros((0, *canvas.shape[:2]), bool), text)
+        overlay = draw_overlay(
+            canvas, masks if masks.shape[0] else np.zeros((0, *canvas.shape[:2]), bool), text
+        )
     write_result_files(folder, record, masks, overlay)
 
 
@@ -360,20 +426,34 @@ def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter)
 
     client = SegmentClient(args.action, ros_args)
     try:
-        frames = SourceFrames(client.node, args.image_topic, printer) if image_rgb is None and args.image_topic else None
+        frames = (
+            SourceFrames(client.node, args.image_topic, printer)
+            if image_rgb is None and args.image_topic
+            else None
+        )
         printer.message(f"waiting for {args.action}")
         client.wait_for_server(args.server_timeout)
         if frames is not None:
             frames.wait_for_first(client, args.server_timeout)
-        goal = build_goal(instruction, args.session, image_rgb, client.node.get_clock().now().to_msg())
-        goal_handle = client.send(goal, lambda feedback: printer.show(feedback.stage, feedback.text), args.server_timeout)
+        goal = build_goal(
+            instruction, args.session, image_rgb, client.node.get_clock().now().to_msg()
+        )
+        goal_handle = client.send(
+            goal, lambda feedback: printer.show(feedback.stage, feedback.text), args.server_timeout
+        )
         if frames is not None:
             frames.goal_accepted()
-        printer.message("goal accepted" + (" (using the node's latest frame)" if image_rgb is None else ""))
+        printer.message(
+            "goal accepted" + (" (using the node's latest frame)" if image_rgb is None else "")
+        )
         response = await_result(client, goal_handle, args.timeout, printer)
         exit_status = report(response, printer)
         if args.output is not None:
-            source = image_rgb if image_rgb is not None else (frames.find(response.result.header) if frames else None)
+            source = (
+                image_rgb
+                if image_rgb is not None
+                else (frames.find(response.result.header) if frames else None)
+            )
             save(args, instruction, response, source, printer)
         return exit_status
     finally:
@@ -384,8 +464,10 @@ def _check_interfaces() -> None:
     try:
         importlib.import_module("lisa_ros_interfaces.action")
     except ImportError as error:
-        raise CommandError(f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
-                           "and source install/setup.bash)") from None
+        raise CommandError(
+            f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
+            "and source install/setup.bash)"
+        ) from None
 
 
 def build_goal(instruction: str, session_id: str, image_rgb: np.ndarray | None, stamp: Any) -> Any:
@@ -400,7 +482,9 @@ def build_goal(instruction: str, session_id: str, image_rgb: np.ndarray | None, 
     return goal
 
 
-def await_result(client: SegmentClient, goal_handle: Any, timeout: float, printer: FeedbackPrinter) -> Any:
+def await_result(
+    client: SegmentClient, goal_handle: Any, timeout: float, printer: FeedbackPrinter
+) -> Any:
     """The goal's result response; Ctrl-C or ``timeout`` cancel the goal on the node first."""
     try:
         response = client.result(goal_handle, timeout)
@@ -415,13 +499,20 @@ def await_result(client: SegmentClient, goal_handle: Any, timeout: float, printe
         canceled = client.cancel(goal_handle)
         if canceled is not None:
             printer.message(f"the node ended the goal: {_status_name(canceled.status)}")
-        raise CommandError(f"no result within --timeout {timeout:g} s (goal canceled); "
-                           "CPU inference can take minutes: raise --timeout")
+        raise CommandError(
+            f"no result within --timeout {timeout:g} s (goal canceled); "
+            "CPU inference can take minutes: raise --timeout"
+        )
     return response
 
 
-def save(args: argparse.Namespace, instruction: str, response: Any, source_rgb: np.ndarray | None,
-         printer: FeedbackPrinter) -> None:
+def save(
+    args: argparse.Namespace,
+    instruction: str,
+    response: Any,
+    source_rgb: np.ndarray | None,
+    printer: FeedbackPrinter,
+) -> None:
     """Write the result into ``args.output`` (masks, overlay, result.json)."""
     from lisa_ros_interfaces.action import Segment
 
@@ -438,7 +529,9 @@ def save(args: argparse.Namespace, instruction: str, response: Any, source_rgb: 
     timings = {timing.stage: timing.seconds for timing in result.timings}
     record = result_record(fields, result.text, masks, timings)
     try:
-        write_outputs(args.output, record, masks_to_array(result.masks), result.text, source_rgb, printer)
+        write_outputs(
+            args.output, record, masks_to_array(result.masks), result.text, source_rgb, printer
+        )
     except OSError as error:
         raise CommandError(f"cannot write the results into '{args.output}': {error}") from None
     printer.message(f"wrote {args.output / RESULT_FILE}")
@@ -461,13 +554,20 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
     code = result.error_code
     name = constant_names(Segment.Result).get(code, f"error code {code}")
     if code == Segment.Result.SUCCESS:
-        masks = ", ".join(f"{info.phrase!r}: {info.area} px, score {info.score:.2f}" for info in result.mask_info)
+        masks = ", ".join(
+            f"{info.phrase!r}: {info.area} px, score {info.score:.2f}" for info in result.mask_info
+        )
         printer.message(f"SUCCESS: {len(result.masks)} mask(s)" + (f" ({masks})" if masks else ""))
         return EXIT_SUCCESS
     if code == Segment.Result.NOTHING_FOUND:
-        printer.message("NOTHING_FOUND: the answer refers to no region" + (f" ({result.error_message})" if result.error_message else ""))
+        printer.message(
+            "NOTHING_FOUND: the answer refers to no region"
+            + (f" ({result.error_message})" if result.error_message else "")
+        )
         return EXIT_NOTHING_FOUND
-    outcome = f"{name}: {result.error_message or 'no message'} (goal {_status_name(response.status)})"
+    outcome = (
+        f"{name}: {result.error_message or 'no message'} (goal {_status_name(response.status)})"
+    )
     if code == Segment.Result.CANCELED:
         print(f"{PROG}: {outcome}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -481,7 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     full_argv = list(sys.argv if argv is None else [PROG, *argv])
     args = build_parser().parse_args(remove_ros_args(full_argv)[1:])
     printer = FeedbackPrinter(sys.stderr, enabled=not args.quiet)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `timeout`, systemd: cancel like Ctrl-C
+    signal.signal(
+        signal.SIGTERM, _raise_keyboard_interrupt
+    )  # `timeout`, systemd: cancel like Ctrl-C
     try:
         return run(args, full_argv, printer)
     except CommandError as error:

@@ -102,7 +102,10 @@ class Health:
         with self._lock:
             if self._load_error and snapshot.lifecycle_state == "unconfigured":
                 return DiagnosticStatus.ERROR, f"model not loaded: {self._load_error}"
-            if self._input_error is not None and self._clock() - self._input_error[0] < WARN_SECONDS:
+            if (
+                self._input_error is not None
+                and self._clock() - self._input_error[0] < WARN_SECONDS
+            ):
                 return DiagnosticStatus.WARN, self._input_error[1]
         if snapshot.lifecycle_state != "active":
             message = f"{snapshot.lifecycle_state}: not processing"
@@ -116,4 +119,3 @@ class Health:
                 "and configure"
             )
         return DiagnosticStatus.OK, message
-

@@ -131,7 +131,9 @@ class _StoppableJob:
 class FrameJob(_StoppableJob):
     """Segment one camera frame with the standing instruction and publish the answer."""
 
-    def __init__(self, pipeline: Pipeline, frame: Frame, instruction: str, settings: JobSettings) -> None:
+    def __init__(
+        self, pipeline: Pipeline, frame: Frame, instruction: str, settings: JobSettings
+    ) -> None:
         super().__init__()
         self._pipeline = pipeline
         self._frame = frame
@@ -300,7 +302,10 @@ class GoalJob(_StoppableJob):
             self._run()
         except Exception as error:  # noqa: BLE001 - a bug must still end the goal, with its cause
             self._pipeline.logger.error(f"goal failed with an unexpected error: {error!r}")
-            self._done(goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}"), GoalOutcome.ABORTED)
+            self._done(
+                goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}"),
+                GoalOutcome.ABORTED,
+            )
 
     def _done(self, result: Any, outcome: GoalOutcome) -> None:
         """Hand the goal's outcome over, once (a late failure cannot overwrite a result)."""
@@ -363,7 +368,9 @@ class GoalJob(_StoppableJob):
         result.header = copy_header(self._turn.header)
         result.camera_info = self._turn.camera_info
         result.text = partial_text
-        self._done(result, GoalOutcome.CANCELED if reason is StopReason.CANCELED else GoalOutcome.ABORTED)
+        self._done(
+            result, GoalOutcome.CANCELED if reason is StopReason.CANCELED else GoalOutcome.ABORTED
+        )
 
     def feedback_queued(self, goals_ahead: int) -> None:
         self._stage = f"queued ({goals_ahead} ahead)" if goals_ahead else "queued"
@@ -378,7 +385,9 @@ class GoalJob(_StoppableJob):
         self._send_feedback()
 
     def _send_feedback(self) -> None:
-        feedback = Segment.Feedback(stage=self._stage, text=self._text, tokens_generated=self._tokens)
+        feedback = Segment.Feedback(
+            stage=self._stage, text=self._text, tokens_generated=self._tokens
+        )
         try:
             with self._stop_lock:
                 if self.stop_reason is not None:

@@ -94,7 +94,9 @@ INSTRUCTION_QOS = QoSProfile(
 )
 # Results: every answer delivered to every subscriber; a short history bounds memory when a
 # subscriber lags (images are large).
-RESULT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+RESULT_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5
+)
 RESULT_IMAGE_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2
 )
@@ -144,7 +146,9 @@ class LisaNode(LifecycleNode):
         self._lifecycle_group = ReentrantCallbackGroup()
         LifecycleNodeMixin.__init__(self, callback_group=self._lifecycle_group)
         # rcutils severities are Python's logging levels (DEBUG 10 ... FATAL 50).
-        self._core_logs = CoreLogRoute(self.get_logger(), int(self.get_logger().get_effective_level()))
+        self._core_logs = CoreLogRoute(
+            self.get_logger(), int(self.get_logger().get_effective_level())
+        )
         self._core_logs.attach()
         self._callback_group = ReentrantCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()  # callbacks take microseconds
@@ -169,9 +173,13 @@ class LisaNode(LifecycleNode):
 
         # The action server and diagnostics exist in every state: a goal sent to an unconfigured
         # or inactive node gets MODEL_NOT_READY with the reason, instead of waiting for a server.
-        self._action_server = SegmentActionServer(self, host=self, callback_group=self._callback_group)
+        self._action_server = SegmentActionServer(
+            self, host=self, callback_group=self._callback_group
+        )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(DIAGNOSTICS_PERIOD, self._publish_diagnostics, callback_group=self._callback_group)
+        self.create_timer(
+            DIAGNOSTICS_PERIOD, self._publish_diagnostics, callback_group=self._callback_group
+        )
 
         self._autostart_timer = None
         if self._param("autostart"):
@@ -215,7 +223,9 @@ class LisaNode(LifecycleNode):
             "text": self.create_lifecycle_publisher(String, "~/text", RESULT_QOS),
             "masks": self.create_lifecycle_publisher(Image, "~/masks", RESULT_IMAGE_QOS),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", RESULT_IMAGE_QOS),
-            "segmentation": self.create_lifecycle_publisher(Segmentation, "~/segmentation", RESULT_QOS),
+            "segmentation": self.create_lifecycle_publisher(
+                Segmentation, "~/segmentation", RESULT_QOS
+            ),
         }
         self._result_publishers = list(publishers.values())
         self._pipeline = Pipeline(
@@ -234,7 +244,9 @@ class LisaNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = super().on_activate(state)  # the result publishers first, then the work feeding them
+        result = super().on_activate(
+            state
+        )  # the result publishers first, then the work feeding them
         self._subscribe()
         assert self._scheduler is not None
         self._scheduler.resume()
@@ -313,8 +325,12 @@ class LisaNode(LifecycleNode):
     # --- subscriptions -----------------------------------------------------------------------
 
     def _subscribe(self) -> None:
-        def subscribe(msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile) -> Any:
-            return self.create_subscription(msg_type, topic, callback, qos, callback_group=self._input_group)
+        def subscribe(
+            msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile
+        ) -> Any:
+            return self.create_subscription(
+                msg_type, topic, callback, qos, callback_group=self._input_group
+            )
 
         if self._param("image_transport") == "compressed":
             # Follow the remapped name of 'image', as image_transport does for its subtopics.
@@ -327,7 +343,9 @@ class LisaNode(LifecycleNode):
             subscribe(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS),
             subscribe(String, "instruction", self._on_instruction, INSTRUCTION_QOS),
         ]
-        self.get_logger().info(f"Listening to {image.topic_name} ({self._param('image_transport')})")
+        self.get_logger().info(
+            f"Listening to {image.topic_name} ({self._param('image_transport')})"
+        )
 
     def _unsubscribe(self) -> None:
         for subscription in self._inputs:
@@ -452,7 +470,9 @@ class LisaNode(LifecycleNode):
         state = self.state_label()
         load_error = self._health.load_error
         if load_error and self._model is None:
-            return f"the model is not loaded ({load_error}); fix the parameters and configure the node"
+            return (
+                f"the model is not loaded ({load_error}); fix the parameters and configure the node"
+            )
         if state == "inactive":
             return "the node is inactive: activate it (lifecycle transition 'activate')"
         return f"the node is {state}: configure and activate it (or start it with autostart:=true)"
@@ -474,13 +494,19 @@ class LisaNode(LifecycleNode):
             lifecycle_state=self.state_label(),
             model=loaded.model if loaded is not None else "",
             pending_settings=loaded.changed(ModelSettings(self)) if loaded is not None else [],
-            device=str(self._model.device) if self._model is not None else (self._param("device") or "auto"),
+            device=str(self._model.device)
+            if self._model is not None
+            else (self._param("device") or "auto"),
             instruction=scheduler.instruction if scheduler is not None else None,
             stats=scheduler.stats() if scheduler is not None else None,
-            last_inference_seconds=pipeline.last_inference_seconds if pipeline is not None else None,
+            last_inference_seconds=pipeline.last_inference_seconds
+            if pipeline is not None
+            else None,
         )
         try:
-            self._diagnostics.publish(self._health.diagnostics(snapshot, self.get_clock().now().to_msg()))
+            self._diagnostics.publish(
+                self._health.diagnostics(snapshot, self.get_clock().now().to_msg())
+            )
         except Exception as error:  # noqa: BLE001 - e.g. during shutdown
             self.get_logger().debug(f"diagnostics not published: {error}")
 

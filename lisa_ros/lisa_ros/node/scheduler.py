@@ -296,7 +296,9 @@ class WorkScheduler(Generic[FrameT]):
 
     def _expire_reservations(self) -> None:
         now = self._clock()
-        for key in [key for key, since in self._reserved.items() if now - since > RESERVATION_SECONDS]:
+        for key in [
+            key for key, since in self._reserved.items() if now - since > RESERVATION_SECONDS
+        ]:
             del self._reserved[key]
 
     def _take_job(self) -> Job | None:

@@ -21,7 +21,16 @@ from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 
-from .jobs import Frame, GoalError, GoalJob, GoalOutcome, JobSettings, Pipeline, goal_result, resolve_turn
+from .jobs import (
+    Frame,
+    GoalError,
+    GoalJob,
+    GoalOutcome,
+    JobSettings,
+    Pipeline,
+    goal_result,
+    resolve_turn,
+)
 from .scheduler import StopReason, WorkScheduler
 from .sessions import SessionStore
 
@@ -110,7 +119,9 @@ class SegmentActionServer:
             return goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
         settings = host.job_settings()
         try:
-            turn = resolve_turn(goal_handle.request, scheduler.latest_frame(), host.sessions, settings)
+            turn = resolve_turn(
+                goal_handle.request, scheduler.latest_frame(), host.sessions, settings
+            )
         except GoalError as error:
             scheduler.release(slot)
             self._node.get_logger().warning(f"Goal aborted: {error}")

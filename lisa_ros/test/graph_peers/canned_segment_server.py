@@ -50,12 +50,18 @@ class CannedSegmentServer:
         self.turns: dict[str, int] = {}
         self.latest_frame: Image | None = None
         self.camera = node.create_publisher(Image, "image", 5)
-        self.picture = camera_picture() if camera_encoding == "rgb8" else camera_picture().astype(np.float32)
+        self.picture = (
+            camera_picture() if camera_encoding == "rgb8" else camera_picture().astype(np.float32)
+        )
         self.publish_frame()  # a goal arriving right after start-up has a frame too
         node.create_timer(0.2, self.publish_frame)
         self.server = ActionServer(
-            node, Segment, action_name, execute_callback=self.execute,
-            goal_callback=self.on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
+            node,
+            Segment,
+            action_name,
+            execute_callback=self.execute,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup(),
         )
 
@@ -95,7 +101,10 @@ class CannedSegmentServer:
             return result
         if "nothing" in goal.instruction:
             result.text = "I cannot see that here."
-            result.error_code, result.error_message = Segment.Result.NOTHING_FOUND, "the answer has no [SEG]"
+            result.error_code, result.error_message = (
+                Segment.Result.NOTHING_FOUND,
+                "the answer has no [SEG]",
+            )
             goal_handle.succeed()
             return result
 
@@ -116,11 +125,18 @@ class CannedSegmentServer:
             mask = np.zeros((height, width), dtype=np.uint8)
             mask[:, left:right] = 255
             result.masks.append(fill_image_msg(Image(), mask, "mono8", header=source.header))
-            result.mask_info.append(MaskInfo(
-                seg_index=index, phrase=PHRASES[index], text_offset=seg_offsets[index],
-                bbox=RegionOfInterest(x_offset=left, y_offset=0, width=right - left, height=height),
-                area=(right - left) * height, score=0.9 - 0.1 * index,
-            ))
+            result.mask_info.append(
+                MaskInfo(
+                    seg_index=index,
+                    phrase=PHRASES[index],
+                    text_offset=seg_offsets[index],
+                    bbox=RegionOfInterest(
+                        x_offset=left, y_offset=0, width=right - left, height=height
+                    ),
+                    area=(right - left) * height,
+                    score=0.9 - 0.1 * index,
+                )
+            )
         result.timings = [StageTime(stage="total", seconds=0.01)]
         result.error_code = Segment.Result.SUCCESS
         goal_handle.succeed()
@@ -131,20 +147,28 @@ class CannedSegmentServer:
         tokens = 0
         while time.monotonic() < deadline:
             if goal_handle.is_cancel_requested:
-                result.error_code, result.error_message = Segment.Result.CANCELED, "canceled by the client"
+                result.error_code, result.error_message = (
+                    Segment.Result.CANCELED,
+                    "canceled by the client",
+                )
                 result.text = "thinking " * tokens
                 goal_handle.canceled()
                 return result
             tokens += 1
             self.feedback(goal_handle, "generating", "thinking " * tokens, tokens)
             time.sleep(0.1)
-        result.error_code, result.error_message = Segment.Result.INFERENCE_FAILED, "nobody canceled the slow goal"
+        result.error_code, result.error_message = (
+            Segment.Result.INFERENCE_FAILED,
+            "nobody canceled the slow goal",
+        )
         goal_handle.abort()
         return result
 
     @staticmethod
     def feedback(goal_handle, stage: str, text: str, tokens: int) -> None:
-        goal_handle.publish_feedback(Segment.Feedback(stage=stage, text=text, tokens_generated=tokens))
+        goal_handle.publish_feedback(
+            Segment.Feedback(stage=stage, text=text, tokens_generated=tokens)
+        )
 
 
 def main() -> None:
