@@ -37,7 +37,9 @@ MODEL_ARGUMENTS = {
 }
 # Launch arguments naming the input topics (remappings of the node's relative names).
 TOPIC_ARGUMENTS = {
-    "image": "camera image topic (sensor_msgs/Image; with image_transport 'compressed' its /compressed)",
+    "image": (
+        "camera image topic (sensor_msgs/Image; with image_transport 'compressed' its /compressed)"
+    ),
     "camera_info": "camera info topic (sensor_msgs/CameraInfo)",
     "instruction": "standing instruction topic (std_msgs/String)",
 }

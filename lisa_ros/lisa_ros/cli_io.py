@@ -158,7 +158,8 @@ def write_result_files(
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> Path:
-    """Write RGB (H, W, 3) or grey (H, W) uint8 pixels; OpenCV wants BGR and reports failure by False."""
+    """Write RGB (H, W, 3) or grey (H, W) uint8 pixels (OpenCV wants BGR, and reports failure
+    by returning False)."""
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), pixels):

@@ -135,7 +135,8 @@ def pixel_format(encoding: str) -> PixelFormat:
             name for name in ENCODINGS if not name[0].isdigit() and not name.startswith("bayer")
         )
         raise ImageConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {named}, bayer_<rggb|bggr|gbrg|grbg><8|16> "
+            f"unsupported image encoding {encoding!r}; supported: {named}, "
+            "bayer_<rggb|bggr|gbrg|grbg><8|16> "
             "and the generic 8U/8S/16U/16S/32S/32F/64F with C1..C4 (e.g. 16UC1, 32FC1). "
             "Convert other images to rgb8/bgr8 first (e.g. with image_proc)"
         ) from None

@@ -1,6 +1,7 @@
 """``lisa-segment``: ask LISA about one image from the command line, without ROS.
 
-    lisa-segment --model xinlai/LISA-7B-v1 --image kitchen.jpg "where can I boil water?" --output out/
+    lisa-segment --model xinlai/LISA-7B-v1 --image kitchen.jpg "where can I boil water?" \\
+        --output out/
 
 prints the answer and, with ``--output``, writes ``overlay.png`` (masks over the image, answer
 drawn), ``mask_<k>.png`` (0/255, one per ``[SEG]``) and ``result.json`` (text, token ids, per-mask
@@ -139,7 +140,8 @@ def _load(args: argparse.Namespace) -> LisaModel:
         raise CommandError(str(error).splitlines()[0]) from None
     except (torch.OutOfMemoryError, MemoryError) as error:
         raise CommandError(
-            f"out of memory while loading the model ({_first_line(error)}): try --quantization nf4 or int8"
+            f"out of memory while loading the model ({_first_line(error)}): "
+            "try --quantization nf4 or int8"
         ) from None
 
 
@@ -182,7 +184,8 @@ def write_outputs(
     output_dir: Path,
     run_info: Mapping[str, Any] | None = None,
 ) -> list[Path]:
-    """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir`` (created if missing).
+    """Write the overlay, one 0/255 PNG per mask and ``result.json`` into ``output_dir``
+    (created if missing).
 
     ``run_info`` (model, instruction, image, settings...) is stored in ``result.json`` beside the
     result. Returns the paths written, in order. Raises OSError if a file cannot be written.

@@ -236,7 +236,8 @@ def _draw_masks(
     colors: np.ndarray,
     alpha: float,
 ) -> None:
-    """Tint each label of ``image`` into ``canvas`` in place and outline it (``inside``: labels > 0).
+    """Tint each label of ``image`` into ``canvas`` in place and outline it (``inside``:
+    labels > 0).
 
     Works on the rectangle around all masks (plus the outline's reach), not the whole image.
     """

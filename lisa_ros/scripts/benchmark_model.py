@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
 """Benchmark LISA inference: this implementation against the authors' way of generating.
 
-Both modes run in one process on the same weights, the same image, the same instruction and the same
-forced answer (``--answer-tokens`` tokens holding one ``[SEG]``, scripted through a logits processor, so
-a random-weight model gives the answer length a real one would):
+Both modes run in one process on the same weights, the same image, the same instruction and the
+same forced answer (``--answer-tokens`` tokens holding one ``[SEG]``, scripted through a logits
+processor, so a random-weight model gives the answer length a real one would):
 
-- cached: ``LisaModel.segment``: CLIP and SAM encode the image once, generation uses the KV cache and
-  picks up the ``[SEG]`` state while decoding. Measured on a new image (what a camera frame costs) and
-  again on the same image (a follow-up instruction, which reuses the image encodings).
+- cached: ``LisaModel.segment``: CLIP and SAM encode the image once, generation uses the KV cache
+  and picks up the ``[SEG]`` state while decoding. Measured on a new image (what a camera frame
+  costs) and again on the same image (a follow-up instruction, which reuses the image encodings).
 - reference-style: what the authors' ``chat.py`` does: SAM encodes the image once, then greedy
-  generation WITHOUT a KV cache that, for every new token, re-runs CLIP and the whole sequence through
-  the LLM (logits for every position), and takes the ``[SEG]`` state from the last full pass.
+  generation WITHOUT a KV cache that, for every new token, re-runs CLIP and the whole sequence
+  through the LLM (logits for every position), and takes the ``[SEG]`` state from the last full
+  pass.
 
-Printed: per-stage latency medians over ``--repeats`` (after ``--warmup`` runs), tokens/s, peak memory
-and the reference/cached ratio, plus a check that both modes produced the same masks.
+Printed: per-stage latency medians over ``--repeats`` (after ``--warmup`` runs), tokens/s, peak
+memory and the reference/cached ratio, plus a check that both modes produced the same masks.
 
     python lisa_ros/scripts/benchmark_model.py                              # tiny fixture, CPU
     python lisa_ros/scripts/benchmark_model.py --full-size-7b --precision bf16 --device cuda
@@ -69,7 +70,8 @@ log = logging.getLogger("benchmark")
 
 
 class Clock:
-    """Wall-clock time that first waits for queued GPU work, so each stage is charged its own cost."""
+    """Wall-clock time that first waits for queued GPU work, so each stage is charged its own
+    cost."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -141,7 +143,8 @@ class ModeSummary:
         return statistics.median(run.timings[stage] for run in self.runs)
 
     def tokens_per_second(self) -> float:
-        """Generated tokens over the generation time (prefill + decode; the reference's CLIP re-runs too)."""
+        """Generated tokens over the generation time (prefill + decode; the reference's CLIP
+        re-runs too)."""
         return statistics.median(
             len(run.token_ids) / run.timings["generation"]
             for run in self.runs
@@ -156,7 +159,8 @@ class ModeSummary:
 
 
 def forced_answer(lisa: LisaModel, length: int) -> list[int]:
-    """``length`` ids: answer words with one [SEG] as the third token (as in "Sure, [SEG] ..."), then EOS."""
+    """``length`` ids: answer words with one [SEG] as the third token (as in "Sure, [SEG] ..."),
+    then EOS."""
     if length < 2:
         raise ValueError("the answer needs at least 2 tokens: [SEG] and EOS")
     words = lisa.tokenizer(ANSWER_WORDS, add_special_tokens=False).input_ids
@@ -165,7 +169,7 @@ def forced_answer(lisa: LisaModel, length: int) -> list[int]:
     return body[:seg_at] + [lisa.layout.seg] + body[seg_at:] + [lisa.layout.eos]
 
 
-# --- this implementation ---------------------------------------------------------------------------
+# --- this implementation --------------------------------------------------------------------------
 
 
 def cached_segment(lisa: LisaModel, image: np.ndarray, answer: list[int]) -> Run:
@@ -267,7 +271,8 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
 
 
 def new_image_variant(image: np.ndarray, number: int) -> np.ndarray:
-    """The image with one pixel changed: a new image for the encoding cache, the same one for the model."""
+    """The image with one pixel changed: a new image for the encoding cache, the same one for the
+    model."""
     variant = image.copy()
     variant[0, 0, 0] ^= (number % 255) + 1
     return variant
@@ -312,7 +317,8 @@ def measure_rounds(
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:
-    """A deterministic camera-sized RGB image (a smooth gradient with noise); the content does not matter."""
+    """A deterministic camera-sized RGB image (a smooth gradient with noise); the content does not
+    matter."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:height, :width]
     base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
@@ -325,7 +331,7 @@ def read_image(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-# --- the model ----------------------------------------------------------------------------------------
+# --- the model ------------------------------------------------------------------------------------
 
 
 def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
@@ -349,8 +355,8 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
     overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
     spec = RandomLisaSpec.full_size_7b(**overrides)
     log.info(
-        "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; tokenizer and "
-        "CLIP tower in %s); this takes a minute or two",
+        "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; "
+        "tokenizer and CLIP tower in %s); this takes a minute or two",
         spec.num_hidden_layers,
         spec.hidden_size,
         work_dir,
@@ -456,7 +462,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source.add_argument(
         "--full-size-7b",
         action="store_true",
-        help="random weights in LISA-7B-v1's shapes (Llama-7B, CLIP ViT-L/14, SAM ViT-H), no download",
+        help="random weights in LISA-7B-v1's shapes (Llama-7B, CLIP ViT-L/14, SAM ViT-H), "
+        "no download",
     )
     parser.add_argument(
         "--num-layers",
@@ -468,7 +475,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--work-dir",
         type=Path,
-        help="with --full-size-7b: where to write its tokenizer and CLIP tower (default: a temporary folder, removed)",
+        help="with --full-size-7b: where to write its tokenizer and CLIP tower "
+        "(default: a temporary folder, removed)",
     )
     parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
@@ -544,8 +552,8 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
         f"{args.precision}{quantization}, {device_name}"
     )
     print(
-        f"image {image.shape[1]}x{image.shape[0]}, forced answer of {len(answer)} tokens with one [SEG], "
-        f"medians of {args.repeats} run(s)"
+        f"image {image.shape[1]}x{image.shape[0]}, "
+        f"forced answer of {len(answer)} tokens with one [SEG], medians of {args.repeats} run(s)"
     )
     if weights is not None:
         print(f"GPU memory after loading: {weights / 2**30:.2f} GiB")
@@ -554,10 +562,12 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     print()
     print("check: " + agreement(cached_new, reference))
     print(
-        "cached, same image = a further instruction on an image already seen (its CLIP/SAM encodings are reused)."
+        "cached, same image = a further instruction on an image already seen "
+        "(its CLIP/SAM encodings are reused)."
     )
     print(
-        "tokens / s = generated tokens / (prefill + decode); reference-style generation includes its CLIP re-runs."
+        "tokens / s = generated tokens / (prefill + decode); "
+        "reference-style generation includes its CLIP re-runs."
     )
 
     if args.json:

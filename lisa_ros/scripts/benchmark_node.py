@@ -12,7 +12,8 @@ same run, with the node/model ratio. The node builds messages only for topics wi
 so a second total gives a frame's cost when ~/segmentation is the only output anyone reads.
 
     python lisa_ros/scripts/benchmark_node.py
-    python lisa_ros/scripts/benchmark_node.py --model xinlai/LISA-7B-v1 --precision bf16 --device cuda
+    python lisa_ros/scripts/benchmark_node.py --model xinlai/LISA-7B-v1 --precision bf16 \\
+        --device cuda
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ SUBSCRIBER = textwrap.dedent(
     rclpy.init()
     node = rclpy.create_node("benchmark_subscriber")
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    for topic, kind in (("text", String), ("masks", Image), ("overlay", Image), ("segmentation", Segmentation)):
+    kinds = {"text": String, "masks": Image, "overlay": Image, "segmentation": Segmentation}
+    for topic, kind in kinds.items():
         node.create_subscription(kind, "/benchmark/lisa/" + topic, lambda msg: None, qos)
     print("subscribed", flush=True)
     try:

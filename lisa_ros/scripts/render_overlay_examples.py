@@ -74,7 +74,10 @@ def picking_scene(height: int = 480, width: int = 640) -> tuple[np.ndarray, np.n
     )  # light from the top left
     image = image * shading[..., None] + rng.normal(0, 2, image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
-    answer = "The orange book [SEG] lies in the red tote beside the white package [SEG]; pick the book first."
+    answer = (
+        "The orange book [SEG] lies in the red tote beside the white package [SEG]; "
+        "pick the book first."
+    )
     return image, np.stack([book > 0, package > 0]), answer
 
 

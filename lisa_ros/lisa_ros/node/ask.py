@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Ask a running lisa_node to segment what an instruction refers to, through its "
         "Segment action. Progress goes to stderr, the answer to stdout.",
-        epilog="Exit status: 0 masks found, 3 the answer refers to nothing (NOTHING_FOUND), 2 bad input, "
-        "1 other failures (no node, goal rejected, node error, timeout), 130 interrupted (goal canceled). "
+        epilog="Exit status: 0 masks found, 3 the answer refers to nothing (NOTHING_FOUND), "
+        "2 bad input, "
+        "1 other failures (no node, goal rejected, node error, timeout), "
+        "130 interrupted (goal canceled). "
         "ROS arguments may follow --ros-args.",
     )
     parser.add_argument(
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=300.0,
         metavar="S",
-        help="give up (and cancel the goal) after S seconds without a result (default: %(default)s)",
+        help="give up (and cancel the goal) after S seconds without a result "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--action",
@@ -281,7 +284,8 @@ class SegmentClient:
     def wait_for_server(self, timeout: float) -> None:
         if not self.spin_until(self.client.server_is_ready, timeout):
             raise CommandError(
-                f"no action server {self.action_name} after {timeout:g} s: is lisa_node running and active, "
+                f"no action server {self.action_name} after {timeout:g} s: "
+                "is lisa_node running and active, "
                 "with the same ROS_DOMAIN_ID (and --action matching its namespace)?"
             )
 
@@ -302,7 +306,8 @@ class SegmentClient:
         goal_handle = future.result()
         if not goal_handle.accepted:
             raise CommandError(
-                f"the goal was rejected by {self.action_name}: the node is busy (busy_policy 'reject') "
+                f"the goal was rejected by {self.action_name}: "
+                "the node is busy (busy_policy 'reject') "
                 "or not active; try again later"
             )
         return goal_handle
@@ -465,7 +470,8 @@ def _check_interfaces() -> None:
         importlib.import_module("lisa_ros_interfaces.action")
     except ImportError as error:
         raise CommandError(
-            f"lisa_ros_interfaces cannot be imported ({error}): build it (make setup, or colcon build "
+            f"lisa_ros_interfaces cannot be imported ({error}): "
+            "build it (make setup, or colcon build "
             "and source install/setup.bash)"
         ) from None
 

@@ -1,4 +1,5 @@
-"""The node's health as diagnostic_msgs, for /diagnostics (rqt_robot_monitor, diagnostic_aggregator).
+"""The node's health as diagnostic_msgs, for /diagnostics (rqt_robot_monitor,
+diagnostic_aggregator).
 
 Errors on topics have no caller to answer (a bad camera frame, an unusable standing instruction),
 so they go to the log and to a diagnostic that says what went wrong; the status stays WARN for a

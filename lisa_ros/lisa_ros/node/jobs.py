@@ -183,7 +183,8 @@ class FrameJob(_StoppableJob):
 
 @dataclass
 class GoalTurn:
-    """A goal made ready for the model: checked instruction, converted image, conversation so far."""
+    """A goal made ready for the model: checked instruction, converted image, conversation so
+    far."""
 
     instruction: str
     image_rgb: np.ndarray
@@ -398,7 +399,8 @@ class GoalJob(_StoppableJob):
 
 
 def _recover_from_failure(pipeline: Pipeline, error: Exception) -> str:
-    """Log an inference failure, free what memory can be freed, and return a message for the user."""
+    """Log an inference failure, free what memory can be freed, and return a message for the
+    user."""
     if isinstance(error, LisaOutOfMemoryError):
         message = str(error)  # already says what to do
     else:

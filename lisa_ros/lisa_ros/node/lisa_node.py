@@ -216,7 +216,8 @@ class LisaNode(LifecycleNode):
         self._model = model
         self._loaded_settings = settings
         self.get_logger().info(
-            f"LISA loaded in {time.perf_counter() - started:.1f} s on {model.device} ({model.dtype})"
+            f"LISA loaded in {time.perf_counter() - started:.1f} s "
+            f"on {model.device} ({model.dtype})"
         )
 
         publishers = {
