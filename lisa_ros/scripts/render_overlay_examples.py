@@ -12,8 +12,8 @@ committed in ``lisa_ros/test/fixtures/photos/overlays`` are refreshed the same w
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -102,8 +102,14 @@ def render(out_dir: Path) -> list[Path]:
     return paths
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    for written in render(Path(sys.argv[1])):
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder to write into")
+    for written in render(parser.parse_args().out_dir):
         print(written)
+
+
+if __name__ == "__main__":
+    main()
