@@ -105,7 +105,8 @@ def reserve_domain_id() -> tuple[int, IO[str]]:
 def ros_environment(
     domain_id: int, log_dir: Path, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Return ``base`` (default ``os.environ``) with the harness's ROS settings for ``domain_id``."""
+    """Return ``base`` (default ``os.environ``) with the harness's ROS settings for
+    ``domain_id``."""
     if not FASTDDS_PROFILE.is_file():
         raise FileNotFoundError(f"the Fast DDS profile {FASTDDS_PROFILE} is missing")
     env = dict(os.environ if base is None else base)
@@ -168,7 +169,10 @@ class RosProcess:
 
     def describe(self) -> str:
         status = "running" if self.running else f"exited with {self.returncode}"
-        return f"--- {self.name} (pid {self.pid}, {status}): {' '.join(self.args)}\n{self.output}--- end of {self.name}"
+        return (
+            f"--- {self.name} (pid {self.pid}, {status}): {' '.join(self.args)}\n"
+            f"{self.output}--- end of {self.name}"
+        )
 
     def wait_for_output(self, pattern: str, timeout: float) -> re.Match[str]:
         """Wait until the output matches the regular expression ``pattern``; fail the test with

@@ -76,7 +76,8 @@ def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(
     assert "[generating] Sure, the left part" in done.stderr
     assert "SUCCESS: 2 mask(s) ('Sure, the left part': 1560 px" in done.stderr
     masks = [cv2.imread(str(output / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) for k in range(2)]
-    for saved, expected in zip(masks, thirds(60, 80)):  # the masks are of the image that was sent
+    # the masks are of the image that was sent
+    for saved, expected in zip(masks, thirds(60, 80), strict=True):
         np.testing.assert_array_equal(saved, expected)
     expected_overlay = draw_overlay(picture, np.stack(masks) > 0, ANSWER)
     np.testing.assert_array_equal(read_rgb(output / "overlay.png"), expected_overlay)

@@ -1,4 +1,5 @@
-"""The benchmark's reference-style baseline must compute what LISA computes, or its ratio means nothing.
+"""The benchmark's reference-style baseline must compute what LISA computes, or its ratio means
+nothing.
 
 No timing is asserted here (speed is the benchmark script's job); this checks that the uncached,
 re-encode-every-step loop in scripts/benchmark_model.py gives the same ids and masks as

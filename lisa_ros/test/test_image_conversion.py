@@ -470,7 +470,8 @@ def test_module_imports_without_ros():
     """The node's conversion code is part of the ROS-free core: it must not pull in rclpy."""
     code = (
         "import sys; import lisa_ros.image_conversion; "
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs', 'cv_bridge')); "
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rclpy', 'sensor_msgs', 'std_msgs', 'cv_bridge')); "
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

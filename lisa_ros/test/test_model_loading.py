@@ -105,7 +105,8 @@ def test_vision_tower_is_resolved_relative_to_the_checkpoint():
 
 
 def _hub_cache(root: Path, repo_id: str, source: Path) -> Path:
-    """A Hugging Face cache holding `source` as the snapshot of `repo_id` (what `hf download` leaves)."""
+    """A Hugging Face cache holding `source` as the snapshot of `repo_id` (what `hf download`
+    leaves)."""
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = root / ("models--" + repo_id.replace("/", "--"))
     shutil.copytree(source, repo / "snapshots" / revision)
@@ -131,7 +132,8 @@ HUB_SCRIPT = textwrap.dedent(
 def _load_from_hub(
     repo_id: str, cache: Path, vision_tower: str | Path
 ) -> subprocess.CompletedProcess:
-    # huggingface_hub reads HF_HUB_OFFLINE and the cache path at import: a fresh process is the honest test.
+    # huggingface_hub reads HF_HUB_OFFLINE and the cache path at import: a fresh process is the
+    # honest test.
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -307,8 +309,9 @@ def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(
 
 
 def test_nf4_on_the_cpu_takes_layer_sizes_the_packed_kernel_cannot(tmp_path, fixture_image):
-    """bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 64 inputs and 32 outputs:
-    a 96-wide model failed at its first step with "shape '[96, 1]' is invalid" (on such CPUs)."""
+    """bitsandbytes' AVX512-BF16 CPU kernel repacks 4-bit weights in blocks of 64 inputs and 32
+    outputs: a 96-wide model failed at its first step with "shape '[96, 1]' is invalid" (on such
+    CPUs)."""
     pytest.importorskip(
         "bitsandbytes", reason="the quantization extra (pip install 'lisa_ros[quantization]')"
     )
@@ -335,7 +338,8 @@ def test_nf4_on_the_cpu_takes_layer_sizes_the_packed_kernel_cannot(tmp_path, fix
 def test_too_old_torch_or_transformers_is_refused_at_load(
     monkeypatch, torch_version, transformers_version, message
 ):
-    """Not an AttributeError at the first request (old torch), nor other token ids than the reference (old transformers)."""
+    """Not an AttributeError at the first request (old torch), nor other token ids than the
+    reference (old transformers)."""
     import transformers
 
     monkeypatch.setattr(torch, "__version__", torch_version)

@@ -1,4 +1,5 @@
-"""What loading and quantised inference print: log lines in a log, bars on a terminal, one warning."""
+"""What loading and quantised inference print: log lines in a log, bars on a terminal, one
+warning."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from lisa_ros.model.generation import ScriptedReply
 LOAD_SCRIPT = textwrap.dedent(
     """
     import logging, sys
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     from lisa_ros.model import load_model
-    load_model(sys.argv[1], vision_tower=sys.argv[2], precision="fp32", device="cpu", progress=sys.argv[3])
+    load_model(
+        sys.argv[1], vision_tower=sys.argv[2], precision="fp32", device="cpu", progress=sys.argv[3]
+    )
     """
 )
 
@@ -145,7 +150,8 @@ def test_transformers_hook_is_restored_after_a_load():
     reason="the quantization extra (pip install 'lisa_ros[quantization]')",
 )
 def test_int8_cast_warning_appears_once_and_the_load_says_what_it_means(fixture_image, caplog):
-    # (not importorskip: importing bitsandbytes here would print its notice before the load could drop it)
+    # (not importorskip: importing bitsandbytes here would print its notice before the load could
+    # drop it)
     caplog.set_level(logging.INFO)
     lisa = load_model(CHECKPOINT, precision="bf16", quantization="int8", device="cpu")
     for _ in range(2):

@@ -37,7 +37,8 @@ def lisa():
 
 @pytest.fixture(scope="module")
 def run(lisa, reference, fixture_image) -> ParityRun:
-    """One forced segmentation, with the inputs/outputs of the [SEG] projection and mask decoder kept."""
+    """One forced segmentation, with the inputs/outputs of the [SEG] projection and mask decoder
+    kept."""
     seen: dict[str, object] = {}
 
     def keep(name):

@@ -1,4 +1,5 @@
-"""`LisaModel.segment` behaviour: image-encoding reuse, conversations, generation kwargs, bad input."""
+"""`LisaModel.segment` behaviour: image-encoding reuse, conversations, generation kwargs, bad
+input."""
 
 from __future__ import annotations
 

@@ -124,8 +124,8 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
 
 
 def publish_camera(graph, when: float, k: list[float], frames: int) -> CameraInfo:
-    """Publish ``frames`` fixture frames stamped ``when``, ``when + 0.1``, ... with their camera info,
-    a few times over, best effort like a camera; returns the camera info."""
+    """Publish ``frames`` fixture frames stamped ``when``, ``when + 0.1``, ... with their camera
+    info, a few times over, best effort like a camera; returns the camera info."""
     camera = graph.node.create_publisher(Image, CAMERA, SENSOR)
     info = graph.node.create_publisher(CameraInfo, CAMERA_INFO, SENSOR)
     graph.wait_for_subscribers(camera)

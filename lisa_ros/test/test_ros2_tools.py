@@ -1,4 +1,5 @@
-"""lisa_ros driven the way users drive it: colcon, ros2 launch, ros2 action/lifecycle/param/topic/run.
+"""lisa_ros driven the way users drive it: colcon, ros2 launch,
+ros2 action/lifecycle/param/topic/run.
 
 The real upstream command-line tools (not on PyPI) are installed into the venv by `make setup` when
 ``ROS2_TOOLS`` (default ``../shared/ros2-tools``) holds their sources. Without them these tests skip
@@ -61,7 +62,8 @@ def tools() -> None:
     if not missing:
         return
     reason = (
-        f"{' and '.join(missing)} not installed in {BIN.parent}: run `make setup` where ../shared/ros2-tools "
+        f"{' and '.join(missing)} not installed in {BIN.parent}: "
+        "run `make setup` where ../shared/ros2-tools "
         "holds the ros2 tools' sources (or ROS2_TOOLS=DIR make setup)"
     )
     if REQUIRE_TOOLS:
@@ -199,7 +201,7 @@ def test_the_venv_is_a_ros_prefix_for_lisa_ros(ros2: Ros2, ros_processes: RosPro
     assert node.wait(timeout=15) == 0, node.output
 
 
-# --- ros2 launch -----------------------------------------------------------------------------------
+# --- ros2 launch ----------------------------------------------------------------------------------
 
 NAMESPACE = "robot1"
 NODE = f"/{NAMESPACE}/lisa"
@@ -253,7 +255,8 @@ def test_launch_reaches_an_active_node_with_its_arguments(launched) -> None:
     assert ros2("param", "get", NODE, "precision").strip() == "String value is: fp32"
     assert ros2("param", "get", NODE, "device").strip() == "String value is: cpu"
     assert ros2("param", "get", NODE, "vision_tower").strip() == f"String value is: {CLIP}"
-    # The topic arguments remapped the node's inputs; its outputs and action moved with the namespace.
+    # The topic arguments remapped the node's inputs; its outputs and action moved with the
+    # namespace.
     assert "Subscription count: 1" in ros2("topic", "info", CAMERA)
     assert "Subscription count: 1" in ros2("topic", "info", INSTRUCTION)
     assert f"{NODE}/segment [lisa_ros_interfaces/action/Segment]" in ros2("action", "list", "-t")
@@ -363,7 +366,7 @@ def _alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
-# --- ros2 action send_goal, and a slowed load, against the scripted node ---------------------------
+# --- ros2 action send_goal, and a slowed load, against the scripted node --------------------------
 
 
 @pytest.fixture(scope="module")

@@ -65,8 +65,8 @@ def test_stop_interrupts_cleanly_and_kills_what_ignores_sigint(ros_processes):
 
     stubborn = ros_processes.start_python(
         "-c",
-        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ignoring', flush=True); "
-        "time.sleep(60)",
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "print('ignoring', flush=True); time.sleep(60)",
         name="stubborn",
     )
     stubborn.wait_for_output("ignoring", timeout=10)

@@ -1,15 +1,16 @@
-"""The dependency keys of lisa_ros/package.xml and lisa_ros_interfaces/package.xml against rosdistro.
+"""The dependency keys of lisa_ros/package.xml and lisa_ros_interfaces/package.xml against
+rosdistro.
 
-README.md's ROS install starts with `rosdep install --from-paths src --ignore-src -y`, which stops at the
-first key rosdep cannot resolve. The keys are checked against a verbatim excerpt of rosdistro's rosdep
-database (test/fixtures/rosdep, see its README.md):
+README.md's ROS install starts with `rosdep install --from-paths src --ignore-src -y`, which stops
+at the first key rosdep cannot resolve. The keys are checked against a verbatim excerpt of
+rosdistro's rosdep database (test/fixtures/rosdep, see its README.md):
 
-* always: every key is a ROS package released in Kilted or an entry of rosdep/python.yaml, every Python
-  key installs from apt on Ubuntu 24.04 and Debian 12 (rosdep's pip rules stop there, PEP 668), and every
-  runtime requirement of setup.py is either such a key or in the pip line that README.md and the
-  package.xml comment give;
-* with rosdep installed (`pip install rosdep`; skipped otherwise): the real `rosdep install --simulate`
-  on the two package.xml files, offline, against the same data.
+* always: every key is a ROS package released in Kilted or an entry of rosdep/python.yaml, every
+  Python key installs from apt on Ubuntu 24.04 and Debian 12 (rosdep's pip rules stop there, PEP
+  668), and every runtime requirement of setup.py is either such a key or in the pip line that
+  README.md and the package.xml comment give;
+* with rosdep installed (`pip install rosdep`; skipped otherwise): the real `rosdep install
+  --simulate` on the two package.xml files, offline, against the same data.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def workspace_packages() -> set[str]:
 
 
 def external_keys() -> dict[str, list[str]]:
-    """Per package: the keys rosdep has to resolve (`--ignore-src` skips the workspace's own packages)."""
+    """Per package: the keys rosdep has to resolve (`--ignore-src` skips the workspace's own
+    packages)."""
     own = workspace_packages()
     return {
         package_name(path): [key for key in dependency_keys(path) if key not in own]
@@ -87,8 +89,8 @@ def load_yaml(path: Path):
 
 
 def released_ros_packages() -> set[str]:
-    """The package names rosdep derives from the distribution file (a repository without a package list
-    releases the one package named after it)."""
+    """The package names rosdep derives from the distribution file (a repository without a package
+    list releases the one package named after it)."""
     names = set()
     for repository, entry in load_yaml(FIXTURE / DISTRO / "distribution.yaml")[
         "repositories"
@@ -104,7 +106,8 @@ def python_rules() -> dict:
 
 
 def resolve(rule: dict, os_name: str, codename: str) -> tuple[str, list[str]] | None:
-    """(installer, packages) of a rosdep rule for one platform, as rosdep reads it; None if unavailable."""
+    """(installer, packages) of a rosdep rule for one platform, as rosdep reads it; None if
+    unavailable."""
     rule = rule.get(os_name, rule.get("*"))
     if isinstance(rule, dict) and (codename in rule or "*" in rule):
         rule = rule.get(codename, rule.get("*"))
@@ -142,7 +145,7 @@ def install_requires() -> list[str]:
     raise AssertionError("setup.py has no install_requires")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Always: the keys against the data
 
 
@@ -162,7 +165,8 @@ def test_every_key_is_a_rosdep_key():
     }
     unknown = {package: keys for package, keys in unknown.items() if keys}
     assert not unknown, (
-        f"keys rosdep cannot resolve (no rosdistro entry): {unknown}; use a key of rosdep/python.yaml or "
+        f"keys rosdep cannot resolve (no rosdistro entry): {unknown}; "
+        "use a key of rosdep/python.yaml or "
         "base.yaml, or install the package with pip as README.md says"
     )
 
@@ -175,8 +179,9 @@ def test_python_keys_install_from_the_system_package_manager(os_name):
     resolved = {key: resolve(rules[key], os_name, PLATFORMS[os_name]) for key in keys}
     unavailable = [key for key, how in resolved.items() if how is None]
     assert not unavailable, f"no rule for {os_name} {PLATFORMS[os_name]}: {unavailable}"
-    # rosdep's pip rules run a global 'pip install' that stops on Python >= 3.11 system installs (PEP 668)
-    # unless PIP_BREAK_SYSTEM_PACKAGES=1: README.md's plain 'rosdep install' has to work without it.
+    # rosdep's pip rules run a global 'pip install' that stops on Python >= 3.11 system installs
+    # (PEP 668) unless PIP_BREAK_SYSTEM_PACKAGES=1: README.md's plain 'rosdep install' has to work
+    # without it.
     through_pip = {key: how for key, how in resolved.items() if how[0] != "apt"}
     assert not through_pip, f"keys that rosdep installs with pip on {os_name}: {through_pip}"
 
@@ -216,7 +221,7 @@ def test_every_runtime_requirement_is_a_key_or_in_the_pip_line():
     assert not missing, f"setup.py requirements that a ROS install does not get: {missing}"
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # With rosdep: the real thing, offline
 
 
@@ -227,7 +232,8 @@ def rosdep_command() -> list[str]:
     if executable:
         return [executable]
     pytest.skip(
-        "rosdep is not installed (pip install rosdep): the offline 'rosdep install --simulate' is not run"
+        "rosdep is not installed (pip install rosdep): "
+        "the offline 'rosdep install --simulate' is not run"
     )
 
 

@@ -33,7 +33,8 @@ COMMITTED_OVERLAYS = Path(__file__).resolve().parent / "fixtures" / "photos" / "
 
 
 def _gradient_image(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
-    """A deterministic image in which every pixel differs from its neighbours, unlike a flat fill."""
+    """A deterministic image in which every pixel differs from its neighbours, unlike a flat
+    fill."""
     y, x = np.mgrid[:height, :width]
     return np.stack([(x * 7) % 256, (y * 5) % 256, (x + y) % 256], axis=-1).astype(np.uint8)
 
@@ -362,7 +363,8 @@ def _label_pixels(image: np.ndarray, masks: np.ndarray, text: str, **kwargs) -> 
 
 
 def _components(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(top, left, bottom, right) of each connected region of ``changed``, bottom/right exclusive."""
+    """(top, left, bottom, right) of each connected region of ``changed``, bottom/right
+    exclusive."""
     count, _, stats, _ = cv2.connectedComponentsWithStats(changed.view(np.uint8), connectivity=8)
     return [(y, x, y + h, x + w) for x, y, w, h, _ in stats[1:count]]
 
