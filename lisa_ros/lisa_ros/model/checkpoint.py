@@ -94,7 +94,8 @@ def resolve_folder(
         return Path(text)
     if is_local_reference(text):
         raise LisaLoadError(
-            f"{what} folder '{text}' does not exist: pass an existing folder or a hub id like 'xinlai/LISA-7B-v1'"
+            f"{what} folder '{text}' does not exist: "
+            "pass an existing folder or a hub id like 'xinlai/LISA-7B-v1'"
         )
     return _download_snapshot(text, what, tqdm_class)
 
@@ -116,16 +117,19 @@ def _download_snapshot(repo_id: str, what: str, tqdm_class: type | None = None) 
         )
     except GatedRepoError as error:
         raise LisaLoadError(
-            f"{what} '{repo_id}' is gated: accept its licence on the hub and log in with `hf auth login`"
+            f"{what} '{repo_id}' is gated: "
+            "accept its licence on the hub and log in with `hf auth login`"
         ) from error
     except RepositoryNotFoundError as error:
         raise LisaLoadError(
-            f"{what} '{repo_id}' was not found on the Hugging Face hub: check the id, or pass a local folder"
+            f"{what} '{repo_id}' was not found on the Hugging Face hub: "
+            "check the id, or pass a local folder"
         ) from error
     except LocalEntryNotFoundError as error:
         raise LisaLoadError(
             f"{what} '{repo_id}' is not in the Hugging Face cache and the hub cannot be reached "
-            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): download it first with `hf download {repo_id}`"
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): "
+            f"download it first with `hf download {repo_id}`"
         ) from error
     except OSError as error:
         raise LisaLoadError(f"could not fetch {what} '{repo_id}': {error}") from error
@@ -141,26 +145,29 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise LisaLoadError(f"cannot read '{path}': {error}") from error
     if "hidden_size" not in config or "num_hidden_layers" not in config:
         raise LisaLoadError(
-            f"'{folder}' is not a LISA checkpoint: config.json has no Llama fields (hidden_size, num_hidden_layers)"
+            f"'{folder}' is not a LISA checkpoint: "
+            "config.json has no Llama fields (hidden_size, num_hidden_layers)"
         )
     return config
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """The weight files of a checkpoint, safetensors preferred, single file or sharded with an index."""
+    """A checkpoint's weight files, safetensors preferred, single file or sharded with an index."""
     for single, index in ((SAFETENSORS_SINGLE, SAFETENSORS_INDEX), (BIN_SINGLE, BIN_INDEX)):
         if (folder / index).is_file():
             shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
             missing = [name for name in shards if not (folder / name).is_file()]
             if missing:
                 raise LisaLoadError(
-                    f"checkpoint '{folder}' is incomplete: {index} lists {', '.join(missing)}, which are missing"
+                    f"checkpoint '{folder}' is incomplete: "
+                    f"{index} lists {', '.join(missing)}, which are missing"
                 )
             return [folder / name for name in shards]
         if (folder / single).is_file():
             return [folder / single]
     raise LisaLoadError(
-        f"'{folder}' is not a LISA checkpoint: no {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX}, {BIN_SINGLE} or {BIN_INDEX}"
+        f"'{folder}' is not a LISA checkpoint: "
+        f"no {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX}, {BIN_SINGLE} or {BIN_INDEX}"
     )
 
 
@@ -236,7 +243,8 @@ def resolve_vision_tower(name: str, checkpoint_folder: Path) -> str:
     """The checkpoint's vision tower, with paths relative to the checkpoint folder made absolute."""
     if not name:
         raise LisaLoadError(
-            "the checkpoint's config.json names no vision tower: pass vision_tower (e.g. 'openai/clip-vit-large-patch14')"
+            "the checkpoint's config.json names no vision tower: "
+            "pass vision_tower (e.g. 'openai/clip-vit-large-patch14')"
         )
     relative = checkpoint_folder / name
     if not os.path.isabs(name) and relative.is_dir():

@@ -6,4 +6,4 @@ class LisaLoadError(RuntimeError):
 
 
 class LisaOutOfMemoryError(RuntimeError):
-    """Inference ran out of accelerator memory; the model is intact and can take the next request."""
+    """Inference ran out of accelerator memory; the model is intact, ready for the next request."""

@@ -38,7 +38,7 @@ class ScriptedReply(LogitsProcessor):
 
 
 class StopOnEvent(StoppingCriteria):
-    """Stops generation at the next decoding step once `event` is set (cancel, preemption, shutdown)."""
+    """Stops decoding at the next step once `event` is set (cancel, preemption, shutdown)."""
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event

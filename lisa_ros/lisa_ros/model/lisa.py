@@ -1,10 +1,10 @@
 """LISA inference: image encoding, KV-cached generation with [SEG] capture, mask decoding.
 
-The authors' code re-runs CLIP and the whole ~350-token sequence at every generated token and takes the
-[SEG] states from a final full pass. Here the image is encoded once per image (and kept for further
-instructions on it), generation uses the KV cache, and the state that predicted each token is captured
-from the final norm as decoding goes: for a generated `[SEG]` at step j, it is the last position of
-step j's forward pass, which is exactly the vector the reference selects.
+The authors' code re-runs CLIP and the whole ~350-token sequence at every generated token and takes
+the [SEG] states from a final full pass. Here the image is encoded once per image (and kept for
+further instructions on it), generation uses the KV cache, and the state that predicted each token
+is captured from the final norm as decoding goes: for a generated `[SEG]` at step j, it is the last
+position of step j's forward pass, which is exactly the vector the reference selects.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _image_key(image: np.ndarray) -> str:
 
 
 class _Stopwatch:
-    """Wall-clock stage timer that waits for the accelerator, so a stage is charged what it costs."""
+    """Wall-clock stage timer; waits for the accelerator so a stage is charged what it costs."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -150,7 +150,7 @@ class LisaModel:
         return self._cached, True
 
     def clip_pixels(self, image: np.ndarray) -> torch.Tensor:
-        """CLIP's (1, 3, 224, 224) input: shortest side to 224, centre crop, OpenAI normalisation."""
+        """CLIP's (1, 3, 224, 224) input: short side to 224, centre crop, OpenAI normalisation."""
         pixels = self.clip_processor(images=image, return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.vision_tower.dtype)
 
@@ -176,13 +176,16 @@ class LisaModel:
 
     # ------------------------------------------------------------------ text
     def prompt_ids(self, instruction: str, history: Sequence[Turn] | None = None) -> list[int]:
-        """Prompt ids with IMAGE_TOKEN_INDEX where the image features go (as the reference builds them)."""
+        """Prompt ids with IMAGE_TOKEN_INDEX where the image features go.
+
+        Built the way the reference builds them.
+        """
         return tokenize_prompt(self.tokenizer, build_prompt(instruction, history))
 
     def prompt_embeddings(
         self, prompt_ids: Sequence[int], image_tokens: torch.Tensor
     ) -> torch.Tensor:
-        """Token embeddings with the image placeholder replaced by the image tokens: (1, T, hidden)."""
+        """Token embeddings, the image placeholder replaced by the image tokens: (1, T, hidden)."""
         split = list(prompt_ids).index(IMAGE_TOKEN_INDEX)
         embed = self.llm.get_input_embeddings()
         before = torch.tensor([prompt_ids[:split]], device=self.device)
@@ -219,7 +222,7 @@ class LisaModel:
     # ------------------------------------------------------------------ generation
     @contextmanager
     def _capture_last_states(self) -> Iterator[tuple[list[torch.Tensor], list[float]]]:
-        """Collect, per forward pass, the final-norm state of the last position and when it finished."""
+        """Collect, per forward pass, the last position's final-norm state and when it finished."""
         states: list[torch.Tensor] = []
         times: list[float] = []
 
@@ -242,8 +245,9 @@ class LisaModel:
         room = self.max_context_tokens - prompt_length
         if room < 1:
             raise ValueError(
-                f"the instruction is too long: the prompt takes {prompt_length} tokens and the model's context "
-                f"is {self.max_context_tokens}; shorten it or the conversation history"
+                f"the instruction is too long: the prompt takes {prompt_length} tokens "
+                f"and the model's context is {self.max_context_tokens}; "
+                "shorten it or the conversation history"
             )
         requested = int(kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
         if requested > room:
@@ -300,8 +304,9 @@ class LisaModel:
         except torch.OutOfMemoryError as error:
             self.free_memory()
             raise LisaOutOfMemoryError(
-                f"out of {self.device.type} memory during inference: use quantization='nf4' or 'int8', a smaller "
-                "image or max_new_tokens, or free the device"
+                f"out of {self.device.type} memory during inference: "
+                "use quantization='nf4' or 'int8', a smaller image or max_new_tokens, "
+                "or free the device"
             ) from error
 
     def _with_controls(
@@ -310,7 +315,7 @@ class LisaModel:
         stop: threading.Event | None,
         on_text: TextCallback | None,
     ) -> dict[str, Any]:
-        """`generate_kwargs` with the stopping criterion and the streamer for `stop` and `on_text`."""
+        """`generate_kwargs` with the stopping criterion and streamer for `stop` and `on_text`."""
         kwargs = dict(generate_kwargs)
         if stop is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList(

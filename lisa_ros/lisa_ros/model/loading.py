@@ -83,7 +83,8 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
             )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise LisaLoadError(
-                f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+                f"device '{device}' does not exist: "
+                f"this machine has {torch.cuda.device_count()} GPU(s)"
             )
     return parsed
 
@@ -91,7 +92,7 @@ def _parse_device(device: str | torch.device | None) -> torch.device:
 def check_options(
     precision: str, quantization: str | None, device: str | torch.device | None
 ) -> tuple[torch.device, torch.dtype]:
-    """The device and dtype that the load options mean; LisaLoadError before any work if they are wrong."""
+    """The device and dtype the load options mean; a LisaLoadError before any work if wrong."""
     check_versions()
     parsed = _parse_device(device)
     return parsed, _validate_options(precision, quantization, parsed)
@@ -108,7 +109,8 @@ def _validate_options(
         )
     if quantization and device.type not in ("cuda", "cpu"):
         raise LisaLoadError(
-            f"{quantization} quantization (bitsandbytes) runs on CUDA (or slowly on the CPU), not on {device.type}"
+            f"{quantization} quantization (bitsandbytes) runs on CUDA (or slowly on the CPU), "
+            f"not on {device.type}"
         )
     if quantization and precision == "fp32":
         raise LisaLoadError(
@@ -145,8 +147,10 @@ def _quantization_config(quantization: str | None, dtype: torch.dtype, device: t
         quiet_int8_cast_warning()
         if dtype != torch.float16:
             logger.info(
-                "int8: bitsandbytes computes the quantised layers in fp16, so their %s inputs are cast to fp16 "
-                "(it says so once: 'MatMul8bitLt: inputs will be cast ...'); precision fp16 avoids the cast",
+                "int8: bitsandbytes computes the quantised layers in fp16, "
+                "so their %s inputs are cast to fp16 "
+                "(it says so once: 'MatMul8bitLt: inputs will be cast ...'); "
+                "precision fp16 avoids the cast",
                 str(dtype).removeprefix("torch."),
             )
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_LLM_MODULES)
@@ -196,7 +200,10 @@ CPU_NF4_PACK_OUT = 32
 
 
 def _generic_cpu_nf4_where_needed(llm: nn.Module) -> None:
-    """Route 4-bit layers whose sizes the CPU repacking kernel cannot take to bitsandbytes' generic path."""
+    """Route 4-bit layers whose sizes the CPU repacking kernel cannot take to the generic path.
+
+    That is, to bitsandbytes' generic CPU kernel.
+    """
     rerouted = []
     for name, module in llm.named_modules():
         if not getattr(module, "support_avx512bf16_for_cpu", False):
@@ -208,8 +215,8 @@ def _generic_cpu_nf4_where_needed(llm: nn.Module) -> None:
             rerouted.append(name)
     if rerouted:
         logger.info(
-            "nf4 on the CPU: %d layer(s) whose sizes are not multiples of 64 (inputs) and 32 (outputs) use "
-            "bitsandbytes' generic CPU kernel (slower), e.g. %s",
+            "nf4 on the CPU: %d layer(s) whose sizes are not multiples of 64 (inputs) "
+            "and 32 (outputs) use bitsandbytes' generic CPU kernel (slower), e.g. %s",
             len(rerouted),
             rerouted[0],
         )
@@ -232,7 +239,8 @@ def _load_vision_tower(
 ) -> tuple[nn.Module, Any]:
     from transformers import CLIPVisionModel
 
-    try:  # the PIL back-end resizes exactly as the reference did; the torchvision one differs slightly
+    # the PIL back-end resizes exactly as the reference did; the torchvision one differs slightly
+    try:
         from transformers.models.clip import CLIPImageProcessorPil as ClipProcessor
     except ImportError:  # transformers releases without separate back-ends
         from transformers import CLIPImageProcessor as ClipProcessor
@@ -243,9 +251,10 @@ def _load_vision_tower(
         tower = CLIPVisionModel.from_pretrained(name, dtype=dtype)
     except OSError as error:
         raise LisaLoadError(
-            f"vision tower '{name}' cannot be loaded (not a CLIP folder, or not in the HF cache while offline): {error}".splitlines()[
-                0
-            ]
+            (
+                f"vision tower '{name}' cannot be loaded "
+                f"(not a CLIP folder, or not in the HF cache while offline): {error}"
+            ).splitlines()[0]
         ) from error
     return tower.to(device).eval(), processor
 
@@ -298,15 +307,15 @@ def load_model(
     """Load a released LISA checkpoint (hub id like 'xinlai/LISA-7B-v1', or a local folder).
 
     `vision_tower` overrides the CLIP tower named in the checkpoint's config (hub id or folder).
-    `precision` sets the LLM, CLIP and SAM image encoder dtype; SAM's prompt encoder, mask decoder and
-    the [SEG] projection stay in fp32 (they are tiny and SAM's positional encoding fails in bf16).
-    `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU) applies to the
-    LLM's linear layers except `lm_head`; the projector, [SEG] projection and SAM are never quantised.
-    `adapter` is a peft LoRA folder (or hub id) applied to the LLM. Hub downloads use the Hugging Face
-    cache and honour HF_HUB_OFFLINE. `progress` is how downloads and weight loading show progress:
-    "bars" (tqdm, for a terminal), "log" (a few INFO lines of the `lisa_ros.model.progress` logger, for
-    log files, pipes and `ros2 launch`) or "auto" (bars when stderr is a terminal). Raises LisaLoadError
-    with a one-line explanation when something is wrong.
+    `precision` sets the LLM, CLIP and SAM image encoder dtype; SAM's prompt encoder, mask decoder
+    and the [SEG] projection stay in fp32 (they are tiny and SAM's positional encoding fails in
+    bf16). `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU)
+    applies to the LLM's linear layers except `lm_head`; the projector, [SEG] projection and SAM are
+    never quantised. `adapter` is a peft LoRA folder (or hub id) applied to the LLM. Hub downloads
+    use the Hugging Face cache and honour HF_HUB_OFFLINE. `progress` is how downloads and weight
+    loading show progress: "bars" (tqdm, for a terminal), "log" (a few INFO lines of the
+    `lisa_ros.model.progress` logger, for log files, pipes and `ros2 launch`) or "auto" (bars when
+    stderr is a terminal). Raises LisaLoadError with a one-line explanation when something is wrong.
     """
     check_options(precision, quantization, device)  # fail before any download
     mode = resolve_progress(progress)

@@ -1,8 +1,8 @@
 """What a model load prints: progress that suits where it goes, and library chatter kept to a line.
 
-Hugging Face libraries draw tqdm bars: redrawn in place with carriage returns, which on a terminal is
-what a person wants, and in a log (a file, a pipe, `ros2 launch`, whose pseudo-terminal is read line by
-line) is a run of blank or garbled lines. `load_model(progress=...)` picks:
+Hugging Face libraries draw tqdm bars: redrawn in place with carriage returns, which on a terminal
+is what a person wants, and in a log (a file, a pipe, `ros2 launch`, whose pseudo-terminal is read
+line by line) is a run of blank or garbled lines. `load_model(progress=...)` picks:
 
 - ``"bars"``: the libraries' own bars, untouched;
 - ``"log"``: the same progress as a few INFO lines of the ``lisa_ros.model.progress`` logger
@@ -10,8 +10,8 @@ line) is a run of blank or garbled lines. `load_model(progress=...)` picks:
 - ``"auto"`` (default): bars when stderr is a terminal, log lines otherwise.
 
 The Hugging Face switches still apply in both modes: `HF_HUB_DISABLE_PROGRESS_BARS=1`,
-`huggingface_hub.utils.disable_progress_bars()` or `transformers.utils.logging.disable_progress_bar()`
-turn the progress off, lines included.
+`huggingface_hub.utils.disable_progress_bars()` or
+`transformers.utils.logging.disable_progress_bar()` turn the progress off, lines included.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class _Discard:
 
 
 class LogProgress(_std_tqdm):
-    """A tqdm that reports through `logging` (INFO) instead of drawing: a few lines, no carriage returns.
+    """A tqdm reporting via `logging` (INFO), not drawing: a few lines, no carriage returns.
 
     It is a real tqdm, so every caller's use of the tqdm API (iteration, update, totals that grow,
     descriptions, postfixes, locks) works; only what is shown differs: a line when the bar passes a
@@ -136,8 +136,9 @@ def hub_tqdm_class(mode: str) -> type | None:
 def transformers_progress(mode: str) -> Iterator[None]:
     """While open, transformers' bars (weight loading) follow `mode`; restored afterwards.
 
-    Recent transformers releases take a hook for their tqdm (`set_tqdm_hook`); with a release without it,
-    log mode switches its bars off for the duration instead (the core's own log lines still tell the steps).
+    Recent transformers releases take a hook for their tqdm (`set_tqdm_hook`); with a release
+    without it, log mode switches its bars off for the duration instead (the core's own log lines
+    still tell the steps).
     """
     if mode != "log":
         yield
@@ -222,7 +223,10 @@ def quiet_int8_cast_warning() -> None:
 
 @contextmanager
 def without_cpu_kernel_notice(relevant: bool) -> Iterator[None]:
-    """While bitsandbytes is imported, drop its notice about a CPU 4-bit kernel unless `relevant` (nf4 on the CPU)."""
+    """While bitsandbytes is imported, drop its notice about a CPU 4-bit kernel.
+
+    The notice is kept when `relevant` (nf4 on the CPU).
+    """
     if relevant:
         yield
         return

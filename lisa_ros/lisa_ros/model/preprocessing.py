@@ -16,7 +16,7 @@ from .sam import PIXEL_MEAN, PIXEL_STD
 
 
 def validate_image(image: np.ndarray) -> None:
-    """LISA takes an RGB uint8 HxWx3 array; anything else would silently give wrong colours or shapes."""
+    """LISA takes an RGB uint8 HxWx3 array; anything else silently gives wrong colours or shapes."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
@@ -28,7 +28,7 @@ def validate_image(image: np.ndarray) -> None:
 
 
 def longest_side_size(height: int, width: int, target: int) -> tuple[int, int]:
-    """(h, w) with the longer side at `target`, rounded as segment-anything's ResizeLongestSide does."""
+    """(h, w), longer side at `target`, rounded as segment-anything's ResizeLongestSide does."""
     scale = target / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
 

@@ -1,8 +1,8 @@
 """LISA's conversation prompt ("llava_v1" template) and the decoding of its answers.
 
 The token ids must match what the authors' `tokenizer_image_token` built: every text chunk around
-`<image>` is tokenised on its own and BOS is kept once. The image becomes one placeholder id that the
-model replaces by the projected CLIP features.
+`<image>` is tokenised on its own and BOS is kept once. The image becomes one placeholder id that
+the model replaces by the projected CLIP features.
 
 Torch-free (the tokenizer is passed in), so that the drawing code and the CLIs read `SEG_TOKEN` and
 the phrase rule from here without importing the model stack.
@@ -55,11 +55,11 @@ def tokenize_prompt(tokenizer: Any, prompt: str) -> list[int]:
 
 
 def decode_answer(tokenizer: Any, token_ids: Sequence[int], layout: TokenLayout) -> str:
-    """The answer as the reference printed it: added tokens stand apart as words, no EOS, no newlines.
+    """The answer as the reference printed it: added tokens as separate words, no EOS, no newlines.
 
     Current tokenizers glue added tokens to their neighbours ("Sure,[SEG] and[SEG] ."); LLaMA's slow
-    tokenizer that LISA ran with joined them with spaces ("Sure, [SEG] and [SEG] ."), which is also what
-    a person reads best.
+    tokenizer that LISA ran with joined them with spaces ("Sure, [SEG] and [SEG] ."), which is also
+    what a person reads best.
     """
     ids = [int(i) for i in token_ids]
     if ids and ids[-1] == layout.eos:
@@ -84,7 +84,7 @@ def decode_answer(tokenizer: Any, token_ids: Sequence[int], layout: TokenLayout)
 
 
 def seg_phrases(text: str) -> tuple[list[str], list[int]]:
-    """Per [SEG] in `text`: the words since the previous [SEG] (what it refers to) and its offset."""
+    """Per [SEG] in `text`: the words since the prior [SEG] (what it refers to) and its offset."""
     phrases, offsets, start = [], [], 0
     while (offset := text.find(SEG_TOKEN, start)) != -1:
         phrases.append(text[start:offset].strip(" ,.;:"))

@@ -1,7 +1,7 @@
 """Write random-weight LISA checkpoints in the released on-disk format, at any size.
 
-Used by the tests (the released token layouts, sharded and safetensors files, at tiny sizes) and by the
-benchmark (full-size LISA-7B shapes without downloading 16 GB). The files go through the same
+Used by the tests (the released token layouts, sharded and safetensors files, at tiny sizes) and by
+the benchmark (full-size LISA-7B shapes without downloading 16 GB). The files go through the same
 `load_model` path as a real checkpoint, so what is tested is the real loader.
 """
 
@@ -32,9 +32,11 @@ TokenLayoutName = Literal["7b", "13b"]
 WeightFormat = Literal["bin", "sharded-bin", "safetensors", "sharded-safetensors"]
 
 CORPUS = (
-    "where can I throw away the food scraps? the tool for tightening this screw is the screwdriver. "
-    "Sure, it is the bin on the left. Please output segmentation mask. The cup, the mug and the kettle "
-    "are on the table; a chat between a curious human and an artificial intelligence assistant gives "
+    "where can I throw away the food scraps? "
+    "the tool for tightening this screw is the screwdriver. "
+    "Sure, it is the bin on the left. Please output segmentation mask. "
+    "The cup, the mug and the kettle are on the table; "
+    "a chat between a curious human and an artificial intelligence assistant gives "
     "helpful, detailed, and polite answers to the human's questions. USER ASSISTANT"
 )
 
@@ -115,7 +117,7 @@ class RandomLisaSpec:
 
 
 def write_tokenizer(folder: Path, layout: TokenLayoutName) -> int:
-    """A small LLaMA-style BPE tokenizer with LISA's added tokens in the order of the given release."""
+    """A small LLaMA-style BPE tokenizer with LISA's added tokens in the given release's order."""
     from tokenizers import SentencePieceBPETokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -147,7 +149,10 @@ def write_tokenizer(folder: Path, layout: TokenLayoutName) -> int:
 def _fill_random(
     module: nn.Module, generator: torch.Generator, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """A state dict of `module`'s shapes: norm scales (1-D weights) at 1, biases at 0, the rest N(0, 0.02)."""
+    """A random state dict with `module`'s shapes.
+
+    Norm scales (1-D weights) at 1, biases at 0, the rest N(0, 0.02).
+    """
     state = {}
     for name, tensor in module.state_dict().items():
         if tensor.ndim == 1 and name.endswith("weight"):
@@ -281,7 +286,10 @@ def random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) ->
 
 
 def write_random_checkpoint(folder: str | Path, spec: RandomLisaSpec | None = None) -> Path:
-    """Write `folder/checkpoint` (LISA layout) and `folder/clip` (its vision tower); returns the former."""
+    """Write `folder/checkpoint` (LISA layout) and `folder/clip` (its vision tower).
+
+    Returns the `folder/checkpoint` path.
+    """
     spec = spec or RandomLisaSpec()
     parts = random_checkpoint(folder, spec)
     state = dict(parts.llm_state)

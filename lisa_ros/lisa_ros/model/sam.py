@@ -1,9 +1,9 @@
 """Segment Anything, sized from the checkpoint's own weights.
 
-LISA's code hard-codes SAM ViT-H. Reading the shapes off the tensors instead lets the same loader take
-ViT-H, ViT-L/B variants and the tiny test models. One number cannot be read off the weights: the head
-count of the mask decoder's attention (8 in every SAM release). A checkpoint whose decoder differs says
-so with the `sam_mask_decoder_heads` key of its config.json.
+LISA's code hard-codes SAM ViT-H. Reading the shapes off the tensors instead lets the same loader
+take ViT-H, ViT-L/B variants and the tiny test models. One number cannot be read off the weights:
+the head count of the mask decoder's attention (8 in every SAM release). A checkpoint whose decoder
+differs says so with the `sam_mask_decoder_heads` key of its config.json.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def architecture_from_state_dict(
 
 
 def build_sam(arch: SamArchitecture) -> nn.Module:
-    """An untrained `segment_anything.modeling.Sam` of the given shape (weights are loaded afterwards)."""
+    """An untrained `segment_anything.modeling.Sam` of the given shape; weights are loaded later."""
     from segment_anything.modeling import (
         ImageEncoderViT,
         MaskDecoder,

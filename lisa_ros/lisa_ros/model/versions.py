@@ -6,7 +6,8 @@
 - transformers 5.24 itself needs torch >= 2.6 (and `segment` catches `torch.OutOfMemoryError`, which
   older torch lacks: every error there would have become an AttributeError).
 
-Both are refused at load with what to install. Keep these in step with `install_requires` in setup.py.
+Both are refused at load with what to install. Keep these in step with `install_requires` in
+setup.py.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _text(version: tuple[int, ...]) -> str:
 def check_versions(
     torch_version: str | None = None, transformers_version: str | None = None
 ) -> None:
-    """LisaLoadError naming the package to upgrade if torch or transformers is older than supported."""
+    """LisaLoadError naming what to upgrade if torch or transformers is older than supported."""
     if torch_version is None:
         import torch
 
@@ -47,5 +48,6 @@ def check_versions(
     ):
         if _release(found)[: len(floor)] < floor:
             raise LisaLoadError(
-                f"{name} {found} is too old: lisa_ros needs {name} >= {_text(floor)} (pip install -U '{name}>={_text(floor)}')"
+                f"{name} {found} is too old: lisa_ros needs {name} >= {_text(floor)} "
+                f"(pip install -U '{name}>={_text(floor)}')"
             )
