@@ -74,7 +74,7 @@ class SegmentActionServer:
         self._host = host
         self._jobs: dict[bytes, GoalJob] = {}  # goal id -> job, while the goal runs or waits
         self._jobs_lock = threading.Lock()
-        self._server = ActionServer(
+        ActionServer(  # the node keeps it (and destroys it with itself)
             node,
             Segment,
             "~/segment",
@@ -84,9 +84,6 @@ class SegmentActionServer:
             callback_group=callback_group,
             result_timeout=60,
         )
-
-    def destroy(self) -> None:
-        self._server.destroy()
 
     def _on_goal(self, goal: Any) -> GoalResponse:
         scheduler = self._host.scheduler
@@ -133,7 +130,7 @@ class SegmentActionServer:
             goal_handle.abort()
             return goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
 
-        done = self._completion()
+        done = _Completion(self._node.executor)
         job = GoalJob(pipeline, turn, settings, goal_handle.publish_feedback, done.set)
         key = bytes(goal_handle.goal_id.uuid)
         with self._jobs_lock:
@@ -158,9 +155,6 @@ class SegmentActionServer:
         else:
             goal_handle.abort()
         return result
-
-    def _completion(self) -> _Completion:
-        return _Completion(self._node.executor)
 
 
 class _Completion:
