@@ -199,12 +199,21 @@ def test_max_rate_hz_limits_how_often_frames_are_segmented(lisa, graph) -> None:
         )
         camera.stop()
         with outputs.lock:
-            received = [t for t, _ in outputs.segmentation if t > started]
-        gaps = np.diff(received[:3])
-        # Start to start at most 0.5 Hz: 2 s apart (an inference takes < 1 s here), minus jitter.
-        assert (gaps > 1.7).all(), gaps
+            received = [(t, msg) for t, msg in outputs.segmentation if t > started][:3]
+        # The limit is on starts: an answer arrives when its inference ends, and inference times
+        # vary on a busy machine, so take each start as arrival minus the node's own work on it.
+        starts = [t - _seconds_of_work(msg) for t, msg in received]
+        gaps = np.diff(starts)
+        # Start to start at most 0.5 Hz: 2 s apart, minus delivery jitter.
+        assert (gaps > 1.8).all(), (gaps, np.diff([t for t, _ in received]))
     finally:
         assert client.set_parameters(max_rate_hz=4.0)[0].successful
+
+
+def _seconds_of_work(msg: Segmentation) -> float:
+    """How long the node worked on a frame before publishing it: conversion plus inference."""
+    timings = {timing.stage: timing.seconds for timing in msg.timings}
+    return timings["image_conversion"] + timings["total"]
 
 
 def test_an_empty_instruction_stops_continuous_mode(lisa, graph) -> None:
