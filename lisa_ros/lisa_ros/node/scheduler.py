@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Generic, Hashable, Protocol, TypeVar
 
-__all__ = ["Job", "SchedulerStats", "StopReason", "WorkScheduler"]
+__all__ = ["BUSY_POLICIES", "Job", "SchedulerStats", "StopReason", "WorkScheduler"]
 
 FrameT = TypeVar("FrameT")
 
