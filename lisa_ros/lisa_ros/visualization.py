@@ -244,9 +244,8 @@ def _draw_masks(
     height, width = labels.shape
     thickness = _outline_thickness(height, width)
     x, y, w, h = cv2.boundingRect(inside.view(np.uint8))
-    reach = (
-        thickness + 1
-    )  # every pixel whose outline test looks at a mask pixel is in the rectangle
+    # every pixel whose outline test looks at a mask pixel is in the rectangle
+    reach = thickness + 1
     rows = slice(max(0, y - reach), min(height, y + h + reach))
     cols = slice(max(0, x - reach), min(width, x + w + reach))
     labels, inside, image, canvas = (

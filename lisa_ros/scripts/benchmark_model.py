@@ -195,16 +195,14 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
     scripted = ScriptedReply(answer)
     start = clock()
 
-    pixels, resize_hw = sam_input(
-        image, lisa.sam_image_size
-    )  # SAM: once per request, as in chat.py
+    # SAM: once per request, as in chat.py
+    pixels, resize_hw = sam_input(image, lisa.sam_image_size)
     encoder_dtype = next(lisa.sam.image_encoder.parameters()).dtype
     sam_embeddings = lisa.sam.image_encoder(pixels.to(lisa.device, encoder_dtype)).float()
     sam_done = clock()
 
-    clip_pixels = lisa.clip_pixels(
-        image
-    )  # chat.py pre-processes once; the model re-encodes each step
+    # chat.py pre-processes once; the model re-encodes each step
+    clip_pixels = lisa.clip_pixels(image)
     prompt_ids = lisa.prompt_ids(INSTRUCTION)
     decoder, lm_head = lisa.llm.get_decoder(), lisa.llm.get_output_embeddings()
     embed_tokens = lisa.llm.get_input_embeddings()
@@ -349,9 +347,8 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
     from lisa_ros.model.loading import check_options
     from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
-    check_options(
-        args.precision, args.quantization, args.device
-    )  # before a minute of making weights
+    # before a minute of making weights
+    check_options(args.precision, args.quantization, args.device)
     overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
     spec = RandomLisaSpec.full_size_7b(**overrides)
     log.info(

@@ -69,9 +69,8 @@ def picking_scene(height: int = 480, width: int = 640) -> tuple[np.ndarray, np.n
     package[box(380, 70, 550, 230)] = 1
     image[package > 0] = WHITE_PACKAGE
     y, x = np.mgrid[:height, :width]
-    shading = 1.0 - 0.25 * (
-        (x / width - 0.3) ** 2 + (y / height - 0.2) ** 2
-    )  # light from the top left
+    # light from the top left
+    shading = 1.0 - 0.25 * ((x / width - 0.3) ** 2 + (y / height - 0.2) ** 2)
     image = image * shading[..., None] + rng.normal(0, 2, image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     answer = (

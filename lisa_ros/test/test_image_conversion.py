@@ -343,9 +343,8 @@ def test_yuv422_becomes_rgb(encoding):
     y, u, v = 121, 82, 177
     chroma = np.tile([u, v], 3)  # U for even pixels, V for odd ones
     luma = np.full(6, y)
-    pairs = (
-        np.stack([chroma, luma], -1) if encoding == "yuv422" else np.stack([luma, chroma], -1)
-    )  # UYVY / YUYV
+    # UYVY / YUYV
+    pairs = np.stack([chroma, luma], -1) if encoding == "yuv422" else np.stack([luma, chroma], -1)
     packed = np.broadcast_to(pairs, (4, 6, 2)).astype(np.uint8)
     picture = to_rgb8(packed, encoding)
     _check_rgb8(picture, 4, 6)

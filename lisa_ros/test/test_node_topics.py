@@ -224,9 +224,8 @@ def test_an_empty_instruction_stops_continuous_mode(lisa, graph) -> None:
     graph.wait_until(lambda: outputs.results_after(started), 30, "a result")
     instruction.publish(String(data=""))
     process.wait_for_output(r"Standing instruction cleared", 10)
-    time.sleep(
-        1.5
-    )  # an inference that was running when the instruction was cleared ends unpublished
+    # an inference that was running when the instruction was cleared ends unpublished
+    time.sleep(1.5)
     stopped = time.monotonic()
     time.sleep(2.0)
     camera.stop()

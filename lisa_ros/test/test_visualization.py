@@ -194,9 +194,8 @@ def test_overlay_outlines_masks_dark_outside_and_in_full_colour_inside(height, w
             np.testing.assert_array_equal(overlay[y, x], color)
         for y, x in [(top - 1 - k, 60), (bottom + k, 60), (60, left - 1 - k), (60, right + k)]:
             np.testing.assert_array_equal(overlay[y, x], (0, 0, 0))
-    np.testing.assert_allclose(
-        overlay[top - 1 - thickness, 60], dimmed, atol=1
-    )  # beyond: the background
+    # beyond: the background
+    np.testing.assert_allclose(overlay[top - 1 - thickness, 60], dimmed, atol=1)
     assert (overlay[60, 80] < color).any() and (overlay[60, 80] != 0).any()  # interior: blended
 
 
@@ -416,9 +415,8 @@ def test_phrases_given_replace_those_of_the_text():
 
 def test_labels_of_neighbouring_masks_do_not_overlap():
     image = _gradient_image()
-    masks = np.stack(
-        [_box_mask(100, 40, 200, 150), _box_mask(100, 150, 200, 280)]
-    )  # side by side, same top
+    # side by side, same top
+    masks = np.stack([_box_mask(100, 40, 200, 150), _box_mask(100, 150, 200, 280)])
     changed = _label_pixels(
         image, masks, "The large red toolbox [SEG] and the green toolbox [SEG]."
     )

@@ -49,9 +49,8 @@ class ImageEncoding:
     """Everything LISA computes from an image alone, reusable across instructions and turns."""
 
     key: str
-    image_tokens: (
-        torch.Tensor
-    )  # (1, patches, hidden): projected CLIP features, in the LLM's input space
+    # (1, patches, hidden): projected CLIP features, in the LLM's input space
+    image_tokens: torch.Tensor
     sam_embeddings: torch.Tensor  # (1, C, h, w) float32: SAM image encoder output
     resize_hw: tuple[int, int]
     original_hw: tuple[int, int]

@@ -183,9 +183,8 @@ class FeedbackPrinter:
 
 def _terminal_width() -> int:
     try:
-        return (
-            os.get_terminal_size(sys.stderr.fileno()).columns or 80
-        )  # 0 on a pty with no size set
+        # 0 on a pty with no size set
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
     except OSError:
         return 80
 
@@ -587,9 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     full_argv = list(sys.argv if argv is None else [PROG, *argv])
     args = build_parser().parse_args(remove_ros_args(full_argv)[1:])
     printer = FeedbackPrinter(sys.stderr, enabled=not args.quiet)
-    signal.signal(
-        signal.SIGTERM, _raise_keyboard_interrupt
-    )  # `timeout`, systemd: cancel like Ctrl-C
+    # `timeout`, systemd: cancel like Ctrl-C
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return run(args, full_argv, printer)
     except CommandError as error:

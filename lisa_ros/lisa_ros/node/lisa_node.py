@@ -245,9 +245,8 @@ class LisaNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = super().on_activate(
-            state
-        )  # the result publishers first, then the work feeding them
+        # the result publishers first, then the work feeding them
+        result = super().on_activate(state)
         self._subscribe()
         assert self._scheduler is not None
         self._scheduler.resume()
