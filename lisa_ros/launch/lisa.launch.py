@@ -20,6 +20,7 @@ from ament_index_python.packages import (
 )
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.conditions import IfCondition
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -68,7 +69,7 @@ def _launch_setup(context: LaunchContext) -> list:
         # Without the node there is nothing to run: end the launch (RViz included) with it.
         on_exit=Shutdown(reason="lisa_node exited"),
     )
-    if not _flag("use_rviz", argument("use_rviz")):
+    if not IfCondition(LaunchConfiguration("use_rviz")).evaluate(context):
         return [lisa]
     if not _package_installed("rviz2"):
         # A robot without a display is the common case: serve it, and say how to watch elsewhere.
@@ -86,15 +87,6 @@ def _launch_setup(context: LaunchContext) -> list:
         output="log",
     )
     return [lisa, rviz]
-
-
-def _flag(name: str, value: str) -> bool:
-    """A boolean launch argument, read as launch's IfCondition reads it."""
-    if value.lower() in ("true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise ValueError(f"{name}:={value!r} is not a boolean: use true or false")
 
 
 def _package_installed(name: str) -> bool:
