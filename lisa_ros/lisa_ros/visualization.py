@@ -67,9 +67,8 @@ _MAX_TEXT_FRACTION = 0.3  # the answer box never covers more than this share of 
 _MAX_LABEL_FRACTION = 0.3  # a phrase label is at most this share of the image width
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MIN_TEXT_IMAGE_SIZE = 32  # below this (pixels, either side) no legible text fits: none is drawn
-_MIN_LABEL_IMAGE_SIZE = (
-    160  # below this, phrase labels would hide the masks they name: none is drawn
-)
+# below this, phrase labels would hide the masks they name: none is drawn
+_MIN_LABEL_IMAGE_SIZE = 160
 
 # LISA's fixed answer templates ("Sure, [SEG].", "It is [SEG].", "Sure, it is [SEG].", "Sure, the
 # segmentation result is [SEG].") and the "and" that joins several masks say nothing about a mask:

@@ -62,9 +62,8 @@ EXIT_NOTHING_FOUND = 3
 
 CANCEL_WAIT_S = 5.0  # how long to wait for the node to confirm a cancel and send its last result
 FEEDBACK_DRAIN_S = 0.05  # after the result: time to process feedback that arrived with it
-FRAME_WINDOW_S = (
-    2.0  # --image-topic: frames kept after the goal is accepted (the node's pick is among them)
-)
+# --image-topic: frames kept after the goal is accepted (the node's pick is among them)
+FRAME_WINDOW_S = 2.0
 
 
 # --- command line ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ WARN_SECONDS = 10.0  # how long a topic input error keeps the status at WARN
 class HealthSnapshot:
     lifecycle_state: str
     model: str  # the loaded model ("" when none is loaded)
-    pending_settings: list[str]  # model parameters changed since the load (apply on configure)
+    pending_parameters: list[str]  # model parameters changed since the load (apply on configure)
     device: str
     instruction: str | None
     stats: SchedulerStats | None
@@ -70,7 +70,7 @@ class Health:
         values = {
             "lifecycle_state": snapshot.lifecycle_state,
             "model": snapshot.model,
-            "pending_parameters": ", ".join(snapshot.pending_settings),
+            "pending_parameters": ", ".join(snapshot.pending_parameters),
             "device": snapshot.device,
             "standing_instruction": snapshot.instruction or "",
             "input_errors_total": str(self._errors_total),
@@ -114,9 +114,9 @@ class Health:
             message = f"segmenting '{snapshot.instruction}' continuously"
         else:
             message = "active: waiting for goals or a standing instruction"
-        if snapshot.pending_settings:
+        if snapshot.pending_parameters:
             message += (
-                f"; {', '.join(snapshot.pending_settings)} changed: applies on the next cleanup "
+                f"; {', '.join(snapshot.pending_parameters)} changed: applies on the next cleanup "
                 "and configure"
             )
         return DiagnosticStatus.OK, message

@@ -493,7 +493,7 @@ class LisaNode(LifecycleNode):
         snapshot = HealthSnapshot(
             lifecycle_state=self.state_label(),
             model=loaded.model if loaded is not None else "",
-            pending_settings=loaded.changed(ModelSettings(self)) if loaded is not None else [],
+            pending_parameters=loaded.changed(ModelSettings(self)) if loaded is not None else [],
             device=str(self._model.device)
             if self._model is not None
             else (self._param("device") or "auto"),
