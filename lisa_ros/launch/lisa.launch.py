@@ -1,12 +1,13 @@
 """Launch the LISA node (a lifecycle node that configures and activates itself), and RViz if asked.
 
     ros2 launch lisa_ros lisa.launch.py image:=/camera/color/image_raw \
-        camera_info:=/camera/color/camera_info model:=xinlai/LISA-7B-v1 use_rviz:=true
+        camera_info:=/camera/color/camera_info depth:=/camera/aligned_depth_to_color/image_raw \
+        model:=xinlai/LISA-7B-v1 use_rviz:=true
 
 Parameters come from ``params_file`` (default: the package's config/lisa.yaml); the model arguments
 below override it only when given. With the defaults the action is /lisa/segment and the results
-are /lisa/text, /lisa/masks, /lisa/overlay and /lisa/segmentation; ``namespace:=robot1`` moves them
-all under /robot1.
+are /lisa/text, /lisa/masks, /lisa/overlay, /lisa/segmentation, /lisa/markers and /lisa/points;
+``namespace:=robot1`` moves them all under /robot1.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ TOPIC_ARGUMENTS = {
         "camera image topic (sensor_msgs/Image; with image_transport 'compressed' its /compressed)"
     ),
     "camera_info": "camera info topic (sensor_msgs/CameraInfo)",
+    "depth": (
+        "depth image registered to the colour camera (sensor_msgs/Image, 16UC1 mm or 32FC1 m; with "
+        "depth_transport 'compressedDepth' its /compressedDepth), e.g. "
+        "/camera/camera/aligned_depth_to_color/image_raw"
+    ),
     "instruction": "standing instruction topic (std_msgs/String)",
 }
 

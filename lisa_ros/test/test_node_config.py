@@ -137,6 +137,7 @@ def test_launch_arguments_are_the_documented_ones() -> None:
         "device",
         "image",
         "camera_info",
+        "depth",
         "instruction",
         "params_file",
         "use_rviz",
@@ -147,16 +148,25 @@ def test_launch_arguments_are_the_documented_ones() -> None:
 def test_launch_overrides_only_declared_parameters_and_remaps_only_subscribed_topics() -> None:
     declared = {parameter.name for parameter in PARAMETERS}
     assert set(module_constant("MODEL_ARGUMENTS")) <= declared
-    assert set(module_constant("TOPIC_ARGUMENTS")) == {"image", "camera_info", "instruction"}
+    assert set(module_constant("TOPIC_ARGUMENTS")) == {
+        "image",
+        "camera_info",
+        "depth",
+        "instruction",
+    }
     assert module_constant("NODE_NAME") == "lisa"
 
 
 def test_rviz_shows_the_node_outputs_under_the_default_name() -> None:
     rviz = yaml.safe_load(RVIZ.read_text())
-    displays = rviz["Visualization Manager"]["Displays"]
-    topics = {display["Topic"]["Value"] for display in displays}
-    assert {"/lisa/overlay", "/lisa/masks"} <= topics
-    assert all(display["Class"] == "rviz_default_plugins/Image" for display in displays)
+    displays = {
+        display["Topic"]["Value"]: display["Class"]
+        for display in rviz["Visualization Manager"]["Displays"]
+    }
+    assert displays["/lisa/overlay"] == "rviz_default_plugins/Image"
+    assert displays["/lisa/masks"] == "rviz_default_plugins/Image"
+    assert displays["/lisa/markers"] == "rviz_default_plugins/MarkerArray"
+    assert displays["/lisa/points"] == "rviz_default_plugins/PointCloud2"
 
 
 def test_setup_installs_launch_config_and_rviz_files() -> None:

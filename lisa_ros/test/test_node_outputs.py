@@ -1,5 +1,6 @@
-"""The node's output messages: headers copied from the source frame, one record per mask as the
-CLIs save it, and messages built only for topics someone subscribes to."""
+"""The node's output messages: headers copied from the source frame (the depth frame's for 3D),
+one record per mask as the CLIs save it, and messages (and 3D targets) built only for topics
+someone subscribes to."""
 
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ pytest.importorskip(
 )
 
 from builtin_interfaces.msg import Time  # noqa: E402
-from sensor_msgs.msg import CameraInfo  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from test_mask_record import two_masks  # noqa: E402
 
 from lisa_ros.cli_io import result_record  # noqa: E402
-from lisa_ros.image_conversion import image_msg_to_array  # noqa: E402
+from lisa_ros.image_conversion import (
+    fill_image_msg,  # noqa: E402
+    image_msg_to_array,  # noqa: E402
+)
 from lisa_ros.node.ask import mask_record  # noqa: E402
+from lisa_ros.node.depth import FrameDepth  # noqa: E402
 from lisa_ros.node.outputs import Answer, ResultPublishers, copy_header, mask_info  # noqa: E402
 from lisa_ros.visualization import draw_overlay, label_image  # noqa: E402
 
 HEADER = Header(stamp=Time(sec=1700000000, nanosec=123), frame_id="camera_optical")
+DEPTH_HEADER = Header(stamp=Time(sec=1700000000, nanosec=456), frame_id="camera_optical")
 
 
 class FakePublisher:
@@ -41,7 +47,19 @@ class FakePublisher:
 
 def answer() -> Answer:
     image = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    return Answer(HEADER, CameraInfo(), "where is the mug?", image, two_masks(), {"queued": 0.1})
+    depth_msg = fill_image_msg(
+        Image(), np.full((6, 8), 1000, np.uint16), "16UC1", header=DEPTH_HEADER
+    )
+    calibration = CameraInfo(header=HEADER, k=[8.0, 0.0, 3.5, 0.0, 8.0, 2.5, 0.0, 0.0, 1.0])
+    return Answer(
+        HEADER,
+        calibration,
+        "where is the mug?",
+        image,
+        two_masks(),
+        depth=FrameDepth(depth_msg, calibration, image_header=HEADER),
+        node_timings={"queued": 0.1},
+    )
 
 
 def test_copy_header_shares_nothing_with_the_source_header() -> None:
@@ -72,12 +90,24 @@ def test_messages_are_built_only_for_topics_with_subscribers() -> None:
         "masks": FakePublisher(0),
         "overlay": FakePublisher(2),
         "segmentation": FakePublisher(0),
+        "markers": FakePublisher(0),
+        "points": FakePublisher(0),
     }
     outputs = ResultPublishers(listened)
-    assert set(outputs.messages(answer())) == {"text", "overlay"}
+    given = answer()
+    assert set(outputs.messages(given)) == {"text", "overlay"}
+    # Nobody reads 3D: the depth image was not even decoded.
+    assert "targets" not in vars(given) and "_depth_frame" not in vars(given)
 
     outputs.publish(answer())
-    assert [len(listened[topic].published) for topic in ResultPublishers.TOPICS] == [1, 0, 1, 0]
+    assert [len(listened[topic].published) for topic in ResultPublishers.TOPICS] == [
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+    ]
 
 
 def test_every_message_holds_the_answer_with_the_source_header() -> None:
@@ -100,6 +130,15 @@ def test_every_message_holds_the_answer_with_the_source_header() -> None:
     assert [(t.stage, t.seconds) for t in segmentation.timings] == [("queued", 0.1), ("total", 0.5)]
     for message in (overlay, messages["masks"], segmentation, *segmentation.masks):
         assert message.header == HEADER and message.header is not HEADER
+
+    # 3D: every output in the depth image's frame, from the same targets.
+    assert segmentation.depth_header == DEPTH_HEADER and segmentation.depth_status == ""
+    assert [info.has_target for info in segmentation.mask_info] == [
+        target.ok for target in given.targets
+    ]
+    assert messages["points"].header == DEPTH_HEADER
+    assert messages["points"].width == sum(t.num_points for t in given.targets if t.ok)
+    assert all(marker.header == DEPTH_HEADER for marker in messages["markers"].markers[1:])
 
 
 def test_the_action_result_and_segmentation_share_the_mask_messages() -> None:

@@ -6,6 +6,9 @@ so they go to the log and to a diagnostic that says what went wrong; the status 
 while after the last such error and returns to OK by itself. A model that failed to load is an
 ERROR until a configure succeeds.
 
+A depth stream that delivered and then went silent is a WARN too (the answers go on, 2D only):
+a grasp planner waiting for 3D targets should learn why none come.
+
 ``model`` is the model actually loaded (empty when none is), not the parameter: after
 ``ros2 param set /lisa model ...`` the old model serves until the next configure, and
 ``pending_parameters`` says which model parameters are waiting for it.
@@ -27,6 +30,7 @@ from .scheduler import SchedulerStats
 __all__ = ["Health", "HealthSnapshot"]
 
 WARN_SECONDS = 10.0  # how long a topic input error keeps the status at WARN
+DEPTH_SILENT_SECONDS = 2.0  # a depth stream quiet for longer than this is reported missing
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class HealthSnapshot:
     instruction: str | None
     stats: SchedulerStats | None
     last_inference_seconds: float | None
+    depth_silence_s: float | None = None  # since the last depth image; None: none since activation
 
 
 class Health:
@@ -85,6 +90,8 @@ class Health:
             )
         if snapshot.last_inference_seconds is not None:
             values["last_inference_seconds"] = f"{snapshot.last_inference_seconds:.3f}"
+        if snapshot.depth_silence_s is not None:
+            values["seconds_since_depth"] = f"{snapshot.depth_silence_s:.3f}"
         with self._lock:
             if self._load_error:
                 values["load_error"] = self._load_error
@@ -108,6 +115,13 @@ class Health:
                 and self._clock() - self._input_error[0] < WARN_SECONDS
             ):
                 return DiagnosticStatus.WARN, self._input_error[1]
+        silence = snapshot.depth_silence_s
+        if snapshot.lifecycle_state == "active" and silence is not None:
+            if silence > DEPTH_SILENT_SECONDS:
+                return DiagnosticStatus.WARN, (
+                    f"depth missing: no depth image for {silence:.1f} s; answers go on without "
+                    "3D targets (is the depth stream running?)"
+                )
         if snapshot.lifecycle_state != "active":
             message = f"{snapshot.lifecycle_state}: not processing"
         elif snapshot.instruction:

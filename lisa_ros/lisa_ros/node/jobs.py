@@ -29,9 +29,10 @@ from lisa_ros.model import LisaOutOfMemoryError
 if TYPE_CHECKING:  # the model (and torch) are loaded on configure, not when the node imports
     from lisa_ros.model import LisaModel
 
-from .camera_info import CameraInfoCache
+from .depth import DepthSettings, FrameDepth
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
 from .outputs import Answer, ResultPublishers, copy_header
+from .pairing import CameraStreams, nanoseconds
 from .scheduler import StopReason
 from .sessions import Session, SessionStore
 
@@ -69,10 +70,10 @@ class GoalOutcome(Enum):
 
 @dataclass(frozen=True)
 class Frame:
-    """A camera frame as received (conversion is deferred to the inference thread)."""
+    """A camera frame as received (conversion and pairing are deferred to the inference thread)."""
 
     msg: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage
-    camera_infos: CameraInfoCache | None = None  # None: an image without a camera (goal image)
+    streams: CameraStreams | None = None  # None: an image without a camera (goal image)
     received: float = field(default_factory=time.perf_counter)  # when the node got it
 
     @property
@@ -82,14 +83,38 @@ class Frame:
     @property
     def camera_info(self) -> CameraInfo:
         """The camera info published with this frame (empty when there is none)."""
-        if self.camera_infos is None:
+        if self.streams is None:
             return CameraInfo()
-        return self.camera_infos.for_stamp(self.msg.header.stamp)
+        return self.streams.camera_info_for(self.msg.header.stamp)
+
+    def depth(self, settings: DepthSettings) -> FrameDepth:
+        """The depth image paired with this frame (decoded only when an output needs it)."""
+        if self.streams is None:
+            return FrameDepth.none("the image came without a depth image")
+        stamp = self.msg.header.stamp
+        depth = self.streams.depths.nearest(stamp, settings.max_skew_s)
+        if depth is None:
+            return FrameDepth.none(_no_depth_reason(self.streams, stamp, settings.max_skew_s))
+        return FrameDepth(depth, self.camera_info, image_header=self.msg.header, settings=settings)
 
     def to_rgb(self, limits: ImageLimits) -> np.ndarray:
         if isinstance(self.msg, CompressedImage):
             return compressed_to_rgb(self.msg, limits)
         return image_to_rgb(self.msg, limits)
+
+
+def _no_depth_reason(streams: CameraStreams, stamp: Any, max_skew_s: float) -> str:
+    nearest = streams.depths.nearest(stamp)
+    if nearest is None:
+        return (
+            "no depth image has arrived on the depth topic: remap 'depth' to the depth image "
+            "registered to the colour camera for 3D targets"
+        )
+    skew = abs(nanoseconds(nearest.header.stamp) - nanoseconds(stamp)) / 1e9
+    return (
+        f"no depth image within depth_max_skew_s={max_skew_s:g} s of the image (the nearest is "
+        f"{skew:.3f} s away): is the depth stream running, and stamped like the colour images?"
+    )
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,7 @@ class JobSettings:
     max_new_tokens: int
     limits: ImageLimits
     max_instruction_chars: int
+    depth: DepthSettings = field(default_factory=DepthSettings)
 
 
 @dataclass
@@ -176,6 +202,7 @@ class FrameJob(_StoppableJob):
                 instruction=self._instruction,
                 image_rgb=image,
                 result=result,
+                depth=self._frame.depth(self._settings.depth),
                 node_timings={"queued": queued, "image_conversion": converted - started},
             )
         )
@@ -190,6 +217,7 @@ class GoalTurn:
     image_rgb: np.ndarray
     header: Header
     camera_info: CameraInfo
+    depth: FrameDepth
     session_id: str = ""
     history: Sequence[tuple[str, str]] = ()
     node_timings: dict[str, float] = field(default_factory=dict)
@@ -226,12 +254,14 @@ def resolve_turn(
             image_rgb=session.image_rgb,
             header=session.header,
             camera_info=session.camera_info,
+            depth=session.depth,
             session_id=goal.session_id,
             history=list(session.history),
         )
 
     started = time.perf_counter()
-    if len(goal.image.data) > 0 or goal.image.width or goal.image.height:
+    own_image = _has_pixels(goal.image)
+    if own_image:
         frame = Frame(goal.image)
     elif latest_frame is not None:
         frame = latest_frame
@@ -245,14 +275,40 @@ def resolve_turn(
         image = frame.to_rgb(settings.limits)
     except InputError as error:
         raise GoalError(Result.INVALID_INPUT, str(error)) from error
+    if own_image:
+        camera_info = goal.camera_info
+        depth = _goal_depth(goal, image.shape[:2], settings.depth)
+    else:
+        camera_info = frame.camera_info
+        depth = frame.depth(settings.depth)
     return GoalTurn(
         instruction=instruction,
         image_rgb=image,
         header=copy_header(frame.header),
-        camera_info=frame.camera_info,
+        camera_info=camera_info,
+        depth=depth,
         session_id=goal.session_id,
         node_timings={"image_conversion": time.perf_counter() - started},
     )
+
+
+def _has_pixels(image: Any) -> bool:
+    return len(image.data) > 0 or bool(image.width) or bool(image.height)
+
+
+def _goal_depth(goal: Any, image_hw: tuple[int, int], settings: DepthSettings) -> FrameDepth:
+    """The depth a goal sent with its image, checked now: a client that sends depth wants 3D,
+    and learns of a mistake before the inference, not after it."""
+    if not _has_pixels(goal.depth):
+        return FrameDepth.none("the goal's image came without a depth image (goal field 'depth')")
+    depth = FrameDepth(
+        goal.depth, goal.camera_info, image_header=goal.image.header, settings=settings
+    )
+    try:
+        depth.load(image_hw)
+    except InputError as error:
+        raise GoalError(Result.INVALID_INPUT, f"goal field 'depth': {error}") from error
+    return depth
 
 
 def goal_result(code: int, message: str = "", answer: Answer | None = None) -> Any:
@@ -264,6 +320,7 @@ def goal_result(code: int, message: str = "", answer: Answer | None = None) -> A
         result.text = answer.result.text
         result.masks = answer.mask_images
         result.mask_info = answer.mask_infos
+        result.depth_header, result.depth_status = answer.depth_header, answer.depth_status
         result.timings = answer.timings
     return result
 
@@ -348,12 +405,14 @@ class GoalJob(_StoppableJob):
             instruction=turn.instruction,
             image_rgb=turn.image_rgb,
             result=result,
+            depth=turn.depth,
             node_timings={"queued": queued, **turn.node_timings},
         )
         if turn.session_id:
             history = [*turn.history, (turn.instruction, result.text)]
             self._pipeline.sessions.put(
-                turn.session_id, Session(turn.image_rgb, turn.header, turn.camera_info, history)
+                turn.session_id,
+                Session(turn.image_rgb, turn.header, turn.camera_info, turn.depth, history),
             )
         if len(result.mask_logits) == 0:
             code, message = Result.NOTHING_FOUND, "the answer holds no [SEG] token, so no mask"

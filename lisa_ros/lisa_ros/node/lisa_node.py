@@ -13,10 +13,13 @@ Run directly (``ros2 run lisa_ros lisa_node``) it configures and activates itsel
 
 Interfaces (names relative, so namespaces and remapping apply):
     subscribes  image (sensor_msgs/Image) or image/compressed (image_transport 'compressed'),
-                camera_info (sensor_msgs/CameraInfo), instruction (std_msgs/String: the standing
-                instruction of continuous mode; an empty string stops it)
+                camera_info (sensor_msgs/CameraInfo), depth (sensor_msgs/Image, registered to the
+                colour camera) or depth/compressedDepth (image_transport 'compressedDepth'),
+                instruction (std_msgs/String: the standing instruction of continuous mode; an
+                empty string stops it)
     publishes   ~/text (std_msgs/String), ~/masks (mono8 label image: 0 background, k = mask k),
                 ~/overlay (bgr8), ~/segmentation (lisa_ros_interfaces/Segmentation),
+                ~/markers (visualization_msgs/MarkerArray), ~/points (sensor_msgs/PointCloud2),
                 /diagnostics (diagnostic_msgs/DiagnosticArray)
     action      ~/segment (lisa_ros_interfaces/action/Segment)
 
@@ -57,19 +60,21 @@ from rclpy.lifecycle import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
 from lisa_ros import model as lisa_model  # lazy: torch is imported by the first configure
 from lisa_ros.model import LisaLoadError
 
-from .camera_info import CameraInfoCache
 from .core_logging import CoreLogRoute
+from .depth import DepthSettings
 from .diagnostics import Health, HealthSnapshot
 from .inputs import ImageLimits, InputError, check_instruction
 from .jobs import Frame, FrameJob, JobSettings, Pipeline
 from .outputs import ResultPublishers
-from .parameters import PARAMETERS, descriptor, validate
+from .pairing import CameraStreams
+from .parameters import PARAMETERS, descriptor, validate, validate_together
 from .scheduler import WorkScheduler
 from .segment_action import SegmentActionServer
 from .sessions import SessionStore
@@ -82,6 +87,13 @@ CAMERA_QOS = QoSProfile(
     reliability=ReliabilityPolicy.BEST_EFFORT,
     history=HistoryPolicy.KEEP_LAST,
     depth=1,
+    durability=DurabilityPolicy.VOLATILE,
+)
+# Depth is paired with colour frames by stamp: keep the few that arrive while a callback runs.
+DEPTH_QOS = QoSProfile(
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
     durability=DurabilityPolicy.VOLATILE,
 )
 # The standing instruction must not be lost. Volatile (not transient local) so that both plain
@@ -166,7 +178,7 @@ class LisaNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self._sessions.set_capacity(self._param("max_sessions"))
-        self._camera_infos = CameraInfoCache()
+        self._streams = CameraStreams()
         self._inputs: list[Any] = []
         self._result_publishers: list[Any] = []
         self._last_logged: tuple[float, str] = (float("-inf"), "")
@@ -227,6 +239,8 @@ class LisaNode(LifecycleNode):
             "segmentation": self.create_lifecycle_publisher(
                 Segmentation, "~/segmentation", RESULT_QOS
             ),
+            "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", RESULT_QOS),
+            "points": self.create_lifecycle_publisher(PointCloud2, "~/points", RESULT_IMAGE_QOS),
         }
         self._result_publishers = list(publishers.values())
         self._pipeline = Pipeline(
@@ -262,7 +276,7 @@ class LisaNode(LifecycleNode):
         if self._scheduler is not None:
             self._scheduler.pause()
             self._scheduler.forget_frame()
-        self._camera_infos.clear()
+        self._streams.clear()
         self.get_logger().info("Inactive: processing stopped (the model stays loaded)")
         return super().on_deactivate(state)
 
@@ -338,13 +352,20 @@ class LisaNode(LifecycleNode):
             image = subscribe(CompressedImage, topic, self._on_image, CAMERA_QOS)
         else:
             image = subscribe(Image, "image", self._on_image, CAMERA_QOS)
+        if self._param("depth_transport") == "compressedDepth":
+            topic = self.resolve_topic_name("depth") + "/compressedDepth"
+            depth = subscribe(CompressedImage, topic, self._streams.depths.add, DEPTH_QOS)
+        else:
+            depth = subscribe(Image, "depth", self._streams.depths.add, DEPTH_QOS)
         self._inputs = [
             image,
-            subscribe(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS),
+            depth,
+            subscribe(CameraInfo, "camera_info", self._streams.camera_infos.add, CAMERA_QOS),
             subscribe(String, "instruction", self._on_instruction, INSTRUCTION_QOS),
         ]
         self.get_logger().info(
-            f"Listening to {image.topic_name} ({self._param('image_transport')})"
+            f"Listening to {image.topic_name} ({self._param('image_transport')}) and depth on "
+            f"{depth.topic_name} ({self._param('depth_transport')})"
         )
 
     def _unsubscribe(self) -> None:
@@ -355,10 +376,7 @@ class LisaNode(LifecycleNode):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.offer_frame(Frame(msg, self._camera_infos))
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_infos.add(msg)
+            scheduler.offer_frame(Frame(msg, self._streams))
 
     def _on_instruction(self, msg: String) -> None:
         scheduler = self._scheduler
@@ -427,16 +445,20 @@ class LisaNode(LifecycleNode):
             max_new_tokens=self._param("max_new_tokens"),
             limits=ImageLimits(self._param("min_image_side"), self._param("max_image_side")),
             max_instruction_chars=self._param("max_instruction_chars"),
+            depth=DepthSettings(
+                max_skew_s=self._param("depth_max_skew_s"),
+                unit_scale=self._param("depth_unit_scale"),
+                min_m=self._param("depth_min_m"),
+                max_m=self._param("depth_max_m"),
+                erode_px=self._param("depth_erode_px"),
+            ),
         )
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         values = {parameter.name: parameter.value for parameter in parameters}
-        reason = validate(values.items())
-        if reason is None:
-            min_side = values.get("min_image_side", self._param_or_none("min_image_side"))
-            max_side = values.get("max_image_side", self._param_or_none("max_image_side"))
-            if min_side is not None and max_side is not None and min_side > max_side:
-                reason = f"min_image_side={min_side} is larger than max_image_side={max_side}"
+        reason = validate(values.items()) or validate_together(
+            lambda name: values.get(name, self._param_or_none(name))
+        )
         if reason is not None:
             self.get_logger().warning(f"Parameter value refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)
@@ -502,6 +524,7 @@ class LisaNode(LifecycleNode):
             last_inference_seconds=pipeline.last_inference_seconds
             if pipeline is not None
             else None,
+            depth_silence_s=self._streams.depths.seconds_since_last() if self._inputs else None,
         )
         try:
             self._diagnostics.publish(

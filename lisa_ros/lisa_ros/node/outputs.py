@@ -1,12 +1,14 @@
 """Turning one LISA answer on one frame into ROS messages, and publishing them.
 
-Every message built here carries the header of the source frame (stamp and frame_id), so outputs
-can be matched with the camera image, synchronised with other sensors and placed in TF.
+Every 2D message built here carries the header of the source frame (stamp and frame_id), so
+outputs can be matched with the camera image, synchronised with other sensors and placed in TF.
+Every 3D output (the targets in mask_info, ~/markers, ~/points) is in the frame of the depth image
+paired with it, and carries that image's header.
 
 A message is built only for a topic someone subscribes to, and at most once per answer: the
-overlay, the label image and the full-size masks of ~/segmentation cost milliseconds per frame
-that a headless robot, or a camera-rate stream, should not pay. Pixels are only touched by
-whole-array numpy and OpenCV calls.
+overlay, the label image, the full-size masks of ~/segmentation, the 3D targets and the point
+cloud cost milliseconds per frame that a headless robot, or a camera-rate stream, should not pay.
+Pixels are only touched by whole-array numpy and OpenCV calls.
 """
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from lisa_ros_interfaces.msg import MaskInfo, Segmentation, StageTime
-from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
 
+from lisa_ros.geometry import Target3D
 from lisa_ros.image_conversion import fill_image_msg
 from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import draw_overlay, label_image
+
+from .depth import DepthFrame, FrameDepth, locate_masks
+from .inputs import InputError
+from .target_messages import fill_target, marker_array, point_cloud
 
 __all__ = [
     "Answer",
@@ -47,8 +55,8 @@ def copy_header(header: Header) -> Header:
 class Answer:
     """One answer of LISA on one frame, with everything the output messages need.
 
-    The per-mask images and infos are built on first use and shared by the action result and
-    ~/segmentation.
+    The per-mask images, infos and 3D targets are built on first use and shared by the action
+    result, ~/segmentation, ~/markers and ~/points.
     """
 
     header: Header
@@ -56,6 +64,7 @@ class Answer:
     instruction: str
     image_rgb: np.ndarray
     result: SegmentationResult
+    depth: FrameDepth = field(default_factory=lambda: FrameDepth.none("no depth image"))
     node_timings: Mapping[str, float] = field(default_factory=dict)
 
     @cached_property
@@ -64,7 +73,39 @@ class Answer:
 
     @cached_property
     def mask_infos(self) -> list[MaskInfo]:
-        return [mask_info(record) for record in self.result.mask_records()]
+        return [
+            fill_target(mask_info(record), target, self.depth_status)
+            for record, target in zip(self.result.mask_records(), self.targets, strict=True)
+        ]
+
+    @cached_property
+    def _depth_frame(self) -> DepthFrame | str:
+        """The decoded depth, or why there is none."""
+        if len(self.result.mask_logits) == 0:
+            return "the answer has no mask"
+        try:
+            return self.depth.load(self.image_rgb.shape[:2])
+        except InputError as error:
+            return str(error)
+
+    @cached_property
+    def targets(self) -> list[Target3D | None]:
+        """Per mask, its 3D target, or None when the frame has no usable depth."""
+        depth = self._depth_frame
+        if isinstance(depth, str):
+            return [None] * len(self.result.mask_logits)
+        return list(locate_masks(self.result.masks, depth, self.depth.settings))
+
+    @property
+    def depth_header(self) -> Header:
+        """The header of the depth the targets are in (the image's when there is none)."""
+        depth = self._depth_frame
+        return copy_header(depth.header if isinstance(depth, DepthFrame) else self.header)
+
+    @property
+    def depth_status(self) -> str:
+        depth = self._depth_frame
+        return depth if isinstance(depth, str) else ""
 
     @property
     def timings(self) -> list[StageTime]:
@@ -78,8 +119,16 @@ class Answer:
             text=self.result.text,
             masks=self.mask_images,
             mask_info=self.mask_infos,
+            depth_header=self.depth_header,
+            depth_status=self.depth_status,
             timings=self.timings,
         )
+
+    def markers_msg(self) -> MarkerArray:
+        return marker_array(self.targets, self.result.phrases, self.depth_header)
+
+    def points_msg(self) -> PointCloud2:
+        return point_cloud(self.targets, self.image_rgb, self.depth_header)
 
 
 def mask_images(masks: np.ndarray, header: Header) -> list[Image]:
@@ -125,13 +174,14 @@ def stage_times(timings: Mapping[str, float]) -> list[StageTime]:
 
 
 class ResultPublishers:
-    """The node's result topics: ~/text, ~/masks (label image), ~/overlay and ~/segmentation.
+    """The node's result topics: ~/text, ~/masks (label image), ~/overlay, ~/segmentation,
+    ~/markers and ~/points.
 
     Args:
-        publishers: name -> (lifecycle) publisher for "text", "masks", "overlay", "segmentation".
+        publishers: name -> (lifecycle) publisher for each of :attr:`TOPICS`.
     """
 
-    TOPICS = ("text", "masks", "overlay", "segmentation")
+    TOPICS = ("text", "masks", "overlay", "segmentation", "markers", "points")
 
     def __init__(self, publishers: Mapping[str, Any]) -> None:
         self._publishers = {topic: publishers[topic] for topic in self.TOPICS}
@@ -150,6 +200,8 @@ class ResultPublishers:
                 answer.image_rgb, answer.result.masks, answer.result.text, answer.header
             ),
             "segmentation": answer.segmentation_msg,
+            "markers": answer.markers_msg,
+            "points": answer.points_msg,
         }
         return {
             topic: builders[topic]()

@@ -22,15 +22,18 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from lisa_ros.model.options import PRECISIONS, QUANTIZATIONS, device_problem
 
+from .depth import DEPTH_TRANSPORTS
 from .scheduler import BUSY_POLICIES
 
 __all__ = [
     "BUSY_POLICIES",
+    "DEPTH_TRANSPORTS",
     "IMAGE_TRANSPORTS",
     "PARAMETERS",
     "ParameterSpec",
     "descriptor",
     "validate",
+    "validate_together",
 ]
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -184,6 +187,53 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "context; the model checks that too).",
         int_range=(1, 1_000_000),
     ),
+    # --- depth and 3D targets -----------------------------------------------------------------
+    ParameterSpec(
+        "depth_transport",
+        "raw",
+        "'raw': subscribe to sensor_msgs/Image (16UC1 millimetres or 32FC1 metres) on 'depth', the "
+        "depth image registered (aligned) to the colour camera. 'compressedDepth': subscribe to "
+        "sensor_msgs/CompressedImage on '<depth>/compressedDepth' (image_transport's "
+        "compressedDepth, png), following the remapped name of 'depth'. Applied on activate.",
+        choices=DEPTH_TRANSPORTS,
+    ),
+    ParameterSpec(
+        "depth_max_skew_s",
+        0.05,
+        "A colour frame is paired with the depth image of the nearest stamp, if it is at most this "
+        "many seconds away; otherwise its answer is 2D only and depth_status says why. Cameras "
+        "that stamp both streams alike (RealSense, ZED aligned depth) pair exactly.",
+        float_range=(0.0, 1.0),
+    ),
+    ParameterSpec(
+        "depth_unit_scale",
+        0.0,
+        "Metres per unit of 16UC1 depth. 0: millimetres, the ROS convention (REP 118); set it "
+        "for cameras that use other units. 32FC1 depth is always in metres.",
+        float_range=(0.0, 100.0),
+    ),
+    ParameterSpec(
+        "depth_min_m",
+        0.1,
+        "Depth readings nearer than this (metres) are treated as missing (sensor noise at the "
+        "minimum range).",
+        float_range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        "depth_max_m",
+        10.0,
+        "Depth readings farther than this (metres) are treated as missing (beyond the sensor's "
+        "useful range).",
+        float_range=(0.001, 1000.0),
+    ),
+    ParameterSpec(
+        "depth_erode_px",
+        3,
+        "The mask is eroded by this many colour-image pixels before its depth is read, so the few "
+        "pixels a mask bleeds over the object's edge, and the flying pixels there, do not pull the "
+        "3D target onto the background. 0: no erosion.",
+        int_range=(0, 100),
+    ),
     # --- action ----------------------------------------------------------------------------
     ParameterSpec(
         "busy_policy",
@@ -250,6 +300,20 @@ def validate(values: Iterable[tuple[str, Any]]) -> str | None:
         reason = parameter.validate(value)
         if reason is not None:
             return reason
+    return None
+
+
+#: Pairs of parameters whose first must not exceed the second.
+ORDERED_PAIRS = (("min_image_side", "max_image_side"), ("depth_min_m", "depth_max_m"))
+
+
+def validate_together(value: Callable[[str], Any]) -> str | None:
+    """Check the parameters that constrain each other, with ``value(name)`` the value a parameter
+    will have (None while it is not declared yet); return why they are refused, or None."""
+    for low_name, high_name in ORDERED_PAIRS:
+        low, high = value(low_name), value(high_name)
+        if low is not None and high is not None and low > high:
+            return f"{low_name}={low} is larger than {high_name}={high}"
     return None
 
 

@@ -1,7 +1,7 @@
 """Conversations for follow-up goals: the frame of the first turn and the turns so far.
 
 A goal with a ``session_id`` seen before is a follow-up question about the same frame, so the
-session keeps that frame (already converted to RGB, with its header and camera info) and the
+session keeps that frame (already converted to RGB, with its header, camera info and depth) and the
 (instruction, answer) pairs LISA needs as history. Sessions are bounded: the least recently used is
 forgotten first, so a client inventing a new id per goal cannot make the node grow without limit.
 """
@@ -23,6 +23,7 @@ class Session:
     image_rgb: np.ndarray
     header: Any  # std_msgs/Header of the first turn's frame
     camera_info: Any  # sensor_msgs/CameraInfo of that frame (empty when unknown)
+    depth: Any  # its depth (a depth.FrameDepth, decoded once for all turns)
     history: list[tuple[str, str]] = field(default_factory=list)
 
 

@@ -1,0 +1,101 @@
+"""Pairing camera frames with their camera_info and depth images by stamp.
+
+A camera driver publishes the colour image, its camera_info and (an RGB-D camera) the depth image
+registered to it on separate topics, each with the stamp of the exposure, and in any order. The node
+keeps the last few messages of each stream in a :class:`StampedBuffer` and looks a frame's stamp up
+when the frame is processed, on the inference thread, by which time its partners have arrived. The
+partner is the message of the nearest stamp: an exact match, as message_filters' ExactTime policy
+would give for a driver that stamps all streams alike, else the closest one, as its
+ApproximateTime policy would; a depth image further away than ``depth_max_skew_s`` is no partner.
+This one mechanism serves both streams: message_filters is not a dependency, and a frame that is
+never processed (frames are dropped, never queued) costs no pairing work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo
+
+__all__ = ["CameraStreams", "StampedBuffer", "nanoseconds"]
+
+M = TypeVar("M")
+
+
+def nanoseconds(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class StampedBuffer(Generic[M]):
+    """The last ``size`` messages of one stream (anything with ``header.stamp``), thread-safe."""
+
+    def __init__(self, size: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._messages: deque[M] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._last_received: float | None = None
+
+    def add(self, msg: M) -> None:
+        with self._lock:
+            self._messages.append(msg)
+            self._last_received = self._clock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+            self._last_received = None
+
+    def seconds_since_last(self) -> float | None:
+        """Seconds since a message last arrived; None when none has since the last clear."""
+        with self._lock:
+            last = self._last_received
+        return None if last is None else self._clock() - last
+
+    def nearest(self, stamp: Time, max_skew_s: float | None = None) -> M | None:
+        """The message whose stamp is nearest to ``stamp`` (the newer one on a tie), or None when
+        the buffer is empty or the nearest is more than ``max_skew_s`` seconds away."""
+        with self._lock:
+            messages = list(self._messages)
+        if not messages:
+            return None
+        wanted = nanoseconds(stamp)
+
+        def distance(msg: Any) -> tuple[int, int]:
+            stamp_ns = nanoseconds(msg.header.stamp)
+            return abs(stamp_ns - wanted), -stamp_ns
+
+        best = min(messages, key=distance)
+        if max_skew_s is not None and distance(best)[0] > max_skew_s * 1e9:
+            return None
+        return best
+
+    def newest(self) -> M | None:
+        with self._lock:
+            return self._messages[-1] if self._messages else None
+
+
+@dataclass
+class CameraStreams:
+    """The streams that accompany the colour images of one camera: calibration and depth.
+
+    Depth images are large (1.8 MB at 1280x720): the buffer holds about half a second of a 30 Hz
+    stream, longer than a frame waits before the inference thread takes it.
+    """
+
+    camera_infos: StampedBuffer[CameraInfo] = field(default_factory=lambda: StampedBuffer(30))
+    depths: StampedBuffer[Any] = field(default_factory=lambda: StampedBuffer(15))
+
+    def camera_info_for(self, stamp: Time) -> CameraInfo:
+        """The camera info nearest to ``stamp`` (calibration rarely changes: no skew limit), or an
+        empty one for a camera that publishes none."""
+        info = self.camera_infos.nearest(stamp)
+        return info if info is not None else CameraInfo()
+
+    def clear(self) -> None:
+        self.camera_infos.clear()
+        self.depths.clear()

@@ -1,0 +1,72 @@
+"""Frames are paired with the camera info and depth image of their own stamp, whichever topic
+delivered first."""
+
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from lisa_ros.node.pairing import CameraStreams, StampedBuffer
+
+
+def info(sec: int, nanosec: int = 0, width: int = 640) -> CameraInfo:
+    return CameraInfo(header=Header(stamp=Time(sec=sec, nanosec=nanosec)), width=width)
+
+
+def depth(sec: int, nanosec: int = 0, width: int = 640) -> Image:
+    return Image(header=Header(stamp=Time(sec=sec, nanosec=nanosec)), width=width)
+
+
+def test_exact_stamp_wins_even_when_newer_infos_arrived() -> None:
+    streams = CameraStreams()
+    for sec in (10, 11, 12):
+        streams.camera_infos.add(info(sec, width=sec))
+    assert streams.camera_info_for(Time(sec=11)).width == 11
+
+
+def test_without_an_exact_match_the_nearest_stamp() -> None:
+    streams = CameraStreams()
+    streams.camera_infos.add(info(10, width=1))
+    streams.camera_infos.add(info(10, 500_000_000, width=2))
+    streams.camera_infos.add(info(12, width=3))
+    assert streams.camera_info_for(Time(sec=11)).width == 2
+    assert streams.camera_info_for(Time(sec=11, nanosec=800_000_000)).width == 3
+    assert streams.camera_info_for(Time(sec=9)).width == 1  # older than every info: the oldest
+
+
+def test_a_tie_goes_to_the_newer_message() -> None:
+    buffer: StampedBuffer[Image] = StampedBuffer(5)
+    buffer.add(depth(10, width=1))
+    buffer.add(depth(12, width=2))
+    assert buffer.nearest(Time(sec=11)).width == 2
+
+
+def test_depth_further_than_the_skew_is_no_partner() -> None:
+    buffer: StampedBuffer[Image] = StampedBuffer(5)
+    buffer.add(depth(10, width=1))
+    buffer.add(depth(10, 40_000_000, width=2))
+    assert buffer.nearest(Time(sec=10, nanosec=30_000_000), max_skew_s=0.02).width == 2
+    assert buffer.nearest(Time(sec=10, nanosec=70_000_000), max_skew_s=0.02) is None
+    assert buffer.nearest(Time(sec=10, nanosec=70_000_000), max_skew_s=0.05).width == 2
+
+
+def test_no_camera_info_gives_an_empty_one_and_the_buffers_are_bounded() -> None:
+    streams = CameraStreams(camera_infos=StampedBuffer(3))
+    assert streams.camera_info_for(Time(sec=1)) == CameraInfo()
+    for sec in range(10):
+        streams.camera_infos.add(info(sec, width=sec))
+    assert streams.camera_info_for(Time(sec=2)).width == 7  # 0..6 forgotten: 7 is the nearest left
+    streams.clear()
+    assert streams.camera_info_for(Time(sec=2)) == CameraInfo()
+
+
+def test_time_since_the_last_message_tracks_a_stream_that_stops() -> None:
+    now = [100.0]
+    buffer: StampedBuffer[Image] = StampedBuffer(5, clock=lambda: now[0])
+    assert buffer.seconds_since_last() is None
+    buffer.add(depth(1))
+    now[0] = 103.5
+    assert buffer.seconds_since_last() == 3.5
+    buffer.clear()
+    assert buffer.seconds_since_last() is None and buffer.newest() is None
