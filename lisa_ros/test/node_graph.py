@@ -27,7 +27,7 @@ from rclpy.action import ActionClient  # noqa: E402  (ros_harness checks rclpy i
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import RclpyNode, RosProcess, RosProcesses, started_processes
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from lisa_ros.image_conversion import fill_image_msg
@@ -179,11 +179,17 @@ class LisaClient:
         image: Image | None = None,
         session_id: str = "",
         timeout: float = 10.0,
+        depth: Image | None = None,
+        camera_info: CameraInfo | None = None,
     ) -> Goal:
         feedback: list[Any] = []
         goal = Segment.Goal(instruction=instruction, session_id=session_id)
         if image is not None:
             goal.image = image
+        if depth is not None:
+            goal.depth = depth
+        if camera_info is not None:
+            goal.camera_info = camera_info
         future = self.action.send_goal_async(
             goal, feedback_callback=lambda msg: feedback.append(msg.feedback)
         )
@@ -196,8 +202,10 @@ class LisaClient:
         image: Image | None = None,
         session_id: str = "",
         timeout: float = RESULT_TIMEOUT,
+        depth: Image | None = None,
+        camera_info: CameraInfo | None = None,
     ) -> tuple[int, Any, list[Any]]:
-        goal = self.send(instruction, image, session_id)
+        goal = self.send(instruction, image, session_id, depth=depth, camera_info=camera_info)
         assert goal.accepted, f"goal {instruction[:40]!r} rejected"
         status, result = goal.result(timeout)
         return status, result, goal.feedback
