@@ -2,6 +2,8 @@
 
 The random fixture model babbles, so the end-to-end run checks what the CLI promises whatever the
 answer is; the writer is checked on a real result with a scripted answer holding two [SEG] tokens.
+The 3D runs (--depth) need masks, so there the CLI runs with the scripted answer: the same CLI,
+its model's choice of the next token forced (every layer still runs).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import pytest
 from conftest import CHECKPOINT, FIXTURE, IMAGE
 
+from lisa_ros.cli_io import write_ply
+from lisa_ros.geometry import depth_to_meters, locate
 from lisa_ros.segment_cli import write_outputs
 from lisa_ros.visualization import draw_overlay, mask_colors
 
@@ -29,6 +33,38 @@ CPU_FP32 = ["--precision", "fp32", "--device", "cpu"]
 
 def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
     """Run ``lisa-segment`` as a user would, in a fresh process, offline."""
+    return _run([sys.executable, "-m", "lisa_ros.segment_cli", *map(str, args)])
+
+
+# lisa-segment whose model answers SCRIPTED_REPLY: LisaModel.segment gets the ScriptedReply
+# logits processor the in-process tests pass, and nothing else changes.
+SCRIPTED_CLI = """
+import sys
+
+from lisa_ros import segment_cli
+from lisa_ros.model import LisaModel
+from lisa_ros.model.generation import ScriptedReply
+
+reply = [int(token) for token in sys.argv[1].split(",")]
+segment = LisaModel.segment
+
+
+def scripted_segment(self, *args, **kwargs):
+    return segment(self, *args, logits_processor=[ScriptedReply(reply)], **kwargs)
+
+
+LisaModel.segment = scripted_segment
+sys.exit(segment_cli.main(sys.argv[2:]))
+"""
+
+
+def run_scripted_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
+    """Run ``lisa-segment`` in a fresh process, its model answering "Sure, [SEG] and [SEG] ."."""
+    reply = ",".join(map(str, SCRIPTED_REPLY))
+    return _run([sys.executable, "-c", SCRIPTED_CLI, reply, *map(str, args)])
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -36,7 +72,6 @@ def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
             filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
         ),
     }
-    command = [sys.executable, "-m", "lisa_ros.segment_cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -108,6 +143,9 @@ def test_cli_help_lists_the_options():
         "--device",
         "--max-new-tokens",
         "--adapter",
+        "--depth",
+        "--camera-matrix",
+        "--depth-unit",
     ]:
         assert option in completed.stdout
 
@@ -287,3 +325,340 @@ def test_output_that_is_a_file(tmp_path):
     )
     assert_one_line_error(completed, "cannot be created")
     assert blocker.read_text() == "keep me"
+
+
+# --- 3D targets: --depth and --camera-matrix --------------------------------------------------
+
+# The fixture image is 420 x 300; a camera with a 70 degree horizontal field of view.
+FX, FY, CX, CY = 300.0, 300.0, 209.5, 149.5
+CAMERA_MATRIX = np.array([[FX, 0.0, CX], [0.0, FY, CY], [0.0, 0.0, 1.0]])
+K_ARGUMENT = f"{FX},{FY},{CX},{CY}"
+FRAME = "camera optical frame (x right, y down, z forward)"
+
+
+def box_before_wall_mm(height: int, width: int) -> np.ndarray:
+    """uint16 millimetres: a wall at 1.5 m, a box at 0.7 m in the middle, no reading (0) in the
+    top-left corner; the same scene at any resolution."""
+    rows, cols = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    depth = np.full((height, width), 1500, np.uint16)
+    depth[(rows > 0.2) & (rows < 0.8) & (cols > 0.25) & (cols < 0.75)] = 700
+    depth[(rows < 0.15) & (cols < 0.15)] = 0
+    return depth
+
+
+def depth_arguments(depth_path: Path, *extra: str) -> list[str | os.PathLike]:
+    return [
+        "--model",
+        CHECKPOINT,
+        "--image",
+        IMAGE,
+        INSTRUCTION,
+        "--depth",
+        depth_path,
+        "--camera-matrix",
+        K_ARGUMENT,
+        *extra,
+        *CPU_FP32,
+    ]
+
+
+def read_ply(path: Path) -> np.ndarray:
+    """The vertices of a binary little-endian PLY file, as a structured array named like its
+    properties; read here from the format's definition, not with the writer's code."""
+    data = path.read_bytes()
+    header, separator, body = data.partition(b"end_header\n")
+    assert separator, f"{path} has no end_header"
+    lines = header.decode("ascii").splitlines()
+    assert lines[:2] == ["ply", "format binary_little_endian 1.0"]
+    elements = [line.split() for line in lines if line.startswith("element ")]
+    assert [element[:2] for element in elements] == [["element", "vertex"]]
+    types = {"float": "<f4", "uchar": "u1"}
+    properties = [line.split()[1:] for line in lines if line.startswith("property ")]
+    dtype = np.dtype([(name, types[kind]) for kind, name in properties])
+    count = int(elements[0][2])
+    assert len(body) == count * dtype.itemsize
+    return np.frombuffer(body, dtype)
+
+
+def check_targets(folder: Path, record: dict, depth_m: np.ndarray, stdout: str) -> list[bool]:
+    """Each mask's target in result.json is geometry.locate's on the mask file and the depth, its
+    PLY file holds the target's points coloured from the image, and the answer printed lists it.
+    Returns which masks had a target."""
+    image = rgb_image()
+    lines = stdout.rstrip("\n").split("\n")
+    assert lines[0] == record["text"]
+    assert len(lines) == 1 + len(record["masks"])
+    found = []
+    for position, entry in enumerate(record["masks"]):
+        mask = read_png(folder / entry["file"]) == 255
+        expected = locate(mask, depth_m, CAMERA_MATRIX)
+        target = entry["target"]
+        assert target["ok"] is expected.ok
+        assert target["reason"] == expected.reason
+        assert target["num_points"] == expected.num_points
+        assert target["valid_ratio"] == pytest.approx(expected.valid_ratio, abs=1e-12)
+        assert lines[1 + position].startswith(f'mask {position} "{entry["phrase"]}": ')
+        ply = folder / f"points_{position}.ply"
+        found.append(expected.ok)
+        if not expected.ok:
+            assert "centroid_m" not in target and entry["points_file"] is None
+            assert not ply.exists()
+            assert "no 3D target" in lines[1 + position]
+            continue
+        assert target["centroid_m"] == expected.centroid.tolist()
+        assert target["extent_min_m"] == expected.extent_min.tolist()
+        assert target["extent_max_m"] == expected.extent_max.tolist()
+        x, y, z = expected.centroid
+        assert f"x={x:+.3f} y={y:+.3f} z={z:.3f} m" in lines[1 + position]
+        assert entry["points_file"] == ply.name
+        vertices = read_ply(ply)
+        assert len(vertices) == target["num_points"] == len(expected.points) > 0
+        np.testing.assert_array_equal(
+            np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1), expected.points
+        )
+        rows, cols = expected.pixels[:, 0], expected.pixels[:, 1]
+        assert mask[rows, cols].all()
+        np.testing.assert_array_equal(
+            np.stack([vertices["red"], vertices["green"], vertices["blue"]], axis=1),
+            image[rows, cols],
+        )
+    return found
+
+
+def test_write_ply_reads_back(tmp_path):
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(500, 3))
+    colors = rng.integers(0, 256, size=(500, 3))  # int64: any integer type 0-255 will do
+    path = write_ply(tmp_path / "cloud.ply", points, colors)
+
+    assert path == tmp_path / "cloud.ply"
+    assert f"comment metres, {FRAME}\n".encode() in path.read_bytes()
+    vertices = read_ply(path)
+    assert vertices.dtype.names == ("x", "y", "z", "red", "green", "blue")
+    np.testing.assert_array_equal(
+        np.stack([vertices[axis] for axis in "xyz"], axis=1), points.astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        np.stack([vertices[channel] for channel in ("red", "green", "blue")], axis=1), colors
+    )
+    empty = write_ply(tmp_path / "empty.ply", np.zeros((0, 3)), np.zeros((0, 3), np.uint8))
+    assert len(read_ply(empty)) == 0
+
+
+@pytest.mark.parametrize(
+    "points, colors",
+    [
+        (np.zeros((4, 2)), np.zeros((4, 3), np.uint8)),
+        (np.zeros((4, 3)), np.zeros((3, 3), np.uint8)),
+        (np.zeros((4, 3)), np.full((4, 3), 256)),
+        (np.zeros((4, 3)), np.full((4, 3), 0.5)),
+    ],
+    ids=["points-not-xyz", "colors-count", "colors-over-255", "colors-float"],
+)
+def test_write_ply_refuses_arrays_it_cannot_store(tmp_path, points, colors):
+    with pytest.raises(ValueError):
+        write_ply(tmp_path / "cloud.ply", points, colors)
+
+
+def test_cli_places_each_mask_in_3d(tmp_path):
+    depth_mm = box_before_wall_mm(300, 420)
+    depth_path = tmp_path / "depth.png"
+    assert cv2.imwrite(str(depth_path), depth_mm)
+    output = tmp_path / "out"
+    completed = run_scripted_cli(*depth_arguments(depth_path, "--output", output))
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+
+    record = json.loads((output / "result.json").read_text(encoding="utf-8"))
+    assert record["text"] == "Sure, [SEG] and [SEG] ."
+    assert record["depth"] == {
+        "file": str(depth_path),
+        "unit_m": 0.001,
+        "size": {"width": 420, "height": 300},
+        "camera_matrix": CAMERA_MATRIX.tolist(),
+        "frame": FRAME,
+    }
+    found = check_targets(output, record, depth_to_meters(depth_mm, 0.001), completed.stdout)
+    assert any(found), record["masks"]
+    ply_files = sorted(path.name for path in output.glob("points_*.ply"))
+    assert ply_files == [f"points_{k}.ply" for k, ok in enumerate(found) if ok]
+
+
+def test_cli_takes_half_resolution_depth_and_a_unit(tmp_path):
+    # A wall at 1.0 m stored in centimetres, at half the image's resolution.
+    depth_cm = np.full((150, 210), 100, np.uint16)
+    depth_path = tmp_path / "depth_half.png"
+    assert cv2.imwrite(str(depth_path), depth_cm)
+    output = tmp_path / "out"
+    completed = run_scripted_cli(
+        *depth_arguments(depth_path, "--depth-unit", "0.01", "--output", output)
+    )
+    assert completed.returncode == 0, completed.stderr
+
+    record = json.loads((output / "result.json").read_text(encoding="utf-8"))
+    assert record["depth"]["unit_m"] == 0.01
+    assert record["depth"]["size"] == {"width": 210, "height": 150}
+    found = check_targets(output, record, depth_to_meters(depth_cm, 0.01), completed.stdout)
+    assert any(found)
+    for position, ok in enumerate(found):
+        if ok:  # every point is on the wall, where the camera sees its pixel
+            vertices = read_ply(output / f"points_{position}.ply")
+            np.testing.assert_allclose(vertices["z"], 1.0, rtol=1e-6)
+            assert record["masks"][position]["target"]["centroid_m"][2] == pytest.approx(1.0)
+
+
+def test_cli_takes_npy_metres_with_gaps(tmp_path):
+    depth = box_before_wall_mm(300, 420).astype(np.float32) / 1000
+    depth[depth == 0] = np.nan
+    depth[:, :20] = 0.0  # no reading, as some drivers write it
+    depth[:, -20:] = np.inf
+    depth[-20:, :] = -1.0
+    depth_path = tmp_path / "depth.npy"
+    np.save(depth_path, depth)
+    output = tmp_path / "out"
+    completed = run_scripted_cli(*depth_arguments(depth_path, "--output", output))
+    assert completed.returncode == 0, completed.stderr
+
+    record = json.loads((output / "result.json").read_text(encoding="utf-8"))
+    assert record["depth"]["unit_m"] == 1.0
+    assert any(check_targets(output, record, depth_to_meters(depth), completed.stdout))
+
+
+def test_masks_without_usable_depth_have_no_target(tmp_path):
+    depth_path = tmp_path / "depth.npy"
+    np.save(depth_path, np.full((300, 420), np.nan, np.float32))
+    output = tmp_path / "out"
+    completed = run_scripted_cli(*depth_arguments(depth_path, "--output", output))
+    assert completed.returncode == 0, completed.stderr  # no target is an answer, not a failure
+
+    record = json.loads((output / "result.json").read_text(encoding="utf-8"))
+    assert not any(check_targets(output, record, np.full((300, 420), np.nan), completed.stdout))
+    for entry in record["masks"]:
+        assert entry["target"]["ok"] is False and entry["target"]["reason"]
+    assert not list(output.glob("*.ply"))
+    assert "no valid reading" in completed.stderr
+
+
+def test_without_output_the_answer_lists_the_targets(tmp_path):
+    depth_path = tmp_path / "depth.png"
+    assert cv2.imwrite(str(depth_path), box_before_wall_mm(300, 420))
+    completed = run_scripted_cli(*depth_arguments(depth_path))
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.rstrip("\n").split("\n")
+    assert lines[0] == "Sure, [SEG] and [SEG] ."
+    assert [line.split(":")[0] for line in lines[1:]] == ['mask 0 "Sure"', 'mask 1 "and"']
+
+
+# --- 3D targets: refused before the model loads ----------------------------------------------
+
+
+def write_depth_file(folder: Path, kind: str) -> Path:
+    """A depth file that is wrong in one way."""
+    if kind == "colour":
+        path = folder / "colour.png"
+        shutil.copy(IMAGE, path)
+    elif kind == "8-bit":
+        path = folder / "grey8.png"
+        cv2.imwrite(str(path), np.full((300, 420), 100, np.uint8))
+    elif kind == "wrong-size":
+        path = folder / "depth_200x150.png"
+        cv2.imwrite(str(path), np.full((150, 200), 1000, np.uint16))
+    elif kind == "not-npy":
+        path = folder / "depth.npy"
+        path.write_text("not an array")
+    elif kind == "npy-3d":
+        path = folder / "depth3.npy"
+        np.save(path, np.ones((300, 420, 3), np.float32))
+    elif kind == "npy-int":
+        path = folder / "depth_int.npy"
+        np.save(path, np.ones((300, 420), np.int64))
+    elif kind == "npy-float16":
+        path = folder / "depth_half_float.npy"
+        np.save(path, np.ones((300, 420), np.float16))
+    elif kind == "not-decodable":
+        path = folder / "depth.png"
+        path.write_text("not a PNG")
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, fragments",
+    [
+        ("colour", ["colour.png", "3 channels"]),
+        ("8-bit", ["grey8.png", "8-bit"]),
+        ("wrong-size", ["200x150", "420x300", "integer fraction"]),
+        ("not-npy", ["depth.npy", "cannot be read"]),
+        ("npy-3d", ["depth3.npy", "3 channels"]),
+        ("npy-int", ["depth_int.npy", "int64"]),
+        ("npy-float16", ["depth_half_float.npy", "float16"]),
+        ("not-decodable", ["depth.png", "cannot be decoded"]),
+    ],
+)
+def test_depth_the_cli_cannot_use(tmp_path, kind, fragments):
+    completed = run_cli(*depth_arguments(write_depth_file(tmp_path, kind)))
+    assert completed.returncode == 2
+    assert_one_line_error(completed, *fragments)
+    assert "Loading LISA" not in completed.stderr
+
+
+def test_missing_depth_file(tmp_path):
+    completed = run_cli(*depth_arguments(tmp_path / "no_depth.png"))
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "no_depth.png", "does not exist")
+    assert "Loading LISA" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "camera_matrix",
+    ["525,525,319.5", "525,525,319.5,239.5,1", "a,b,c,d", "0,525,319.5,239.5", "525,nan,1,1", ""],
+)
+def test_malformed_camera_matrix(tmp_path, camera_matrix):
+    depth_path = tmp_path / "depth.png"
+    cv2.imwrite(str(depth_path), box_before_wall_mm(300, 420))
+    arguments = depth_arguments(depth_path)
+    arguments[arguments.index("--camera-matrix") + 1] = camera_matrix
+    completed = run_cli(*arguments)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "--camera-matrix", "fx,fy,cx,cy")
+    assert "Loading LISA" not in completed.stderr
+
+
+def test_negative_camera_matrix(tmp_path):
+    depth_path = tmp_path / "depth.png"
+    cv2.imwrite(str(depth_path), box_before_wall_mm(300, 420))
+    arguments = depth_arguments(depth_path)
+    # "--camera-matrix -300,..." would read as an option: a negative value goes after "=".
+    arguments[arguments.index("--camera-matrix") : arguments.index(K_ARGUMENT) + 1] = [
+        "--camera-matrix=-300,300,209.5,149.5"
+    ]
+    completed = run_cli(*arguments)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "--camera-matrix", "four positive numbers")
+
+
+@pytest.mark.parametrize(
+    "arguments, fragment",
+    [
+        (["--depth", "depth.png"], "--depth needs --camera-matrix"),
+        (["--camera-matrix", K_ARGUMENT], "--camera-matrix needs --depth"),
+        (["--depth-unit", "0.001"], "--depth-unit needs --depth"),
+    ],
+    ids=["depth-alone", "camera-matrix-alone", "unit-alone"],
+)
+def test_depth_options_that_need_each_other(tmp_path, arguments, fragment):
+    depth_path = tmp_path / "depth.png"
+    cv2.imwrite(str(depth_path), box_before_wall_mm(300, 420))
+    arguments = [depth_path if argument == "depth.png" else argument for argument in arguments]
+    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, INSTRUCTION, *arguments, *CPU_FP32)
+    assert completed.returncode == 2
+    assert_one_line_error(completed, fragment)
+    assert "Loading LISA" not in completed.stderr
+
+
+@pytest.mark.parametrize("unit", ["0", "-0.001", "mm"])
+def test_depth_unit_that_is_not_a_positive_number(tmp_path, unit):
+    depth_path = tmp_path / "depth.png"
+    cv2.imwrite(str(depth_path), box_before_wall_mm(300, 420))
+    completed = run_cli(*depth_arguments(depth_path), f"--depth-unit={unit}")
+    assert completed.returncode == 2
+    assert_one_line_error(completed, "--depth-unit")
