@@ -75,6 +75,13 @@ def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(
     assert done.stdout == ANSWER + "\n"  # stdout holds the answer only
     assert "[generating] Sure, the left part" in done.stderr
     assert "SUCCESS: 2 mask(s) ('Sure, the left part': 1560 px" in done.stderr
+    # Where each mask is in 3D (the canned node placed the first one only), and why not.
+    assert (
+        "mask 0 'Sure, the left part': centroid x=0.125 y=-0.250 z=0.750 m in "
+        "camera_color_optical_frame, size 0.250 x 0.500 x 0.100 m, 1234 points, depth on 88% "
+        "of the mask" in done.stderr
+    )
+    assert "mask 1 'and the right part': no 3D target (no usable depth in the mask)" in done.stderr
     masks = [cv2.imread(str(output / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) for k in range(2)]
     # the masks are of the image that was sent
     for saved, expected in zip(masks, thirds(60, 80), strict=True):
@@ -90,6 +97,19 @@ def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(
     assert [m["bbox_xywh"] for m in record["masks"]] == [[0, 0, 26, 60], [54, 0, 26, 60]]
     assert [m["file"] for m in record["masks"]] == ["mask_0.png", "mask_1.png"]
     assert record["timings_s"] == {"total": 0.01}
+    assert record["depth"]["frame_id"] == "camera_color_optical_frame"
+    assert record["depth"]["stamp"] == record["header"]["stamp"]
+    first, second = (m["target"] for m in record["masks"])
+    assert first == {
+        "ok": True,
+        "reason": "",
+        "centroid_m": [0.125, -0.25, 0.75],
+        "extent_min_m": [0.0, -0.5, 0.7],
+        "extent_max_m": [0.25, 0.0, 0.8],
+        "num_points": 1234,
+        "valid_ratio": 0.875,
+    }
+    assert second["ok"] is False and second["reason"] == "no usable depth in the mask"
 
 
 def test_latest_frame_goals_follow_a_session_and_draw_on_the_camera_frame(

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from lisa_ros.cli_io import (
+    CAMERA_FRAME,
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -43,8 +44,10 @@ from lisa_ros.cli_io import (
     print_answer,
     read_image,
     result_record,
+    target_record,
     write_result_files,
 )
+from lisa_ros.geometry import Target3D
 from lisa_ros.image_conversion import (
     ImageConversionError,
     fill_image_msg,
@@ -369,6 +372,34 @@ def mask_record(info: Any) -> MaskRecord:
     )
 
 
+def target_of(info: Any) -> Target3D:
+    """The 3D target a ``MaskInfo`` carries (its points stay on the node: ~/points has them)."""
+    as_array = lambda point: np.array([point.x, point.y, point.z])  # noqa: E731
+    return Target3D(
+        ok=bool(info.has_target),
+        reason=info.target_status,
+        centroid=as_array(info.centroid),
+        extent_min=as_array(info.extent_min),
+        extent_max=as_array(info.extent_max),
+        num_points=int(info.num_points),
+        valid_ratio=float(info.valid_ratio),
+        points=np.empty((0, 3), np.float32),
+        pixels=np.empty((0, 2), np.int32),
+    )
+
+
+def depth_fields(result: Any) -> dict[str, Any]:
+    """Where the 3D values of ``result.json`` are (the depth image's frame), or why there are
+    none."""
+    stamp = result.depth_header.stamp
+    return {
+        "frame_id": result.depth_header.frame_id,
+        "stamp": {"sec": int(stamp.sec), "nanosec": int(stamp.nanosec)},
+        "frame": CAMERA_FRAME,
+        "status": result.depth_status,
+    }
+
+
 def outcome_fields(result: Any, status_name: str, code_name: str) -> dict[str, Any]:
     """What lisa-ask's ``result.json`` holds beyond lisa-segment's: the goal's outcome and frame."""
     stamp = result.header.stamp
@@ -532,6 +563,9 @@ def save(
     masks = [mask_record(info) for info in result.mask_info]
     timings = {timing.stage: timing.seconds for timing in result.timings}
     record = result_record(fields, result.text, masks, timings)
+    record["depth"] = depth_fields(result)
+    for entry, info in zip(record["masks"], result.mask_info, strict=True):
+        entry["target"] = target_record(target_of(info))
     try:
         write_outputs(
             args.output, record, masks_to_array(result.masks), result.text, source_rgb, printer
@@ -562,6 +596,8 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
             f"{info.phrase!r}: {info.area} px, score {info.score:.2f}" for info in result.mask_info
         )
         printer.message(f"SUCCESS: {len(result.masks)} mask(s)" + (f" ({masks})" if masks else ""))
+        for line in target_lines(result):
+            printer.message(line)
         return EXIT_SUCCESS
     if code == Segment.Result.NOTHING_FOUND:
         printer.message(
@@ -577,6 +613,25 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
         return EXIT_INTERRUPTED
     print(f"{PROG}: error: {outcome}", file=sys.stderr)
     return EXIT_BAD_INPUT if code == Segment.Result.INVALID_INPUT else EXIT_FAILURE
+
+
+def target_lines(result: Any) -> list[str]:
+    """One line per mask saying where it is in 3D, or why it has no 3D target."""
+    frame = result.depth_header.frame_id or "the camera frame"
+    lines = []
+    for info in result.mask_info:
+        if info.has_target:
+            c, low, high = info.centroid, info.extent_min, info.extent_max
+            lines.append(
+                f"mask {info.seg_index} {info.phrase!r}: centroid x={c.x:.3f} y={c.y:.3f} "
+                f"z={c.z:.3f} m in {frame}, size {high.x - low.x:.3f} x {high.y - low.y:.3f} x "
+                f"{high.z - low.z:.3f} m, {info.num_points} points, depth on "
+                f"{info.valid_ratio:.0%} of the mask"
+            )
+        else:
+            reason = info.target_status or result.depth_status or "the node sent no depth status"
+            lines.append(f"mask {info.seg_index} {info.phrase!r}: no 3D target ({reason})")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import rclpy
+from geometry_msgs.msg import Point
 from lisa_ros_interfaces.action import Segment
 from lisa_ros_interfaces.msg import MaskInfo, StageTime
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -137,6 +138,15 @@ class CannedSegmentServer:
                     score=0.9 - 0.1 * index,
                 )
             )
+        # The first mask placed in 3D, the second without usable depth.
+        first, second = result.mask_info
+        first.has_target, first.num_points, first.valid_ratio = True, 1234, 0.875
+        first.centroid = Point(x=0.125, y=-0.25, z=0.75)
+        first.extent_min = Point(x=0.0, y=-0.5, z=0.7)
+        first.extent_max = Point(x=0.25, y=0.0, z=0.8)
+        second.target_status = "no usable depth in the mask"
+        result.depth_header.stamp = source.header.stamp
+        result.depth_header.frame_id = "camera_color_optical_frame"
         result.timings = [StageTime(stage="total", seconds=0.01)]
         result.error_code = Segment.Result.SUCCESS
         goal_handle.succeed()
