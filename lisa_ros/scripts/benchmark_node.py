@@ -11,6 +11,13 @@ frames (the tiny fixture checkpoint by default, two [SEG] scripted) is printed b
 same run, with the node/model ratio. The node builds messages only for topics with subscribers,
 so a second total gives a frame's cost when ~/segmentation is the only output anyone reads.
 
+The 3D rows (aligned 16UC1 depth, three object-like masks on a synthetic scene of boxes before a
+wall, with 5 % of the depth missing) time what a frame with depth adds: decoding the depth,
+locating the three masks (lisa_ros.geometry.locate), ~/markers and the ~/points cloud, each built
+by the node's own code. They are not in the node totals above them: they are paid only when
+someone reads 3D (~/segmentation, a goal, ~/markers, ~/points), and the cloud only when
+~/points has a subscriber.
+
     python lisa_ros/scripts/benchmark_node.py
     python lisa_ros/scripts/benchmark_node.py --model xinlai/LISA-7B-v1 --precision bf16 \\
         --device cuda
@@ -43,6 +50,11 @@ TOPICS = ("text", "masks", "overlay", "segmentation")
 TAKE, CONVERT, MODEL = "take Image (deserialize)", "convert to RGB", "model (LisaModel.segment)"
 SEGMENTATION_BUILD = "  of which: build ~/segmentation"
 SEGMENTATION_PUBLISH = "  of which: publish ~/segmentation"
+DEPTH_DECODE = "3D: decode 16UC1 depth"
+LOCATE = "3D: locate 3 masks"
+MARKERS = "3D: build ~/markers"
+CLOUD = "3D: build ~/points"
+THREE_D = (DEPTH_DECODE, LOCATE, MARKERS, CLOUD)
 
 SUBSCRIBER = textwrap.dedent(
     """
@@ -95,6 +107,69 @@ def camera_frames(rgb: np.ndarray, count: int) -> list[np.ndarray]:
     return frames
 
 
+def box_scene(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Depth (uint16 mm, 5 % missing), three object masks bleeding 4 px past their boxes, and K:
+    boxes at 0.6, 0.9 and 1.2 m covering about 5 %, 9 % and 14 % of the image, a wall at 2 m."""
+    rng = np.random.default_rng(0)
+    depth = np.full((height, width), 2000, np.uint16)
+    masks = np.zeros((3, height, width), bool)
+    boxes = (
+        (0.10, 0.15, 0.22, 0.22, 600),
+        (0.45, 0.20, 0.25, 0.36, 900),
+        (0.25, 0.55, 0.45, 0.30, 1200),
+    )
+    for k, (x, y, w, h, millimetres) in enumerate(boxes):
+        x0, y0 = int(x * width), int(y * height)
+        x1, y1 = x0 + int(w * width), y0 + int(h * height)
+        depth[y0:y1, x0:x1] = millimetres
+        masks[k, max(y0 - 4, 0) : y1 + 4, max(x0 - 4, 0) : x1 + 4] = True
+    depth[rng.random(depth.shape) < 0.05] = 0
+    f = 0.9 * width
+    camera_matrix = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
+    return depth, masks, camera_matrix
+
+
+def benchmark_3d(
+    width: int, height: int, rgb: np.ndarray, header: Any, frames: int
+) -> dict[str, list[float]]:
+    """What depth adds to a frame, stage by stage, with the node's own code."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.model.result import SegmentationResult
+    from lisa_ros.node.depth import DepthSettings, FrameDepth, locate_masks
+    from lisa_ros.node.outputs import Answer
+
+    depth, masks, camera_matrix = box_scene(width, height)
+    depth_msg = fill_image_msg(Image(), depth, "16UC1", header=header)
+    info = CameraInfo(header=header, k=[float(v) for v in camera_matrix.ravel()])
+    result = SegmentationResult(
+        text="Sure, [SEG] , [SEG] and [SEG] .",
+        token_ids=[],
+        mask_logits=np.where(masks, 1.0, -1.0).astype(np.float32),
+        scores=np.ones(3, np.float32),
+        phrases=["Sure,", ",", "and"],
+        text_offsets=[6, 14, 24],
+    )
+    settings = DepthSettings()
+
+    def frame_depth() -> FrameDepth:
+        return FrameDepth(depth_msg, info, image_header=header, settings=settings)
+
+    def answer() -> Answer:
+        return Answer(header, info, INSTRUCTION, rgb, result, depth=frame_depth())
+
+    loaded = frame_depth().load((height, width))
+    with_targets = answer()
+    assert all(target.ok for target in with_targets.targets), with_targets.targets
+    return {
+        DEPTH_DECODE: timed(lambda: frame_depth().load((height, width)), frames),
+        LOCATE: timed(lambda: locate_masks(result.masks, loaded, settings), frames),
+        MARKERS: timed(with_targets.markers_msg, frames),
+        CLOUD: timed(with_targets.points_msg, frames),
+    }
+
+
 def benchmark_size(
     width: int, height: int, args: argparse.Namespace, lisa: Any, publishers: dict[str, Any]
 ) -> dict[str, list[float]]:
@@ -144,7 +219,7 @@ def benchmark_size(
     outputs = ResultPublishers(publishers)
 
     def new_answer() -> Answer:
-        return Answer(header, CameraInfo(), INSTRUCTION, frames[0], answer, {})
+        return Answer(header, CameraInfo(), INSTRUCTION, frames[0], answer)
 
     def build() -> dict[str, object]:
         return outputs.messages(new_answer())
@@ -166,13 +241,14 @@ def benchmark_size(
     results[SEGMENTATION_PUBLISH] = timed(
         lambda: publishers["segmentation"].publish(built["segmentation"]), args.frames
     )
+    results.update(benchmark_3d(width, height, frames[0], header, args.frames))
     results[MODEL] = model_seconds
     return results
 
 
 def table(rows: Sequence[tuple[str, dict[str, list[float]]]]) -> str:
     stages = list(rows[0][1])
-    node_stages = [s for s in stages if s != MODEL and not s.startswith(" ")]
+    node_stages = [s for s in stages if s not in (MODEL, *THREE_D) and not s.startswith(" ")]
     # A frame when ~/segmentation is the only output anyone subscribes to.
     segmentation_stages = [TAKE, CONVERT, SEGMENTATION_BUILD, SEGMENTATION_PUBLISH]
     header = ["stage (median ms; p90 in brackets)", *(name for name, _ in rows)]
@@ -186,6 +262,8 @@ def table(rows: Sequence[tuple[str, dict[str, list[float]]]]) -> str:
     totals = ["node total (take + convert + build + publish)"]
     segmentation_totals = ["node total with ~/segmentation alone subscribed"]
     ratios = ["node / model"]
+    # Centroids and markers: what a frame with depth costs when nobody reads the cloud.
+    targets = ["3D: decode + locate + markers (no ~/points subscriber)"]
     for _, results in rows:
         node = sum(statistics.median(results[s]) for s in node_stages)
         alone = sum(statistics.median(results[s]) for s in segmentation_stages)
@@ -193,7 +271,9 @@ def table(rows: Sequence[tuple[str, dict[str, list[float]]]]) -> str:
         totals.append(f"{node * 1e3:.2f}")
         segmentation_totals.append(f"{alone * 1e3:.2f}")
         ratios.append(f"{node / model:.1%}")
-    lines += [totals, segmentation_totals, ratios]
+        three_d = sum(statistics.median(results[s]) for s in (DEPTH_DECODE, LOCATE, MARKERS))
+        targets.append(f"{three_d * 1e3:.2f}")
+    lines += [totals, segmentation_totals, ratios, targets]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
@@ -221,8 +301,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     import rclpy
     from lisa_ros_interfaces.msg import Segmentation
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import String
+    from visualization_msgs.msg import MarkerArray
 
     from lisa_ros.model import load_model
 
@@ -241,11 +322,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         publishers = {
             topic: node.create_publisher(kinds[topic], f"~/{topic}", qos) for topic in TOPICS
         }
+        # Nobody subscribes to the 3D topics here: the 2D rows stay what they were, and show
+        # that an unread ~/markers or ~/points costs nothing. The 3D rows time them apart.
+        publishers["markers"] = node.create_publisher(MarkerArray, "~/markers", qos)
+        publishers["points"] = node.create_publisher(PointCloud2, "~/points", qos)
         assert (
             subscriber.stdout is not None and subscriber.stdout.readline().strip() == "subscribed"
         )
         deadline = time.monotonic() + 30
-        while any(p.get_subscription_count() == 0 for p in publishers.values()):
+        while any(publishers[topic].get_subscription_count() == 0 for topic in TOPICS):
             if time.monotonic() > deadline:
                 sys.exit("the subscriber process was not discovered within 30 s")
             time.sleep(0.05)
