@@ -29,6 +29,7 @@ from node_graph import (
     image_msg,
     mono8_array,
     stamp,
+    stamp_seconds,
     start_lisa,
     wait_active,
 )
@@ -108,9 +109,11 @@ class RgbdCamera:
             publisher.publish(depth)
         self.color.publish(bgr8_msg(self.rgb, when=when, frame_id=FRAME))
 
-    def set_depth(self, make_depth: Callable[[float], Any] | None, info_k: np.ndarray = K) -> None:
+    def set_depth(self, make_depth: Callable[[float], Any] | None, info_k: np.ndarray = K) -> float:
+        """Use ``make_depth`` from the next frame on; returns that frame's stamp (seconds)."""
         with self.lock:
             self.depth, self.info_k = make_depth, info_k
+            return 20_000.0 + self.count / 30
 
     def depth_sent_at(self, header: Header) -> Any:
         with self.lock:
@@ -168,11 +171,24 @@ class Outputs:
     def result_after(
         self, graph: Any, when: float, predicate: Callable[[Segmentation], bool], what: str
     ) -> Segmentation:
+        """The first result received after ``when`` (monotonic) that satisfies ``predicate``."""
+
         def find() -> Segmentation | None:
             with self.lock:
                 return next((m for t, m in self.segmentation if t > when and predicate(m)), None)
 
         return graph.wait_until(find, 30, what)
+
+    def result_of_frames_from(
+        self, graph: Any, first_stamp: float, predicate: Callable[[Segmentation], bool], what: str
+    ) -> Segmentation:
+        """The first result of a frame stamped ``first_stamp`` or later (a frame taken before a
+        change of the camera may still be answered after it) that satisfies ``predicate``."""
+
+        def from_then_on(msg: Segmentation) -> bool:
+            return stamp_seconds(msg.header.stamp) >= first_stamp - 1e-6 and predicate(msg)
+
+        return self.result_after(graph, 0.0, from_then_on, what)
 
     def for_header(self, graph: Any, topic: str, header: Header) -> Any:
         def find() -> Any:
@@ -286,11 +302,11 @@ def test_depth_at_half_resolution_is_scaled_to_the_colour_camera(rgbd, graph) ->
 
 def test_a_depth_stream_that_stops_leaves_2d_answers_and_a_diagnostic(rgbd, graph) -> None:
     process, outputs, camera, _ = rgbd
-    camera.set_depth(None)
+    stopped = time.monotonic()
+    first_without = camera.set_depth(None)
     try:
-        stopped = time.monotonic()
-        msg = outputs.result_after(
-            graph, stopped + 0.5, lambda m: bool(m.mask_info), "a result after depth stopped"
+        msg = outputs.result_of_frames_from(
+            graph, first_without, lambda m: bool(m.mask_info), "a result after depth stopped"
         )
         assert len(msg.masks) == 2 and not any(info.has_target for info in msg.mask_info)
         assert "no depth image within depth_max_skew_s" in msg.depth_status
@@ -348,13 +364,10 @@ def test_bad_depth_on_the_topics_is_explained_and_good_depth_works_again(
 ) -> None:
     process, outputs, camera, _ = rgbd
     make_depth, k, says = TOPIC_FAULTS[fault]
-    camera.set_depth(make_depth, k)
+    first_bad = camera.set_depth(make_depth, k)
     try:
-        msg = outputs.result_after(
-            graph,
-            time.monotonic() + 0.3,
-            lambda m: says in m.depth_status,
-            f"depth_status {says!r}",
+        msg = outputs.result_of_frames_from(
+            graph, first_bad, lambda m: says in m.depth_status, f"depth_status {says!r}"
         )
         assert len(msg.masks) == 2 and not any(info.has_target for info in msg.mask_info)
     finally:
@@ -364,13 +377,10 @@ def test_bad_depth_on_the_topics_is_explained_and_good_depth_works_again(
 
 def test_all_zero_depth_gives_masks_without_targets_and_says_why(rgbd, graph) -> None:
     process, outputs, camera, _ = rgbd
-    camera.set_depth(_zero_depth)
+    first_zero = camera.set_depth(_zero_depth)
     try:
-        msg = outputs.result_after(
-            graph,
-            time.monotonic() + 0.3,
-            lambda m: bool(m.mask_info) and m.mask_info[0].target_status != "",
-            "a result on all-zero depth",
+        msg = outputs.result_of_frames_from(
+            graph, first_zero, lambda m: bool(m.mask_info), "a result on all-zero depth"
         )
         assert msg.depth_status == ""  # the depth image itself is fine...
         assert not any(info.has_target for info in msg.mask_info)  # ...but has no readings
@@ -392,10 +402,10 @@ def test_compressed_depth_transport_and_a_truncated_message(rgbd, graph) -> None
             graph, time.monotonic(), has_targets, "3D targets from compressedDepth"
         )
         assert good.depth_header.frame_id == FRAME
-        camera.set_depth(_truncated_compressed_depth)
-        bad = outputs.result_after(
+        first_bad = camera.set_depth(_truncated_compressed_depth)
+        bad = outputs.result_of_frames_from(
             graph,
-            time.monotonic() + 0.3,
+            first_bad,
             lambda m: "compressedDepth" in m.depth_status,
             "a result on a truncated compressedDepth message",
         )
