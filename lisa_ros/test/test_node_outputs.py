@@ -24,7 +24,8 @@ from lisa_ros.image_conversion import (
 )
 from lisa_ros.node.ask import mask_record  # noqa: E402
 from lisa_ros.node.depth import FrameDepth  # noqa: E402
-from lisa_ros.node.outputs import Answer, ResultPublishers, copy_header, mask_info  # noqa: E402
+from lisa_ros.node.headers import copy_header  # noqa: E402
+from lisa_ros.node.outputs import Answer, ResultPublishers, mask_info  # noqa: E402
 from lisa_ros.visualization import draw_overlay, label_image  # noqa: E402
 
 HEADER = Header(stamp=Time(sec=1700000000, nanosec=123), frame_id="camera_optical")

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # the model (and torch) are loaded on configure, not when the
     from lisa_ros.model import LisaModel
 
 from .depth import DepthSettings, FrameDepth
+from .headers import copy_header
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
-from .outputs import Answer, ResultPublishers, copy_header
+from .outputs import Answer, ResultPublishers
 from .pairing import CameraStreams, nanoseconds
 from .scheduler import StopReason
 from .sessions import Session, SessionStore

@@ -20,7 +20,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from builtin_interfaces.msg import Time
 from lisa_ros_interfaces.msg import MaskInfo, Segmentation, StageTime
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from std_msgs.msg import Header, String
@@ -32,23 +31,17 @@ from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import draw_overlay, label_image
 
 from .depth import DepthFrame, FrameDepth, locate_masks
+from .headers import copy_header
 from .inputs import InputError
 from .target_messages import fill_target, marker_array, point_cloud
 
 __all__ = [
     "Answer",
     "ResultPublishers",
-    "copy_header",
     "mask_images",
     "mask_info",
     "stage_times",
 ]
-
-
-def copy_header(header: Header) -> Header:
-    """A copy of ``header``, so later changes to the source message cannot leak into outputs."""
-    stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)  # not the source's Time object
-    return Header(stamp=stamp, frame_id=header.frame_id)
 
 
 @dataclass

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from lisa_ros_interfaces.msg import MaskInfo
 from sensor_msgs.msg import PointCloud2, PointField
@@ -32,6 +31,8 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from lisa_ros.visualization import mask_colors
+
+from .headers import copy_header
 
 if TYPE_CHECKING:
     from lisa_ros.geometry import Target3D
@@ -78,15 +79,6 @@ _TEXT_HEIGHT = 0.05
 _TEXT_GAP = 0.02  # between the top of the box and the bottom of the label
 _BOX_ALPHA = 0.35  # the box is see-through, so the points and the sphere inside stay visible
 _MAX_LABEL_CHARS = 40  # RViz draws text on one line: long phrases would cover the scene
-
-
-def _copy_header(header: Header) -> Header:
-    """A copy of ``header`` sharing no object with it, so that later changes to the source
-    message cannot leak into the outputs. (outputs.py has the same helper but imports this
-    module, so importing it from there would be circular.)"""
-    return Header(
-        stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id
-    )
 
 
 def _usable(target: Target3D | None) -> bool:
@@ -151,7 +143,7 @@ def marker_array(
     id ``k``, so they can be toggled per kind in RViz and matched with ``seg_index``.
     """
     colors = mask_colors(len(targets)).astype(np.float64) / 255.0
-    markers = [Marker(header=_copy_header(header), action=Marker.DELETEALL)]
+    markers = [Marker(header=copy_header(header), action=Marker.DELETEALL)]
     for k, target in enumerate(targets):
         if not _usable(target):
             continue
@@ -188,7 +180,7 @@ def _marker(
     (lifetime 0: the next answer's DELETEALL removes it) and stays where the camera saw it rather
     than following a moving frame (frame_locked False)."""
     return Marker(
-        header=_copy_header(header),
+        header=copy_header(header),
         ns=ns,
         id=marker_id,
         type=marker_type,
@@ -251,7 +243,7 @@ def point_cloud(
             [len(target.points) for _, target in used],
         )
     msg = PointCloud2(
-        header=_copy_header(header),
+        header=copy_header(header),
         height=1,
         width=count,
         fields=[
