@@ -5,6 +5,10 @@ the [SEG] states from a final full pass. Here the image is encoded once per imag
 further instructions on it), generation uses the KV cache, and the state that predicted each token
 is captured from the final norm as decoding goes: for a generated `[SEG]` at step j, it is the last
 position of step j's forward pass, which is exactly the vector the reference selects.
+
+Each [SEG] state becomes SAM's sparse prompt through `text_hidden_fcs`; the result keeps those
+prompts, so `follow` can segment the same targets in a later frame with SAM alone (image encoder
+and mask decoder), without CLIP or the LLM.
 """
 
 from __future__ import annotations
@@ -46,14 +50,19 @@ StageCallback = Callable[[str], None]
 
 @dataclass
 class ImageEncoding:
-    """Everything LISA computes from an image alone, reusable across instructions and turns."""
+    """Everything LISA computes from an image alone, reusable across instructions and turns.
+
+    SAM's part is always there; CLIP's (`image_tokens`) is computed only when the LLM needs it,
+    so `follow` encodes a frame for SAM alone and a later `segment` on that frame adds CLIP's.
+    """
 
     key: str
-    # (1, patches, hidden): projected CLIP features, in the LLM's input space
-    image_tokens: torch.Tensor
+    # (1, patches, hidden): projected CLIP features, in the LLM's input space; None until needed
+    image_tokens: torch.Tensor | None
     sam_embeddings: torch.Tensor  # (1, C, h, w) float32: SAM image encoder output
     resize_hw: tuple[int, int]
     original_hw: tuple[int, int]
+    # seconds each part took when it was computed ("clip", "sam_encoder")
     timings: dict[str, float]
 
 
@@ -119,34 +128,42 @@ class LisaModel:
         return int(self.sam.image_encoder.img_size)
 
     # ------------------------------------------------------------------ image
-    def encode_image(self, image: np.ndarray) -> ImageEncoding:
-        """CLIP tokens for the LLM and SAM's embedding, computed once per distinct image."""
-        return self._encode_image(image)[0]
+    def encode_image(self, image: np.ndarray, *, clip: bool = True) -> ImageEncoding:
+        """SAM's embedding and (with `clip`) CLIP tokens for the LLM, each computed once per
+        distinct image: the last image's encoding is kept and completed as needed."""
+        return self._encode_image(image, clip=clip)[0]
 
     @torch.inference_mode()
-    def _encode_image(self, image: np.ndarray) -> tuple[ImageEncoding, bool]:
-        """The encoding of `image`, and whether it was computed now (False: reused)."""
+    def _encode_image(
+        self, image: np.ndarray, *, clip: bool
+    ) -> tuple[ImageEncoding, dict[str, float]]:
+        """The encoding of `image`, and the seconds spent on it now: {"clip", "sam_encoder"},
+        0 for a part reused from the cache (or not needed)."""
         validate_image(image)
         key = _image_key(image)
-        if self._cached is not None and self._cached.key == key:
-            return self._cached, False
         clock = self._stopwatch
-        start = clock.now()
-        image_tokens = self.clip_tokens(image)
-        clip_done = clock.now()
-        pixels, resize_hw = sam_input(image, self.sam_image_size)
-        encoder_dtype = next(self.sam.image_encoder.parameters()).dtype
-        sam_embeddings = self.sam.image_encoder(pixels.to(self.device, encoder_dtype)).float()
-        sam_done = clock.now()
-        self._cached = ImageEncoding(
-            key=key,
-            image_tokens=image_tokens,
-            sam_embeddings=sam_embeddings,
-            resize_hw=resize_hw,
-            original_hw=(image.shape[0], image.shape[1]),
-            timings={"clip": clip_done - start, "sam_encoder": sam_done - clip_done},
-        )
-        return self._cached, True
+        spent = {"clip": 0.0, "sam_encoder": 0.0}
+        encoding = self._cached if self._cached is not None and self._cached.key == key else None
+        if encoding is None:
+            start = clock.now()
+            pixels, resize_hw = sam_input(image, self.sam_image_size)
+            encoder_dtype = next(self.sam.image_encoder.parameters()).dtype
+            sam_embeddings = self.sam.image_encoder(pixels.to(self.device, encoder_dtype)).float()
+            spent["sam_encoder"] = clock.now() - start
+            encoding = ImageEncoding(
+                key=key,
+                image_tokens=None,
+                sam_embeddings=sam_embeddings,
+                resize_hw=resize_hw,
+                original_hw=(image.shape[0], image.shape[1]),
+                timings={"sam_encoder": spent["sam_encoder"]},
+            )
+            self._cached = encoding
+        if clip and encoding.image_tokens is None:
+            start = clock.now()
+            encoding.image_tokens = self.clip_tokens(image)
+            spent["clip"] = encoding.timings["clip"] = clock.now() - start
+        return encoding, spent
 
     def clip_pixels(self, image: np.ndarray) -> torch.Tensor:
         """CLIP's (1, 3, 224, 224) input: short side to 224, centre crop, OpenAI normalisation."""
@@ -193,13 +210,33 @@ class LisaModel:
         return torch.cat([embed(before), image_tokens, embed(after)], dim=1)
 
     # ------------------------------------------------------------------ masks
+    @property
+    def prompt_dim(self) -> int:
+        """D of SAM's sparse prompts: the width of `project_seg`'s output (256 in LISA)."""
+        return int(self.sam.prompt_encoder.embed_dim)
+
     @torch.inference_mode()
     def decode_masks(
         self, seg_hidden: torch.Tensor, encoding: ImageEncoding
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask logits (N, H, W), IoU scores (N,)) for the [SEG] hidden states."""
+        return self.decode_prompts(self.project_seg(seg_hidden), encoding)
+
+    @torch.inference_mode()
+    def project_seg(self, seg_hidden: torch.Tensor) -> torch.Tensor:
+        """SAM prompts (N, D) float32 on the model's device for the [SEG] hidden states (N, H):
+        `text_hidden_fcs`, as LISA applies it."""
         fcs_dtype = next(self.text_hidden_fcs.parameters()).dtype
-        prompts = self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
+        return self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
+
+    @torch.inference_mode()
+    def decode_prompts(
+        self, prompts: torch.Tensor | np.ndarray, encoding: ImageEncoding
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask logits (N, H, W), IoU scores (N,)) of SAM's mask decoder for the prompts (N, D)
+        (`project_seg`'s output, or a result's `prompts`) on the encoded image. Needs SAM's
+        part of the encoding only."""
+        prompts = torch.as_tensor(prompts).to(self.device, torch.float32)
         count = prompts.shape[0]
         sparse = prompts[:, None, :]
         grid = encoding.sam_embeddings.shape[-2:]
@@ -291,15 +328,83 @@ class LisaModel:
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty: say what to segment")
         generate_kwargs = self._with_controls(generate_kwargs, stop, on_text)
+        with self._exclusive():
+            return self._segment(
+                image,
+                instruction.strip(),
+                history,
+                on_stage or (lambda _stage: None),
+                generate_kwargs,
+            )
+
+    @torch.inference_mode()
+    def follow(
+        self,
+        image: np.ndarray,
+        result: SegmentationResult,
+        *,
+        on_stage: StageCallback | None = None,
+    ) -> SegmentationResult:
+        """The masks of `result`'s targets in `image` (another frame of the same scene): `result`'s
+        prompts through SAM's mask decoder on this image's SAM embedding. CLIP and the LLM do not
+        run, so this costs the SAM image encoder (nothing if `image` is the cached one) and the
+        mask decoder.
+
+        The answer is not re-read: text, token_ids, phrases, text_offsets and prompts are
+        `result`'s; mask_logits and scores (SAM's predicted IoU on this image) are new; timings
+        hold "sam_encoder", "mask_decoder", "total". Following `result` on the image it was
+        computed on gives exactly its masks and scores. `on_stage` hears "encoding_image" and
+        "decoding_masks". A result without masks follows to no masks (nothing runs); one without
+        prompts (built by hand) is refused with ValueError.
+        """
+        validate_image(image)
+        count = len(result.mask_logits)
+        if len(result.prompts) != count:
+            raise ValueError(
+                f"this result has {count} mask(s) but no prompts to follow them with: "
+                "only results of LisaModel.segment (or follow) carry them"
+            )
+        if count and result.prompts.shape[1] != self.prompt_dim:
+            raise ValueError(
+                f"this result's prompts are {result.prompts.shape[1]}-dimensional but this "
+                f"model's SAM takes {self.prompt_dim}: it came from another model"
+            )
+        notify = on_stage or (lambda _stage: None)
+        with self._exclusive():
+            start = self._stopwatch.now()
+            if count:
+                notify("encoding_image")
+                encoding, encoded = self._encode_image(image, clip=False)
+                notify("decoding_masks")
+                mask_start = self._stopwatch.now()
+                logits, scores = self.decode_prompts(result.prompts, encoding)
+                logits, scores = logits.float().cpu().numpy(), scores.float().cpu().numpy()
+            else:
+                encoded = {"sam_encoder": 0.0}
+                mask_start = start
+                logits, scores, _ = self._no_masks(image.shape[:2])
+            end = self._stopwatch.now()
+        return SegmentationResult(
+            text=result.text,
+            token_ids=list(result.token_ids),
+            mask_logits=logits,
+            scores=scores,
+            phrases=list(result.phrases),
+            text_offsets=list(result.text_offsets),
+            timings={
+                "sam_encoder": encoded["sam_encoder"],
+                "mask_decoder": end - mask_start,
+                "total": end - start,
+            },
+            prompts=result.prompts,
+        )
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One inference at a time; running out of device memory frees it and says what to do."""
         try:
             with self._lock:
-                return self._segment(
-                    image,
-                    instruction.strip(),
-                    history,
-                    on_stage or (lambda _stage: None),
-                    generate_kwargs,
-                )
+                yield
         except torch.OutOfMemoryError as error:
             self.free_memory()
             raise LisaOutOfMemoryError(
@@ -339,7 +444,7 @@ class LisaModel:
     ) -> SegmentationResult:
         start = self._stopwatch.now()
         notify("encoding_image")
-        encoding, encoded_now = self._encode_image(image)
+        encoding, encoded = self._encode_image(image, clip=True)
 
         prompt_ids = self.prompt_ids(instruction, history)
         embeddings = self.prompt_embeddings(prompt_ids, encoding.image_tokens)
@@ -361,14 +466,12 @@ class LisaModel:
         notify("decoding_masks")
         mask_start = self._stopwatch.now()
         seg_steps = [step for step, token in enumerate(token_ids) if token == self.layout.seg]
-        logits, scores = self._masks_for_steps(seg_steps, states, encoding)
+        logits, scores, prompts = self._masks_for_steps(seg_steps, states, encoding)
         end = self._stopwatch.now()
 
         text = decode_answer(self.tokenizer, token_ids, self.layout)
         phrases, offsets = seg_phrases(text)
-        timings = self._timings(
-            encoding, encoded_now, start, generate_start, step_times, mask_start, end
-        )
+        timings = self._timings(encoded, start, generate_start, step_times, mask_start, end)
         return SegmentationResult(
             text=text,
             token_ids=token_ids,
@@ -377,29 +480,40 @@ class LisaModel:
             phrases=phrases[: len(logits)],
             text_offsets=offsets[: len(logits)],
             timings=timings,
+            prompts=prompts,
         )
 
     def _masks_for_steps(
         self, seg_steps: list[int], states: list[torch.Tensor], encoding: ImageEncoding
-    ) -> tuple[np.ndarray, np.ndarray]:
-        height, width = encoding.original_hw
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mask logits, scores, prompts) as numpy for the [SEG]s generated at `seg_steps`."""
         if not seg_steps:
-            return np.zeros((0, height, width), np.float32), np.zeros((0,), np.float32)
+            return self._no_masks(encoding.original_hw)
         seg_hidden = torch.cat([states[step] for step in seg_steps], dim=0)
-        logits, scores = self.decode_masks(seg_hidden, encoding)
-        return logits.float().cpu().numpy(), scores.float().cpu().numpy()
+        prompts = self.project_seg(seg_hidden)
+        logits, scores = self.decode_prompts(prompts, encoding)
+        return (
+            logits.float().cpu().numpy(),
+            scores.float().cpu().numpy(),
+            prompts.cpu().numpy(),
+        )
+
+    def _no_masks(self, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.zeros((0, *image_hw), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, self.prompt_dim), np.float32),
+        )
 
     @staticmethod
     def _timings(
-        encoding: ImageEncoding,
-        encoded_now: bool,
+        encoded: dict[str, float],
         start: float,
         generate_start: float,
         step_times: list[float],
         mask_start: float,
         end: float,
     ) -> dict[str, float]:
-        encoded = dict(encoding.timings) if encoded_now else {"clip": 0.0, "sam_encoder": 0.0}
         first = step_times[0] if step_times else mask_start
         decode_steps = max(len(step_times) - 1, 0)
         decode = (mask_start - first) if step_times else 0.0

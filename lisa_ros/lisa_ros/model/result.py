@@ -56,6 +56,11 @@ class SegmentationResult:
     """Per mask: character offset of its `[SEG]` in `text`."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per stage: clip, sam_encoder, prefill, decode, mask_decoder, total (and more)."""
+    prompts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    """float32 (N, D), D = SAM's prompt dimension (256 in LISA): each mask's ``[SEG]`` state after
+    ``text_hidden_fcs``, the very sparse prompt SAM's mask decoder was given for it. What
+    ``LisaModel.follow`` decodes against a new frame, without CLIP or the LLM. Empty (0, 0) in a
+    result built without the model (then it cannot be followed)."""
 
     def __post_init__(self) -> None:
         count = len(self.mask_logits)
@@ -65,6 +70,18 @@ class SegmentationResult:
                     f"a SegmentationResult needs one entry of {name} per mask: "
                     f"{len(getattr(self, name))} for {count} mask(s)"
                 )
+        prompts = self.prompts
+        if prompts.ndim != 2 or len(prompts) not in (0, count):
+            raise ValueError(
+                "a SegmentationResult's prompts are (N, D), one row per mask, or empty: "
+                f"got shape {prompts.shape} for {count} mask(s)"
+            )
+
+    @property
+    def followable(self) -> bool:
+        """Whether ``LisaModel.follow`` can segment these targets in another frame: the result
+        holds its prompts (one per mask), or has no mask at all."""
+        return len(self.prompts) == len(self.mask_logits)
 
     @cached_property
     def masks(self) -> np.ndarray:
