@@ -5,6 +5,7 @@ Real tiny model on the CPU; the reasoned answers are scripted (the weights are r
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import replace
 
@@ -15,7 +16,7 @@ from conftest import CHECKPOINT, CLIP
 from fixture_replies import NO_SEG_REPLY, REPLY_WITH_EOS
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from lisa_ros.model import SegmentationResult, load_model
+from lisa_ros.model import SegmentationResult, follow_drift, load_model
 from lisa_ros.model.generation import ScriptedReply
 
 INSTRUCTION = "Where is the thing? Please output segmentation mask."
@@ -247,3 +248,91 @@ def test_follow_refuses_bad_images(lisa, fixture_image):
     result = reason(lisa, fixture_image)
     with pytest.raises(ValueError, match="uint8"):
         lisa.follow(fixture_image.astype(np.float32), result)
+
+
+# ---------------------------------------------------------------- drift
+
+
+def hand_made(masks: list[np.ndarray], scores: list[float]) -> SegmentationResult:
+    logits = np.where(np.stack(masks), 1.0, -1.0).astype(np.float32)
+    count = len(masks)
+    return SegmentationResult(
+        text="[SEG] " * count,
+        token_ids=[],
+        mask_logits=logits,
+        scores=np.array(scores, np.float32),
+        phrases=[""] * count,
+        text_offsets=list(range(0, 6 * count, 6)),
+    )
+
+
+def box_mask(rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
+    """A 30 x 40 image (diagonal 50) with the given block set, or empty."""
+    mask = np.zeros((30, 40), bool)
+    if rows is not None:
+        mask[rows, cols] = True
+    return mask
+
+
+def test_drift_of_hand_made_masks():
+    reasoned = hand_made(
+        [
+            box_mask(slice(0, 10), slice(0, 10)),  # 10 x 10 at the origin, centre (5, 5)
+            box_mask(slice(10, 20), slice(20, 40)),  # 20 wide x 10 high, centre (30, 15)
+            box_mask(slice(0, 2), slice(0, 2)),
+            box_mask(),
+            box_mask(),
+        ],
+        [0.9, 0.8, 0.7, 0.6, 0.5],
+    )
+    followed = hand_made(
+        [
+            box_mask(slice(6, 16), slice(8, 18)),  # moved by (8, 6): 10 px, same size
+            box_mask(slice(10, 20), slice(20, 30)),  # its left half: centre (25, 15)
+            box_mask(),  # lost
+            box_mask(slice(0, 3), slice(0, 3)),  # appeared
+            box_mask(),  # still nothing
+        ],
+        [0.4, 0.3, 0.2, 0.1, 0.0],
+    )
+    drift = follow_drift(reasoned, followed)
+    assert [d.index for d in drift] == [0, 1, 2, 3, 4]
+    moved, halved, lost, appeared, nothing = drift
+
+    assert moved.score == pytest.approx(0.4) and moved.reasoned_score == pytest.approx(0.9)
+    assert moved.area_ratio == 1.0 and (moved.reasoned_area, moved.followed_area) == (100, 100)
+    assert moved.centre_shift == pytest.approx(10 / 50)
+    assert moved.box_iou == pytest.approx((2 * 4) / (100 + 100 - 2 * 4))  # overlap 2 x 4 px
+    assert not moved.lost
+
+    assert halved.area_ratio == 0.5
+    assert halved.centre_shift == pytest.approx(5 / 50)
+    assert halved.box_iou == pytest.approx(0.5)
+
+    assert lost.lost and lost.area_ratio == 0.0
+    assert (lost.centre_shift, lost.box_iou) == (1.0, 0.0)
+
+    assert not appeared.lost and appeared.area_ratio == math.inf
+    assert (appeared.centre_shift, appeared.box_iou) == (1.0, 0.0)
+
+    assert not nothing.lost
+    assert (nothing.area_ratio, nothing.centre_shift, nothing.box_iou) == (1.0, 0.0, 1.0)
+
+
+def test_drift_needs_a_follow_of_the_same_answer():
+    one = hand_made([box_mask(slice(0, 2), slice(0, 2))], [0.5])
+    two = hand_made([box_mask(), box_mask()], [0.5, 0.5])
+    with pytest.raises(ValueError, match="not a follow"):
+        follow_drift(one, two)
+    smaller = hand_made([np.zeros((20, 40), bool)], [0.5])
+    with pytest.raises(ValueError, match="differ in size"):
+        follow_drift(one, smaller)
+    nothing = SegmentationResult("", [], np.zeros((0, 30, 40), np.float32), np.zeros(0))
+    assert follow_drift(nothing, nothing) == []
+
+
+def test_followed_on_the_reasoned_frame_has_not_drifted(lisa, fixture_image):
+    result = reason(lisa, fixture_image)
+    for drift in follow_drift(result, lisa.follow(fixture_image, result)):
+        assert drift.area_ratio == 1.0 and drift.centre_shift == 0.0 and drift.box_iou == 1.0
+        assert drift.score == drift.reasoned_score

@@ -4,10 +4,13 @@
     lisa = load_model("xinlai/LISA-7B-v1", precision="bf16")
     result = lisa.segment(rgb_image, "where can I throw away the food scraps?")
     result.text, result.masks  # answer, one bool mask per [SEG]
+    followed = lisa.follow(next_frame, result)  # the same targets, SAM only (no CLIP, no LLM)
+    follow_drift(result, followed)  # per mask: score, area ratio, box shift -> reason again?
 
 The package imports lazily (PEP 562, as transformers does): the names below that need torch are
 imported when first used, so the torch-free parts (``options``, ``prompt``, ``errors``,
-``result``) serve the ROS parameters, the CLIs and the drawing code without seconds of imports.
+``result``, ``follow_quality``) serve the ROS parameters, the CLIs and the drawing code without
+seconds of imports.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import LisaLoadError, LisaOutOfMemoryError
+from .follow_quality import MaskDrift, follow_drift
 from .result import SegmentationResult
 
 if TYPE_CHECKING:
@@ -26,8 +30,10 @@ __all__ = [
     "LisaLoadError",
     "LisaModel",
     "LisaOutOfMemoryError",
+    "MaskDrift",
     "SegmentationResult",
     "build_model",
+    "follow_drift",
     "free_device_memory",
     "load_model",
 ]
