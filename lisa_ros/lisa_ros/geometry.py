@@ -4,8 +4,8 @@ A robot acting on LISA's answer (a grasp planner, a navigation goal) needs a 3D 
 box, not a mask. :func:`locate` back-projects the depth pixels under a mask through the colour
 camera's matrix ``K`` and summarises them as a :class:`Target3D`: a centroid and per-axis extents
 in the camera optical frame (x right, y down, z forward, metres), plus the 3D points it used and
-the colour pixel of each. The module needs numpy and OpenCV only, so it runs in tests, tools and
-the node alike.
+the colour pixel of each (unless told not to build them: ``with_points=False``). The module
+needs numpy and OpenCV only, so it runs in tests, tools and the node alike.
 
 Why not simply average the depth under the mask: mask and depth disagree at the object's edge.
 SAM-style masks bleed a few pixels over the edge onto whatever lies behind; depth cameras leave
@@ -59,10 +59,15 @@ the upper-triangular ``K`` (``y = (v - cy)/fy * z``, ``x = (u - cx - skew*y/z)/f
 the erosion margin of the extents ignores the skew, a sub-millimetre effect for any real camera.
 
 Speed: the node calls :func:`locate` for every mask of every frame. All work is confined to the
-mask's bounding box (found with two OpenCV row and column reductions). The histogram is built
-from a grid sample of the core (4096 to 16384 depths) and the percentiles from an evenly strided
-sample of at most 2048 inliers, so nothing sorts or partitions all the points; the per-point
-work is a few vectorised passes (gather, multiply, interleave) over the inliers.
+mask's bounding box (found with OpenCV and numpy row and column reductions). The histogram is
+built from a grid sample of the core (4096 to 16384 depths) and the percentiles from an evenly
+strided sample of at most 2048 inliers, so nothing sorts or partitions all the points. The
+centroid needs no per-point arrays either: with ``w = z**3``, the sum of ``w*y`` is
+``y/z`` of each row times the row's sum of ``w*z``, and likewise for x per column, so it comes
+from a few passes over the crop and one small matrix product. Only the ``points`` and ``pixels``
+of the result are built point by point (gathers and interleaves over the inliers), about as
+much work again; ``with_points=False`` skips them and back-projects only the percentile sample,
+the same points either way, so the centroid and extents do not depend on it.
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ class GeometryError(ValueError):
 class Target3D:
     """Where a mask's object is in 3D, in the camera optical frame (metres; x right, y down, z
     forward). When ``ok`` is False, ``reason`` says why, the vectors are NaN and ``points`` and
-    ``pixels`` are empty. Compared by identity (the fields are arrays)."""
+    ``pixels`` are empty; they are empty as well when :func:`locate` ran with
+    ``with_points=False``. Compared by identity (the fields are arrays)."""
 
     ok: bool
     # '' when ok; otherwise one sentence why.
@@ -128,13 +134,16 @@ class Target3D:
     # (3,) float64: robust lower and upper bounds of the object's points per axis.
     extent_min: np.ndarray
     extent_max: np.ndarray
-    # == len(points)
+    # Number of inlier points the centroid was estimated from: == len(points), unless locate ran
+    # with with_points=False (points empty).
     num_points: int
     # Fraction of the mask's pixels (at depth resolution) with usable depth; 0.0 for an empty mask.
     valid_ratio: float
-    # (N, 3) float32: the inlier points the centroid was estimated from.
+    # (N, 3) float32: the inlier points the centroid was estimated from; (0, 3) when locate ran
+    # with with_points=False.
     points: np.ndarray
-    # (N, 2) int32: (row, col) in the colour image of each point.
+    # (N, 2) int32: (row, col) in the colour image of each point; (0, 2) when locate ran with
+    # with_points=False.
     pixels: np.ndarray
 
     @property
@@ -179,8 +188,14 @@ def depth_to_meters(depth: np.ndarray, unit_scale: float | None = None) -> np.nd
     kind, itemsize = depth.dtype.kind, depth.dtype.itemsize
     if kind == "u" and itemsize == 2:
         scale = _UINT16_METERS_PER_UNIT if unit_scale is None else unit_scale
-        meters = np.multiply(depth, np.float32(scale), dtype=np.float32)
-        meters[depth == 0] = np.nan
+        meters = depth.astype(np.float32)
+        # No masked assignment (meters[depth == 0] = nan): on scattered holes it mispredicts a
+        # branch per pixel and costs three times the rest. Instead multiply by depth / depth,
+        # exactly 1 for a reading and NaN (0/0) for a hole.
+        with np.errstate(invalid="ignore"):
+            one_or_nan = np.divide(meters, meters)
+        meters *= np.float32(scale)
+        meters *= one_or_nan
         return meters
     if kind == "f" and itemsize in (4, 8):
         meters = depth.astype(np.float32)
@@ -327,8 +342,8 @@ def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     if rows.size == 0:
         return None
     row0, row1 = int(rows[0]), int(rows[-1]) + 1
-    col_counts = cv2.reduce(mask8[row0:row1], 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
-    cols = np.flatnonzero(col_counts)
+    # Down the rows numpy's max beats cv2.reduce (and cv2's REDUCE_MAX is slow on uint8).
+    cols = np.flatnonzero(mask8[row0:row1].max(axis=0))
     return row0, row1, int(cols[0]), int(cols[-1]) + 1
 
 
@@ -391,17 +406,6 @@ def _depth_cluster(sample: np.ndarray) -> tuple[float, float] | None:
     return low, high
 
 
-def _robust_bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per axis, the low and high percentiles (nearest rank) of the (n, 3) ``points``, taken from
-    an evenly strided sample of at most ``_PERCENTILE_SAMPLES`` of them."""
-    sample = points[:: -(-points.shape[0] // _PERCENTILE_SAMPLES)].T.copy()
-    last = sample.shape[1] - 1
-    low = round(_LOW_PERCENTILE / 100.0 * last)
-    high = round(_HIGH_PERCENTILE / 100.0 * last)
-    ordered = np.partition(sample, (low, high), axis=1)
-    return ordered[:, low].astype(np.float64), ordered[:, high].astype(np.float64)
-
-
 def locate(
     mask: np.ndarray,
     depth_m: np.ndarray,
@@ -410,6 +414,7 @@ def locate(
     min_depth: float = 0.1,
     max_depth: float = 10.0,
     erode_px: int = 3,
+    with_points: bool = True,
 ) -> Target3D:
     """The 3D target of ``mask``: its robust centroid and extents in the camera optical frame.
 
@@ -419,6 +424,11 @@ def locate(
     camera's K (3x3 or ``CameraInfo.k``); skew is handled. Depths outside
     ``[min_depth, max_depth]`` count as missing; ``erode_px`` is the mask bleed (colour pixels)
     to erode away. See the module docstring for the estimator.
+
+    ``with_points=False`` leaves the result's ``points`` and ``pixels`` empty ((0, 3) float32 and
+    (0, 2) int32; ``num_points`` still counts the inliers) and skips building them, which takes
+    about as long as all the rest; centroid, extents, ``num_points`` and ``valid_ratio`` are the
+    same either way. Pass it when only the centroid and extents are needed.
 
     Returns ``ok=False`` with a reason for an empty mask or one without usable depth; raises
     :class:`GeometryError` only for malformed input.
@@ -475,44 +485,47 @@ def locate(
     else:
         inliers = core & (depth_crop >= bounds[0])
         inliers &= depth_crop <= bounds[1]
-    # Flat indices, then two takes: cheaper than two boolean gathers when depth has holes.
-    index = np.flatnonzero(inliers)
-    n = index.size
-    z = depth_crop.ravel().take(index)
-
-    # Back-project with the inverse of the depth grid's K (see the module docstring): x and y
-    # are a per-column and a per-row factor times z (plus the skew term).
+    # Back-project with the inverse of the depth grid's K (see the module docstring): y is a
+    # per-row factor times z, x a per-column factor times z less the skew term.
     fx, fy, skew = k[0, 0] / scale, k[1, 1] / scale, k[0, 1] / scale
     cx, cy = (k[0, 2] + 0.5) / scale - 0.5, (k[1, 2] + 0.5) / scale - 0.5
     rows_v = np.arange(v0, v1)
-    cols_u = np.arange(u0, u1)
     y_per_row = ((rows_v - cy) / fy).astype(np.float32)
-    x_per_col = ((cols_u - cx) / fx).astype(np.float32)
-    # Inliers per crop row: row r's inliers come in a run, in order, so np.repeat rebuilds the
-    # per-point row without gathering a second 2-D array.
-    per_row = cv2.reduce(inliers.view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
-    # Columns (n, 1) for OpenCV, which would take an array of up to 4 numbers for a scalar.
-    z = z.astype(np.float32, copy=False).reshape(n, 1)
-    y = np.repeat(y_per_row, per_row).reshape(n, 1)
-    y *= z
-    x = np.multiply(depth_crop, x_per_col, dtype=np.float32).ravel().take(index).reshape(n, 1)
-    # The colour column of each point follows from x/z (before the skew term) exactly: float32
-    # keeps x/z*fx far closer than half a pixel. Cheaper than gathering a column index array.
-    pixel_cols = cv2.add(cv2.divide(x, z, scale=fx * scale), cx * scale + half, dtype=cv2.CV_32S)
-    pixel_rows = np.repeat((rows_v * scale + half).astype(np.int32), per_row).reshape(n, 1)
-    pixels = cv2.merge([pixel_rows, pixel_cols]).reshape(n, 2)
-    if skew != 0.0:
-        x = cv2.scaleAdd(y, -skew / fx, x)
-    points = cv2.merge([x, y, z]).reshape(n, 3)
+    x_per_col = ((np.arange(u0, u1) - cx) / fx).astype(np.float32)
+    skew_per_y = np.float32(skew / fx)
+    # The inliers' flat indices in row-major order. The percentiles take every `step`-th of
+    # them, so they see the same points whether or not the points are kept.
+    index = np.flatnonzero(inliers)
+    n = index.size
+    step = -(-n // _PERCENTILE_SAMPLES)
+    centroid = _weighted_centroid(depth_crop, inliers, y_per_row, x_per_col, skew_per_y)
+    if with_points:
+        pixel_row_per_row = (rows_v * scale + half).astype(np.int32)
+        pixel_col_of_x = (fx * scale, cx * scale + half)
+        points, pixels = _inlier_points(
+            depth_crop,
+            inliers,
+            index,
+            y_per_row,
+            x_per_col,
+            skew_per_y,
+            pixel_row_per_row,
+            pixel_col_of_x,
+        )
+        sample = points[::step].T
+    else:
+        points = np.empty((0, 3), dtype=np.float32)
+        pixels = np.empty((0, 2), dtype=np.int32)
+        sample_index = index[::step]
+        sample_rows, sample_cols = np.divmod(sample_index, u1 - u0)
+        z = depth_crop.ravel().take(sample_index).astype(np.float32, copy=False)
+        y = y_per_row.take(sample_rows) * z
+        x = x_per_col.take(sample_cols) * z
+        if skew != 0.0:
+            x -= y * skew_per_y
+        sample = np.stack([x, y, z])
 
-    # Each point stands for its pixel's footprint on the surface, proportional to z**3 on a plane.
-    weights = cv2.pow(z, 3)
-    # sumElems adds in double precision; np.dot in float32 is good to about a micrometre here.
-    total = cv2.sumElems(weights)[0]
-    weights = weights.ravel()
-    centroid = np.array([float(np.dot(weights, axis.ravel())) / total for axis in (x, y, z)])
-
-    extent_min, extent_max = _robust_bounds(points)
+    extent_min, extent_max = _robust_bounds(sample)
     if radius:
         margin = radius * centroid[2]
         extent_min[:2] -= (margin / fx, margin / fy)
@@ -528,6 +541,83 @@ def locate(
         points=points,
         pixels=pixels,
     )
+
+
+def _inlier_points(
+    depth_crop: np.ndarray,
+    inliers: np.ndarray,
+    index: np.ndarray,
+    y_per_row: np.ndarray,
+    x_per_col: np.ndarray,
+    skew_per_y: np.float32,
+    pixel_row_per_row: np.ndarray,
+    pixel_col_of_x: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (n, 3) float32 points and (n, 2) int32 colour pixels of the crop's ``inliers`` (flat
+    indices ``index``). Rows (1, n) for OpenCV, which would read a 1-D array of up to 4 numbers
+    as a scalar."""
+    n = index.size
+    z = depth_crop.ravel().take(index).astype(np.float32, copy=False).reshape(1, n)
+    # Inliers per crop row: row r's inliers come in a run, in order, so np.repeat rebuilds the
+    # per-point row without gathering a second 2-D array.
+    per_row = cv2.reduce(inliers.view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
+    y = np.repeat(y_per_row, per_row).reshape(1, n)
+    y *= z
+    x = np.multiply(depth_crop, x_per_col, dtype=np.float32).ravel().take(index).reshape(1, n)
+    # The colour column of each point follows from x/z (before the skew term) exactly: float32
+    # keeps x/z*fx far closer than half a pixel. Cheaper than gathering a column index array.
+    fx_colour, col_offset = pixel_col_of_x
+    pixel_cols = cv2.add(cv2.divide(x, z, scale=fx_colour), col_offset, dtype=cv2.CV_32S)
+    pixel_rows = np.repeat(pixel_row_per_row, per_row).reshape(1, n)
+    pixels = cv2.merge([pixel_rows, pixel_cols]).reshape(n, 2)
+    if skew_per_y != 0.0:
+        x -= y * skew_per_y
+    return cv2.merge([x, y, z]).reshape(n, 3), pixels
+
+
+def _weighted_centroid(
+    depth_crop: np.ndarray,
+    inliers: np.ndarray,
+    y_per_row: np.ndarray,
+    x_per_col: np.ndarray,
+    skew_per_y: np.float32,
+) -> np.ndarray:
+    """The centroid of the crop's ``inliers`` weighted by w = z**3, from sums over the crop rather
+    than gathered points: y = y_per_row[v] * z, so the sum of w*y is that of y_per_row times the
+    row sums of w*z; x = x_per_col[u] * z - skew_per_y * y, so the sum of w*x is that of
+    x_per_col times the column sums of w*z (taken row by row here) less skew_per_y times the
+    sum of w*y."""
+    z = depth_crop if depth_crop.dtype == np.float32 else depth_crop.astype(np.float32)
+    # z at the inliers, 0 elsewhere: AND with all-one or all-zero bits. Unlike multiplying by
+    # 0 or 1 it clears NaN, and unlike a masked assignment it does not branch per pixel.
+    bits = inliers.view(np.uint8).astype(np.int32)
+    np.negative(bits, out=bits)
+    bits &= z.view(np.int32)
+    z = bits.view(np.float32)
+    weights = cv2.pow(z, 3)
+    # sumElems adds in double precision.
+    total = cv2.sumElems(weights)[0]
+    weighted_z = cv2.multiply(weights, z, dst=z)
+    # Per row, the sums of w*z*x_per_col and of w*z: one float32 matrix product (each sum over
+    # at most a row of the crop; summing all the points in float32 would be off by up to 1e-5),
+    # then double precision over the rows.
+    factors = np.empty((x_per_col.size, 2), dtype=np.float32)
+    factors[:, 0] = x_per_col
+    factors[:, 1] = 1.0
+    per_row = (weighted_z @ factors).astype(np.float64)
+    sum_z = float(per_row[:, 1].sum())
+    sum_y = float(y_per_row.astype(np.float64) @ per_row[:, 1])
+    sum_x = float(per_row[:, 0].sum()) - float(skew_per_y) * sum_y
+    return np.array([sum_x, sum_y, sum_z]) / total
+
+
+def _robust_bounds(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis, the low and high percentiles (nearest rank) of the (3, m) float32 ``sample``."""
+    last = sample.shape[1] - 1
+    low = round(_LOW_PERCENTILE / 100.0 * last)
+    high = round(_HIGH_PERCENTILE / 100.0 * last)
+    ordered = np.partition(np.ascontiguousarray(sample), (low, high), axis=1)
+    return ordered[:, low].astype(np.float64), ordered[:, high].astype(np.float64)
 
 
 def _too_thin(scale: int) -> str:

@@ -292,6 +292,21 @@ def test_depth_to_meters_uint16_millimetres():
     np.testing.assert_allclose(depth_to_meters(depth.astype(">u2"))[0, 2], 1.5)
 
 
+def test_depth_to_meters_uint16_every_value():
+    # Every possible reading, holes scattered among them: value * scale in float32, NaN for 0.
+    depth = np.random.default_rng(5).permutation(np.arange(65536, dtype=np.uint16))
+    depth = depth.reshape(256, 256)
+    original = depth.copy()
+    for unit_scale in (None, 1e-4, 0.00025):
+        meters = depth_to_meters(depth, unit_scale=unit_scale)
+        assert meters.dtype == np.float32 and meters.shape == depth.shape
+        np.testing.assert_array_equal(np.isnan(meters), depth == 0)
+        scale = np.float32(0.001 if unit_scale is None else unit_scale)
+        expected = depth.astype(np.float32) * scale
+        np.testing.assert_array_equal(meters[depth != 0], expected[depth != 0])
+    np.testing.assert_array_equal(depth, original)
+
+
 @pytest.mark.parametrize(
     "depth",
     [
@@ -462,6 +477,86 @@ def test_locate_refuses_bad_parameters(box_scene, kwargs):
     depth, mask = box_scene
     with pytest.raises(GeometryError):
         locate(mask, depth, K, **kwargs)
+
+
+def _scene(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(mask, depth, K, locate keywords) of one of the scenes above, by name."""
+    if name == "tilted":
+        depth, mask = render(K, (H, W), TILTED)
+        return mask, depth, K, {}
+    if name.startswith("skew"):
+        k_skew = K.copy()
+        k_skew[0, 1] = 30.0
+        rect = Rect((0.05, 0.15, 0.8), BOX.half_u, BOX.half_v)
+        depth, mask = render(k_skew, (H, W), rect)
+        if name == "skew at half resolution":
+            depth, _ = render(scaled_matrix(k_skew, 2), (H // 2, W // 2), rect)
+        return mask, depth, k_skew, {}
+    depth, mask = render(K, (H, W), BOX)
+    if name == "half resolution":
+        depth, _ = render(scaled_matrix(K, 2), (H // 2, W // 2), BOX)
+    elif name == "holes":
+        holes = np.random.default_rng(7).random(depth.shape) < 0.3
+        depth = np.where(holes, np.float32(np.nan), depth)
+    elif name.startswith("bleeding"):
+        mask = cv2.dilate(mask.view(np.uint8), np.ones((11, 11), np.uint8)).view(bool)
+        return mask, depth, K, {"erode_px": 0} if name.endswith("no erosion") else {}
+    return mask, depth, K, {}
+
+
+SCENES = [
+    "box",
+    "tilted",
+    "skew",
+    "skew at half resolution",
+    "half resolution",
+    "holes",
+    "bleeding",
+    "bleeding, no erosion",
+]
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_without_points_the_target_is_the_same(scene):
+    mask, depth, k, kwargs = _scene(scene)
+    full = locate(mask, depth, k, **kwargs)
+    lean = locate(mask, depth, k, with_points=False, **kwargs)
+    assert full.ok and lean.ok and lean.reason == ""
+    # The centroid does not come from the points in either case, and the percentiles take the
+    # same sample of the inliers: equal up to float rounding.
+    np.testing.assert_allclose(lean.centroid, full.centroid, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(lean.extent_min, full.extent_min, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(lean.extent_max, full.extent_max, rtol=1e-6, atol=1e-9)
+    assert lean.num_points == full.num_points == len(full.points) > 0
+    assert lean.valid_ratio == full.valid_ratio
+    assert lean.points.shape == (0, 3) and lean.points.dtype == np.float32
+    assert lean.pixels.shape == (0, 2) and lean.pixels.dtype == np.int32
+    assert lean.centroid.dtype == lean.extent_min.dtype == np.float64
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_centroid_is_the_weighted_mean_of_the_points(scene):
+    # The centroid is summed over the crop, not over the points: it must still be the z**3
+    # weighted mean of exactly the returned points (to a micrometre).
+    mask, depth, k, kwargs = _scene(scene)
+    target = locate(mask, depth, k, **kwargs)
+    points = target.points.astype(np.float64)
+    weights = points[:, 2] ** 3
+    expected = (weights[:, None] * points).sum(axis=0) / weights.sum()
+    np.testing.assert_allclose(target.centroid, expected, rtol=0, atol=1e-6)
+
+
+def test_without_points_failures_are_the_same(box_scene):
+    depth, mask = box_scene
+    for args in (
+        (np.zeros((H, W), bool), depth, K),
+        (mask, np.where(mask, np.float32(np.nan), depth), K),
+    ):
+        lean = locate(*args, with_points=False)
+        full = locate(*args)
+        assert not lean.ok and lean.reason == full.reason
+        assert lean.num_points == 0 and lean.valid_ratio == full.valid_ratio
+        assert lean.points.shape == (0, 3) and lean.pixels.shape == (0, 2)
 
 
 def test_float64_depth_gives_the_same_target(box_scene):
