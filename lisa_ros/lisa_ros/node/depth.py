@@ -140,8 +140,11 @@ def _camera_matrix(camera_info: CameraInfo) -> np.ndarray:
         ) from error
 
 
-def locate_masks(masks: np.ndarray, depth: DepthFrame, settings: DepthSettings) -> list[Target3D]:
-    """One 3D target per mask of ``masks`` (N, H, W) in ``depth``'s frame."""
+def locate_masks(
+    masks: np.ndarray, depth: DepthFrame, settings: DepthSettings, *, with_points: bool
+) -> list[Target3D]:
+    """One 3D target per mask of ``masks`` (N, H, W) in ``depth``'s frame; ``with_points`` also
+    gathers each mask's points (for ~/points), which costs about as much again."""
     return [
         locate(
             mask,
@@ -150,6 +153,7 @@ def locate_masks(masks: np.ndarray, depth: DepthFrame, settings: DepthSettings) 
             min_depth=settings.min_m,
             max_depth=settings.max_m,
             erode_px=settings.erode_px,
+            with_points=with_points,
         )
         for mask in masks
     ]

@@ -83,11 +83,22 @@ class Answer:
 
     @cached_property
     def targets(self) -> list[Target3D | None]:
-        """Per mask, its 3D target, or None when the frame has no usable depth."""
+        """Per mask, its 3D target (centroid and extents, without its points), or None when the
+        frame has no usable depth."""
+        return self._locate(with_points=False)
+
+    @cached_property
+    def _cloud_targets(self) -> list[Target3D | None]:
+        """The targets with their points, located again for ~/points alone: the points cost as
+        much as the rest of locating, and only a cloud subscriber needs them."""
+        return self._locate(with_points=True)
+
+    def _locate(self, *, with_points: bool) -> list[Target3D | None]:
         depth = self._depth_frame
         if isinstance(depth, str):
             return [None] * len(self.result.mask_logits)
-        return list(locate_masks(self.result.masks, depth, self.depth.settings))
+        masks, settings = self.result.masks, self.depth.settings
+        return list(locate_masks(masks, depth, settings, with_points=with_points))
 
     @property
     def depth_header(self) -> Header:
@@ -121,7 +132,7 @@ class Answer:
         return marker_array(self.targets, self.result.phrases, self.depth_header)
 
     def points_msg(self) -> PointCloud2:
-        return point_cloud(self.targets, self.image_rgb, self.depth_header)
+        return point_cloud(self._cloud_targets, self.image_rgb, self.depth_header)
 
 
 def mask_images(masks: np.ndarray, header: Header) -> list[Image]:
