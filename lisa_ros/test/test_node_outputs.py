@@ -22,10 +22,12 @@ from lisa_ros.image_conversion import (
     fill_image_msg,  # noqa: E402
     image_msg_to_array,  # noqa: E402
 )
+from lisa_ros.model.follow_quality import MaskDrift  # noqa: E402
 from lisa_ros.node.ask import mask_record  # noqa: E402
 from lisa_ros.node.depth import FrameDepth  # noqa: E402
 from lisa_ros.node.headers import copy_header  # noqa: E402
-from lisa_ros.node.outputs import Answer, ResultPublishers, mask_info  # noqa: E402
+from lisa_ros.node.jobs import FollowSettings  # noqa: E402
+from lisa_ros.node.outputs import Answer, Followed, ResultPublishers, mask_info  # noqa: E402
 from lisa_ros.visualization import draw_overlay, label_image  # noqa: E402
 
 HEADER = Header(stamp=Time(sec=1700000000, nanosec=123), frame_id="camera_optical")
@@ -147,3 +149,56 @@ def test_the_action_result_and_segmentation_share_the_mask_messages() -> None:
     assert given.mask_images is given.mask_images and given.mask_infos is given.mask_infos
     segmentation = given.segmentation_msg()
     assert segmentation.masks == given.mask_images and segmentation.mask_info == given.mask_infos
+
+
+def followed_answer() -> Answer:
+    reasoned = answer()
+    later = Header(stamp=Time(sec=1700000002, nanosec=623), frame_id="camera_optical")
+    drifts = [
+        MaskDrift(0, 0.8, 0.9, 1.25, 0.05, 0.7, 8, 10),
+        MaskDrift(1, 0.7, 0.9, 0.5, 0.1, 0.4, 16, 8),
+    ]
+    return Answer(
+        later,
+        reasoned.camera_info,
+        reasoned.instruction,
+        reasoned.image_rgb,
+        reasoned.result,
+        followed=Followed(reasoned_header=HEADER, drifts=drifts),
+    )
+
+
+def test_a_followed_answer_says_what_it_rests_on_and_sends_no_text() -> None:
+    given = followed_answer()
+    everyone = {topic: FakePublisher(1) for topic in ResultPublishers.TOPICS}
+    messages = ResultPublishers(everyone).messages(given)
+    assert "text" not in messages  # the answer's words are the reasoned frame's, already sent
+    segmentation = messages["segmentation"]
+    assert segmentation.followed and segmentation.reasoned_header == HEADER
+    assert segmentation.reasoning_age == pytest.approx(2.0000005)
+    assert [(i.area_ratio, i.centre_shift, i.box_iou) for i in segmentation.mask_info] == [
+        pytest.approx((1.25, 0.05, 0.7)),
+        pytest.approx((0.5, 0.1, 0.4)),
+    ]
+    reasoned = answer().segmentation_msg()
+    assert not reasoned.followed and reasoned.reasoned_header == HEADER
+    assert reasoned.reasoning_age == 0.0
+    assert all((i.area_ratio, i.centre_shift, i.box_iou) == (1, 0, 1) for i in reasoned.mask_info)
+
+
+@pytest.mark.parametrize(
+    ("drift", "problem"),
+    [
+        (MaskDrift(0, 0.9, 0.9, 1.0, 0.0, 1.0, 10, 10), None),
+        (MaskDrift(0, 0.9, 0.9, 0.0, 1.0, 0.0, 10, 0), "mask 0 is lost"),
+        (MaskDrift(0, 0.4, 0.9, 1.0, 0.0, 1.0, 10, 10), "predicted IoU fell to 0.40"),
+        (MaskDrift(0, 0.9, 0.9, 2.5, 0.0, 1.0, 10, 25), "area changed 2.50 times"),
+        (MaskDrift(0, 0.9, 0.9, 0.4, 0.0, 1.0, 10, 4), "area changed 0.40 times"),
+        (MaskDrift(0, 0.9, 0.9, 1.0, 0.3, 0.2, 10, 10), "moved by 30%"),
+    ],
+)
+def test_followed_masks_hold_until_a_threshold_is_crossed(
+    drift: MaskDrift, problem: str | None
+) -> None:
+    found = FollowSettings().problem([drift])
+    assert found == problem if problem is None else problem in found

@@ -5,6 +5,7 @@ ROS-free and model-free: these pin down the rules that the ROS graph tests can o
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -270,3 +271,138 @@ def test_a_blocked_inference_thread_wakes_for_new_work_and_for_close() -> None:
     scheduler.close()
     consumer.join(timeout=5)
     assert not consumer.is_alive()
+
+
+# --- following: the last answer's targets on the frames between reasoning steps ----------------
+
+
+class FollowJob(RecordingJob):
+    is_follow = True
+
+
+def follow_job(frame: str, target: str) -> RecordingJob:
+    return FollowJob(f"{frame}~{target}", is_goal=False)
+
+
+@pytest.fixture
+def following(clock: FakeClock) -> WorkScheduler[str]:
+    scheduler: WorkScheduler[str] = WorkScheduler(frame_job, follow_job, clock=clock)
+    scheduler.resume()
+    scheduler.set_max_rate(1.0)
+    scheduler.set_follow_rate(10.0)
+    return scheduler
+
+
+def run_for(
+    scheduler: WorkScheduler[str], clock: FakeClock, seconds: float, job_seconds: float
+) -> list[str]:
+    """A 30 Hz camera for ``seconds``; each job takes ``job_seconds``; the names of what ran."""
+    ran = []
+    for tick in range(int(seconds * 30)):
+        clock.now += 1 / 30
+        scheduler.offer_frame(f"f{tick}")
+        job = take(scheduler)
+        if job is not None:
+            ran.append(job.name)
+            clock.now += job_seconds
+            finish(scheduler, job)
+    return ran
+
+
+def test_frames_between_reasoning_steps_are_followed_at_the_follow_rate(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_instruction("the cup")
+    following.set_follow_target("answer")
+    ran = run_for(following, clock, 4.0, job_seconds=0.01)
+    reasoned = [name for name in ran if "|" in name]
+    followed = [name for name in ran if "~" in name]
+    # The camera's 4 s, and the jobs' own time on top: max_rate_hz 1 gives one reasoning step a
+    # second, follow_rate_hz 10 fills the rest of each second.
+    assert 4 <= len(reasoned) <= 5
+    assert 8 * len(reasoned) <= len(followed) <= 9 * len(reasoned)
+    assert following.stats().frames_followed == len(followed)
+
+
+def test_a_follow_never_runs_into_the_next_reasoning_step(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_instruction("the cup")
+    following.set_follow_target("answer")
+    following.offer_frame("f")
+    reasoning = take(following)
+    assert reasoning is not None and "|" in reasoning.name
+    finish(following, reasoning)
+    # Follows of 0.3 s each: one that would end after the next reasoning (due 1 s after the last
+    # one started) does not start, so each reasoning step starts on time.
+    starts = []
+    for tick in range(90):
+        clock.now += 1 / 30
+        following.offer_frame(f"f{tick}")
+        job = take(following)
+        if job is not None:
+            starts.append((clock.now, job.name))
+            clock.now += 0.3 if "~" in job.name else 0.01
+            finish(following, job)
+    reasoned_at = [when for when, name in starts if "|" in name]
+    assert len(reasoned_at) >= 2 and any("~" in name for _, name in starts)
+    gaps = [later - earlier for earlier, later in itertools.pairwise([100.0, *reasoned_at])]
+    assert all(gap < 1.0 + 1 / 30 + 1e-9 for gap in gaps), gaps
+
+
+def test_goals_and_due_reasoning_come_before_following(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_follow_target("answer")
+    following.offer_frame("f1")
+    following.submit(goal("g"))
+    assert take(following).name == "g"
+
+
+def test_degraded_follows_ask_for_reasoning_at_once(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_instruction("the cup")
+    following.set_follow_target("answer")
+    following.offer_frame("f0")
+    finish(following, take(following))  # reasoned
+    clock.now += 0.2
+    following.offer_frame("f1")
+    followed = take(following)
+    assert followed.name == "f1~answer"
+    following.request_reasoning()
+    finish(following, followed)
+    following.offer_frame("f2")
+    assert take(following).name == "f2|the cup"  # 0.2 s after the last: max_rate_hz waived
+
+
+def test_a_new_instruction_is_reasoned_on_the_next_frame(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_instruction("the cup")
+    following.offer_frame("f0")
+    finish(following, take(following))
+    clock.now += 0.1
+    following.set_instruction("the plate")
+    following.offer_frame("f1")
+    assert take(following).name == "f1|the plate"
+
+
+def test_a_goals_targets_are_followed_for_their_time_only(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_follow_target("goal answer", seconds=2.0)
+    ran = run_for(following, clock, 3.0, job_seconds=0.01)
+    assert ran and all(name.endswith("~goal answer") for name in ran)
+    assert 17 <= len(ran) <= 21  # 10 Hz for 2 s, then nothing
+    assert following.follow_target is None
+
+
+def test_follow_rate_zero_is_todays_behaviour(
+    following: WorkScheduler[str], clock: FakeClock
+) -> None:
+    following.set_follow_rate(0.0)
+    following.set_instruction("the cup")
+    following.set_follow_target("answer")
+    ran = run_for(following, clock, 3.0, job_seconds=0.01)
+    assert len(ran) == 3 and all("|" in name for name in ran)

@@ -43,6 +43,8 @@ class HealthSnapshot:
     stats: SchedulerStats | None
     last_inference_seconds: float | None
     depth_silence_s: float | None = None  # since the last depth image; None: none since activation
+    last_followed: bool = False  # the last published answer was followed, not reasoned
+    last_reasoning_age: float = 0.0  # age of the reasoning it rested on (s)
 
 
 class Health:
@@ -87,7 +89,10 @@ class Health:
                 frames_dropped=str(snapshot.stats.frames_dropped),
                 goals_waiting=str(snapshot.stats.goals_waiting),
                 running=snapshot.stats.running,
+                frames_followed=str(snapshot.stats.frames_followed),
             )
+            values["last_answer"] = "followed" if snapshot.last_followed else "reasoned"
+            values["reasoning_age_s"] = f"{snapshot.last_reasoning_age:.3f}"
         if snapshot.last_inference_seconds is not None:
             values["last_inference_seconds"] = f"{snapshot.last_inference_seconds:.3f}"
         if snapshot.depth_silence_s is not None:

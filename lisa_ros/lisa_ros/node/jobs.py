@@ -1,14 +1,18 @@
-"""The two kinds of work the inference thread runs: a continuous-mode frame and an action goal.
+"""The kinds of work the inference thread runs: a continuous-mode frame (reasoned), a followed
+frame, and an action goal.
 
-Both run on the node's single inference thread (see :mod:`.scheduler`), never on the executor, so
-topics, cancel requests and lifecycle services stay responsive during a long generation. Both can
-be stopped within one decoding step through the ``threading.Event`` passed to
-``LisaModel.segment(stop=...)``.
+All run on the node's single inference thread (see :mod:`.scheduler`), never on the executor, so
+topics, cancel requests and lifecycle services stay responsive during a long generation. Frames
+and goals can be stopped within one decoding step through the ``threading.Event`` passed to
+``LisaModel.segment(stop=...)``; a follow (one SAM pass) is dropped after it when stopped.
 
 A frame job publishes its answer on the result topics; a problem is logged and reported as a
-diagnostic, and the next frame is tried as usual. A goal job always ends in an action result whose
-``error_code`` tells success from "nothing found" from failure, and also publishes a successful
-answer on the result topics so RViz shows what the goal found.
+diagnostic, and the next frame is tried as usual. A follow job decodes the last answer's [SEG]
+prompts on a newer frame with SAM alone (``LisaModel.follow``) and publishes that, unless the
+masks drifted too far from the reasoned ones: then it asks for a reasoning step instead. A goal
+job always ends in an action result whose ``error_code`` tells success from "nothing found" from
+failure, and also publishes a successful answer on the result topics so RViz shows what the goal
+found.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
 from lisa_ros.model import LisaOutOfMemoryError
+from lisa_ros.model.follow_quality import MaskDrift, follow_drift
+from lisa_ros.model.result import SegmentationResult
 
 if TYPE_CHECKING:  # the model (and torch) are loaded on configure, not when the node imports
     from lisa_ros.model import LisaModel
@@ -32,12 +38,15 @@ if TYPE_CHECKING:  # the model (and torch) are loaded on configure, not when the
 from .depth import DepthSettings, FrameDepth
 from .headers import copy_header
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
-from .outputs import Answer, ResultPublishers
+from .outputs import Answer, Followed, ResultPublishers
 from .pairing import CameraStreams, nanoseconds
 from .scheduler import StopReason
 from .sessions import Session, SessionStore
 
 __all__ = [
+    "FollowJob",
+    "FollowSettings",
+    "FollowTarget",
     "Frame",
     "FrameJob",
     "GoalError",
@@ -126,6 +135,7 @@ class JobSettings:
     limits: ImageLimits
     max_instruction_chars: int
     depth: DepthSettings = field(default_factory=DepthSettings)
+    follow: FollowSettings = field(default_factory=lambda: FollowSettings())
 
 
 @dataclass
@@ -137,7 +147,13 @@ class Pipeline:
     sessions: SessionStore
     report_input_error: Callable[[str], None]  # log line + diagnostic, for topic input
     logger: Any
+    # Told of every answer LISA reasoned (is_goal): the node makes it the target to follow.
+    on_reasoned: Callable[[Answer, bool], None] = lambda answer, is_goal: None
+    # Told when followed masks no longer hold, with why: the node reasons again or stops.
+    on_follow_degraded: Callable[[FollowTarget, str], None] = lambda target, why: None
     last_inference_seconds: float | None = None
+    last_followed: bool = False  # whether the last published answer was followed
+    last_reasoning_age: float = 0.0  # and the age of the reasoning it rested on (s)
 
 
 class _StoppableJob:
@@ -196,17 +212,113 @@ class FrameJob(_StoppableJob):
         if self.stop_reason is not None:
             return  # a goal took over, continuous mode was stopped, or the node deactivated
         header = copy_header(self._frame.header)
-        pipeline.outputs.publish(
-            Answer(
-                header=header,
-                camera_info=self._frame.camera_info,
-                instruction=self._instruction,
-                image_rgb=image,
-                result=result,
-                depth=self._frame.depth(self._settings.depth),
-                node_timings={"queued": queued, "image_conversion": converted - started},
-            )
+        answer = Answer(
+            header=header,
+            camera_info=self._frame.camera_info,
+            instruction=self._instruction,
+            image_rgb=image,
+            result=result,
+            depth=self._frame.depth(self._settings.depth),
+            node_timings={"queued": queued, "image_conversion": converted - started},
         )
+        pipeline.on_reasoned(answer, False)
+        pipeline.last_followed, pipeline.last_reasoning_age = False, 0.0
+        pipeline.outputs.publish(answer)
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    """When followed masks no longer hold (see the follow_* parameters)."""
+
+    min_score_ratio: float = 0.5  # followed IoU score below this share of the reasoned one
+    max_area_change: float = 2.0  # area more than this factor larger or smaller
+    max_shift: float = 0.2  # box centre moved by more than this share of the image diagonal
+
+    def problem(self, drifts: Sequence[MaskDrift]) -> str | None:
+        """Why the followed masks no longer stand for the reasoned ones, or None."""
+        for drift in drifts:
+            name = f"mask {drift.index}"
+            if drift.lost:
+                return f"{name} is lost"
+            if drift.score < self.min_score_ratio * drift.reasoned_score:
+                return (
+                    f"{name}'s predicted IoU fell to {drift.score:.2f} from "
+                    f"{drift.reasoned_score:.2f}"
+                )
+            change = self.max_area_change
+            if drift.area_ratio > change or drift.area_ratio * change < 1.0:
+                return f"{name}'s area changed {drift.area_ratio:.2f} times"
+            if drift.centre_shift > self.max_shift:
+                return f"{name} moved by {drift.centre_shift:.0%} of the image diagonal"
+        return None
+
+
+@dataclass(frozen=True)
+class FollowTarget:
+    """A reasoned answer whose targets are followed on newer frames."""
+
+    result: SegmentationResult
+    header: Header  # of the frame LISA reasoned on
+    instruction: str
+    from_goal: bool
+
+
+class FollowJob(_StoppableJob):
+    """Follow ``target`` on one newer frame and publish the followed masks."""
+
+    is_follow = True
+
+    def __init__(
+        self, pipeline: Pipeline, frame: Frame, target: FollowTarget, settings: JobSettings
+    ) -> None:
+        super().__init__()
+        self._pipeline = pipeline
+        self._frame = frame
+        self._target = target
+        self._settings = settings
+
+    def run(self) -> None:
+        if self.stop_reason is not None:
+            return
+        pipeline, target = self._pipeline, self._target
+        started = time.perf_counter()
+        try:
+            image = self._frame.to_rgb(self._settings.limits)
+        except InputError as error:
+            pipeline.report_input_error(f"camera frame dropped: {error}")
+            return
+        converted = time.perf_counter()
+        try:
+            followed = pipeline.model.follow(image, target.result)
+            drifts = follow_drift(target.result, followed)
+        except ValueError as error:  # e.g. the camera changed resolution since the answer
+            pipeline.on_follow_degraded(target, str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - the node must survive e.g. GPU out-of-memory
+            _recover_from_failure(pipeline, error)
+            return
+        if self.stop_reason is not None:
+            return  # a goal or a reasoning step took over
+        problem = self._settings.follow.problem(drifts)
+        if problem is not None:
+            pipeline.on_follow_degraded(target, problem)
+            return
+        header = copy_header(self._frame.header)
+        answer = Answer(
+            header=header,
+            camera_info=self._frame.camera_info,
+            instruction=target.instruction,
+            image_rgb=image,
+            result=followed,
+            depth=self._frame.depth(self._settings.depth),
+            followed=Followed(reasoned_header=target.header, drifts=drifts),
+            node_timings={
+                "queued": started - self._frame.received,
+                "image_conversion": converted - started,
+            },
+        )
+        pipeline.last_followed, pipeline.last_reasoning_age = True, answer.reasoning_age
+        pipeline.outputs.publish(answer)
 
 
 @dataclass
@@ -421,6 +533,8 @@ class GoalJob(_StoppableJob):
             code, message = Result.SUCCESS, ""
         outcome = goal_result(code, message, answer)
         self._done(outcome, GoalOutcome.SUCCEEDED)
+        self._pipeline.on_reasoned(answer, True)
+        self._pipeline.last_followed, self._pipeline.last_reasoning_age = False, 0.0
         self._pipeline.outputs.publish(answer)
 
     def _finish_stopped(self, reason: StopReason, partial_text: str) -> None:

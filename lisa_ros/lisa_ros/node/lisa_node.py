@@ -71,8 +71,16 @@ from .core_logging import CoreLogRoute
 from .depth import DepthSettings
 from .diagnostics import Health, HealthSnapshot
 from .inputs import ImageLimits, InputError, check_instruction
-from .jobs import Frame, FrameJob, JobSettings, Pipeline
-from .outputs import ResultPublishers
+from .jobs import (
+    FollowJob,
+    FollowSettings,
+    FollowTarget,
+    Frame,
+    FrameJob,
+    JobSettings,
+    Pipeline,
+)
+from .outputs import Answer, ResultPublishers
 from .pairing import CameraStreams
 from .parameters import PARAMETERS, descriptor, validate, validate_together
 from .scheduler import WorkScheduler
@@ -249,9 +257,12 @@ class LisaNode(LifecycleNode):
             sessions=self._sessions,
             report_input_error=self._report_input_error,
             logger=self.get_logger(),
+            on_reasoned=self._on_reasoned,
+            on_follow_degraded=self._on_follow_degraded,
         )
-        self._scheduler = WorkScheduler(self._frame_job)
+        self._scheduler = WorkScheduler(self._frame_job, self._follow_job)
         self._scheduler.set_max_rate(self._param("max_rate_hz"))
+        self._scheduler.set_follow_rate(self._param("follow_rate_hz"))
         self._worker = threading.Thread(
             target=self._inference_loop, args=(self._scheduler,), name="lisa-inference", daemon=True
         )
@@ -385,6 +396,7 @@ class LisaNode(LifecycleNode):
         if not msg.data.strip():
             if scheduler.instruction is not None:
                 self.get_logger().info("Standing instruction cleared: continuous mode stopped")
+            self._drop_instruction_target(scheduler)
             scheduler.set_instruction(None)
             return
         try:
@@ -398,6 +410,7 @@ class LisaNode(LifecycleNode):
             return
         if instruction != scheduler.instruction:
             self.get_logger().info(f"Standing instruction: '{instruction}'")
+            self._drop_instruction_target(scheduler)
             scheduler.set_instruction(instruction)
 
     # --- inference thread --------------------------------------------------------------------
@@ -414,6 +427,50 @@ class LisaNode(LifecycleNode):
     def _frame_job(self, frame: Frame, instruction: str) -> FrameJob:
         assert self._pipeline is not None
         return FrameJob(self._pipeline, frame, instruction, self.job_settings())
+
+    def _follow_job(self, frame: Frame, target: FollowTarget) -> FollowJob:
+        assert self._pipeline is not None
+        return FollowJob(self._pipeline, frame, target, self.job_settings())
+
+    # --- following (inference thread) ----------------------------------------------------------
+
+    def _on_reasoned(self, answer: Answer, is_goal: bool) -> None:
+        """Make a fresh answer the target to follow: a standing instruction's until its next
+        answer, a goal's for follow_goal_seconds."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        result = answer.result
+        followable = len(result.mask_logits) > 0 and result.followable
+        target = FollowTarget(result, answer.header, answer.instruction, from_goal=is_goal)
+        if not is_goal:
+            # No mask in the new answer: the old one's targets are not to be followed either.
+            scheduler.set_follow_target(target if followable else None)
+            return
+        seconds = self._param("follow_goal_seconds")
+        if followable and seconds > 0:
+            scheduler.set_follow_target(target, seconds)
+
+    def _on_follow_degraded(self, target: FollowTarget, why: str) -> None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        if target.from_goal or scheduler.instruction is None:
+            self.get_logger().info(
+                f"Stopped following '{target.instruction}': {why} (send the goal again)"
+            )
+            if scheduler.follow_target is target:
+                scheduler.set_follow_target(None)
+            return
+        self.get_logger().debug(f"Followed masks no longer hold ({why}): reasoning again")
+        scheduler.request_reasoning()
+
+    @staticmethod
+    def _drop_instruction_target(scheduler: WorkScheduler[Frame]) -> None:
+        """A changed or cleared instruction's old answer is not to be followed any more."""
+        target = scheduler.follow_target
+        if target is not None and not target.from_goal:
+            scheduler.set_follow_target(None)
 
     # --- parameters, diagnostics -------------------------------------------------------------
 
@@ -445,6 +502,11 @@ class LisaNode(LifecycleNode):
             max_new_tokens=self._param("max_new_tokens"),
             limits=ImageLimits(self._param("min_image_side"), self._param("max_image_side")),
             max_instruction_chars=self._param("max_instruction_chars"),
+            follow=FollowSettings(
+                min_score_ratio=self._param("follow_min_score_ratio"),
+                max_area_change=self._param("follow_max_area_change"),
+                max_shift=self._param("follow_max_shift"),
+            ),
             depth=DepthSettings(
                 max_skew_s=self._param("depth_max_skew_s"),
                 unit_scale=self._param("depth_unit_scale"),
@@ -464,6 +526,8 @@ class LisaNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=reason)
         if "max_rate_hz" in values and self._scheduler is not None:
             self._scheduler.set_max_rate(values["max_rate_hz"])
+        if "follow_rate_hz" in values and self._scheduler is not None:
+            self._scheduler.set_follow_rate(values["follow_rate_hz"])
         if "max_sessions" in values:
             self._sessions.set_capacity(values["max_sessions"])
         if self._loaded_settings is not None:
@@ -525,6 +589,8 @@ class LisaNode(LifecycleNode):
             if pipeline is not None
             else None,
             depth_silence_s=self._streams.depths.seconds_since_last() if self._inputs else None,
+            last_followed=pipeline.last_followed if pipeline is not None else False,
+            last_reasoning_age=pipeline.last_reasoning_age if pipeline is not None else 0.0,
         )
         try:
             self._diagnostics.publish(

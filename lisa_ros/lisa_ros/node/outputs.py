@@ -13,13 +13,14 @@ Pixels are only touched by whole-array numpy and OpenCV calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import cv2
 import numpy as np
+from builtin_interfaces.msg import Time
 from lisa_ros_interfaces.msg import MaskInfo, Segmentation, StageTime
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from std_msgs.msg import Header, String
@@ -27,6 +28,7 @@ from visualization_msgs.msg import MarkerArray
 
 from lisa_ros.geometry import Target3D
 from lisa_ros.image_conversion import fill_image_msg
+from lisa_ros.model.follow_quality import MaskDrift
 from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import draw_overlay, label_image
 
@@ -37,11 +39,20 @@ from .target_messages import fill_target, marker_array, point_cloud
 
 __all__ = [
     "Answer",
+    "Followed",
     "ResultPublishers",
     "mask_images",
     "mask_info",
     "stage_times",
 ]
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What a followed answer rests on: the reasoned frame, and how far each mask moved since."""
+
+    reasoned_header: Header
+    drifts: Sequence[MaskDrift]
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Answer:
     image_rgb: np.ndarray
     result: SegmentationResult
     depth: FrameDepth = field(default_factory=lambda: FrameDepth.none("no depth image"))
+    followed: Followed | None = None  # None: LISA reasoned on this very frame
     node_timings: Mapping[str, float] = field(default_factory=dict)
 
     @cached_property
@@ -66,10 +78,23 @@ class Answer:
 
     @cached_property
     def mask_infos(self) -> list[MaskInfo]:
+        drifts = self.followed.drifts if self.followed is not None else [None] * len(self.targets)
         return [
-            fill_target(mask_info(record), target, self.depth_status)
-            for record, target in zip(self.result.mask_records(), self.targets, strict=True)
+            fill_target(mask_info(record, drift), target, self.depth_status)
+            for record, target, drift in zip(
+                self.result.mask_records(), self.targets, drifts, strict=True
+            )
         ]
+
+    @property
+    def reasoned_header(self) -> Header:
+        """The header of the frame LISA reasoned on (this frame's own when it did here)."""
+        return copy_header(self.followed.reasoned_header if self.followed else self.header)
+
+    @property
+    def reasoning_age(self) -> float:
+        """This frame's stamp minus the reasoned frame's, in seconds."""
+        return _seconds(self.header.stamp) - _seconds(self.reasoned_header.stamp)
 
     @cached_property
     def _depth_frame(self) -> DepthFrame | str:
@@ -121,6 +146,9 @@ class Answer:
             camera_info=self.camera_info,
             instruction=self.instruction,
             text=self.result.text,
+            followed=self.followed is not None,
+            reasoned_header=self.reasoned_header,
+            reasoning_age=self.reasoning_age,
             masks=self.mask_images,
             mask_info=self.mask_infos,
             depth_header=self.depth_header,
@@ -159,17 +187,29 @@ def overlay_msg(image_rgb: np.ndarray, masks: np.ndarray, text: str, header: Hea
     return fill_image_msg(Image(), overlay_bgr, "bgr8", header=copy_header(header))
 
 
-def mask_info(record: MaskRecord) -> MaskInfo:
-    """``record`` as the message carries it (``lisa-ask`` reads it back with ``mask_record``)."""
+def mask_info(record: MaskRecord, drift: MaskDrift | None = None) -> MaskInfo:
+    """``record`` as the message carries it (``lisa-ask`` reads it back with ``mask_record``),
+    with how far it moved from the reasoned mask when it was followed (``drift``)."""
     x, y, width, height = record.bbox_xywh
-    return MaskInfo(
+    info = MaskInfo(
         seg_index=record.index,
         phrase=record.phrase,
         text_offset=record.text_offset,
         bbox=RegionOfInterest(x_offset=x, y_offset=y, width=width, height=height),
         area=record.area_px,
         score=record.score,
+        area_ratio=1.0,
+        centre_shift=0.0,
+        box_iou=1.0,
     )
+    if drift is not None:
+        info.area_ratio = min(drift.area_ratio, 3.0e38)  # float32: inf stays readable as large
+        info.centre_shift, info.box_iou = drift.centre_shift, drift.box_iou
+    return info
+
+
+def _seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def stage_times(timings: Mapping[str, float]) -> list[StageTime]:
@@ -207,8 +247,12 @@ class ResultPublishers:
             "markers": answer.markers_msg,
             "points": answer.points_msg,
         }
+        if answer.followed is not None:
+            del builders[
+                "text"
+            ]  # a followed frame says nothing new: the answer is the reasoned one
         return {
             topic: builders[topic]()
             for topic, publisher in self._publishers.items()
-            if publisher.get_subscription_count() > 0
+            if topic in builders and publisher.get_subscription_count() > 0
         }

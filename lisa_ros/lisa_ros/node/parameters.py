@@ -187,6 +187,43 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "context; the model checks that too).",
         int_range=(1, 1_000_000),
     ),
+    # --- following (README "Following targets") ------------------------------------------------
+    ParameterSpec(
+        "follow_rate_hz",
+        10.0,
+        "Between reasoning steps, follow the last answer's targets on newer frames (SAM alone "
+        "decodes its [SEG] prompts again; no CLIP, no LLM) at most this often. 0: off, every "
+        "output is reasoned as before.",
+        float_range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        "follow_goal_seconds",
+        10.0,
+        "After a goal succeeds, follow its targets on new frames for this many seconds, on the "
+        "same outputs (a standing instruction's next answer takes over). 0: off.",
+        float_range=(0.0, 3600.0),
+    ),
+    ParameterSpec(
+        "follow_min_score_ratio",
+        0.5,
+        "A followed mask whose SAM-predicted IoU falls below this share of the reasoned mask's "
+        "no longer holds: LISA reasons again (a goal's targets stop being followed).",
+        float_range=(0.0, 1.0),
+    ),
+    ParameterSpec(
+        "follow_max_area_change",
+        2.0,
+        "A followed mask more than this factor larger or smaller than the reasoned one no longer "
+        "holds.",
+        float_range=(1.0, 1000.0),
+    ),
+    ParameterSpec(
+        "follow_max_shift",
+        0.2,
+        "A followed mask whose box centre moved by more than this share of the image diagonal "
+        "from the reasoned one no longer holds.",
+        float_range=(0.0, 2.0),
+    ),
     # --- depth and 3D targets -----------------------------------------------------------------
     ParameterSpec(
         "depth_transport",

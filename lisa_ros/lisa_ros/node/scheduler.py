@@ -10,6 +10,13 @@ inference thread. This module decides what it runs, and keeps every queue bounde
   accepted, so a goal the node cannot serve is refused up front instead of piling up.
 - Goals always take precedence over continuous-mode frames: a frame inference running when a goal
   arrives is stopped (its result would only be superseded by the next frame anyway).
+- Between reasoned frames, frames are *followed* (the last answer's [SEG] prompts decoded again by
+  SAM on the new frame) at most ``follow_rate_hz`` times per second, while a follow target is set.
+  Following comes last: after goals and after a reasoning step that is due, and a follow starts
+  only when it can end (judged by the last follow's duration) before the next reasoning step is
+  due, so following never delays reasoning. Only the newest frame is ever followed: frames that
+  arrive during a reasoning step are replaced, not followed late. :meth:`request_reasoning` (the
+  followed masks degraded) and a new instruction make the next frame a reasoned one at once.
 - Goals stopped by a preemption or a deactivation are handed back to the inference thread on a
   separate "finish" list, ahead of any waiting goal; the running job they wait for stops within one
   decoding step. A cancelled *waiting* goal is taken out and finished by the caller of
@@ -20,6 +27,7 @@ ROS-free and model-free: jobs are any objects with the small :class:`Job` interf
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -28,6 +36,8 @@ from enum import Enum
 from typing import Callable, Generic, Hashable, Protocol, TypeVar
 
 __all__ = ["BUSY_POLICIES", "Job", "SchedulerStats", "StopReason", "WorkScheduler"]
+
+TargetT = TypeVar("TargetT")
 
 FrameT = TypeVar("FrameT")
 
@@ -63,9 +73,10 @@ class Job(Protocol):
 class SchedulerStats:
     frames_received: int
     frames_dropped: int  # replaced by a newer frame before any inference looked at them
-    frames_processed: int
+    frames_processed: int  # reasoned (the full model ran on them)
     goals_waiting: int
-    running: str  # "idle", "goal" or "frame"
+    running: str  # "idle", "goal", "frame" or "follow"
+    frames_followed: int = 0  # followed (SAM alone, with the last answer's prompts)
 
 
 class WorkScheduler(Generic[FrameT]):
@@ -73,15 +84,19 @@ class WorkScheduler(Generic[FrameT]):
 
     Args:
         frame_job: builds the job that segments ``frame`` with the standing ``instruction``.
+        follow_job: builds the job that follows ``target`` (set by :meth:`set_follow_target`) on
+            ``frame``; None: frames are never followed.
         clock: monotonic seconds; injectable for tests.
     """
 
     def __init__(
         self,
         frame_job: Callable[[FrameT, str], Job],
+        follow_job: Callable[[FrameT, TargetT], Job] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._frame_job = frame_job
+        self._follow_job = follow_job
         self._clock = clock
         self._cond = threading.Condition()
         self._goals: deque[Job] = deque()
@@ -99,6 +114,13 @@ class WorkScheduler(Generic[FrameT]):
         self._frames_received = 0
         self._frames_dropped = 0
         self._frames_processed = 0
+        self._frames_followed = 0
+        self._follow_target: TargetT | None = None
+        self._follow_expires = float("inf")
+        self._follow_rate_hz = 0.0
+        self._next_follow_time = float("-inf")
+        self._follow_seconds = 0.0  # how long the last follow took
+        self._follow_started = 0.0
 
     # --- producers: camera and standing instruction --------------------------------------------
 
@@ -124,8 +146,11 @@ class WorkScheduler(Generic[FrameT]):
             self._taken_seq = self._frame_seq
 
     def set_instruction(self, instruction: str | None) -> None:
-        """Set the standing instruction for continuous mode; None stops continuous mode."""
+        """Set the standing instruction for continuous mode; None stops continuous mode. A new
+        instruction is reasoned on the next frame, whatever ``max_rate_hz`` says."""
         with self._cond:
+            if (instruction or None) != self._instruction:
+                self._next_frame_time = float("-inf")
             self._instruction = instruction or None
             if instruction is None and self._running is not None and not self._running.is_goal:
                 self._running.request_stop(StopReason.SUPERSEDED)
@@ -142,6 +167,33 @@ class WorkScheduler(Generic[FrameT]):
             if max_rate_hz < 0:
                 raise ValueError(f"max_rate_hz must be >= 0, got {max_rate_hz}")
             self._max_rate_hz = max_rate_hz
+            self._cond.notify_all()
+
+    def set_follow_rate(self, follow_rate_hz: float) -> None:
+        """At most this many followed frames start per second; 0: frames are never followed."""
+        with self._cond:
+            if follow_rate_hz < 0:
+                raise ValueError(f"follow_rate_hz must be >= 0, got {follow_rate_hz}")
+            self._follow_rate_hz = follow_rate_hz
+            self._cond.notify_all()
+
+    def set_follow_target(self, target: TargetT | None, seconds: float | None = None) -> None:
+        """Follow ``target`` on the frames between reasoning steps, for ``seconds`` (None: until
+        it is replaced or cleared); None stops following."""
+        with self._cond:
+            self._follow_target = target
+            self._follow_expires = self._clock() + seconds if seconds is not None else math.inf
+            self._cond.notify_all()
+
+    @property
+    def follow_target(self) -> TargetT | None:
+        with self._cond:
+            return self._follow_target if self._following_allowed() else None
+
+    def request_reasoning(self) -> None:
+        """Reason on the next frame at once (the followed masks no longer hold)."""
+        with self._cond:
+            self._next_frame_time = float("-inf")
             self._cond.notify_all()
 
     # --- producers: goals ------------------------------------------------------------------------
@@ -278,6 +330,8 @@ class WorkScheduler(Generic[FrameT]):
         """Called by the inference thread when ``job`` has finished."""
         with self._cond:
             if self._running is job:
+                if getattr(job, "is_follow", False):
+                    self._follow_seconds = self._clock() - self._follow_started
                 self._running = None
             self._cond.notify_all()
 
@@ -286,12 +340,15 @@ class WorkScheduler(Generic[FrameT]):
             running = "idle"
             if self._running is not None:
                 running = "goal" if self._running.is_goal else "frame"
+                if getattr(self._running, "is_follow", False):
+                    running = "follow"
             return SchedulerStats(
                 frames_received=self._frames_received,
                 frames_dropped=self._frames_dropped,
                 frames_processed=self._frames_processed,
                 goals_waiting=len(self._goals),
                 running=running,
+                frames_followed=self._frames_followed,
             )
 
     def _expire_reservations(self) -> None:
@@ -315,7 +372,36 @@ class WorkScheduler(Generic[FrameT]):
             self._next_frame_time = self._clock() + period  # start to start
             assert self._frame is not None and self._instruction is not None
             return self._frame_job(self._frame, self._instruction)
+        if self._follow_due():
+            assert self._frame is not None and self._follow_job is not None
+            self._taken_seq = self._frame_seq
+            self._frames_followed += 1
+            now = self._clock()
+            self._follow_started = now
+            self._next_follow_time = now + 1.0 / self._follow_rate_hz  # start to start
+            return self._follow_job(self._frame, self._follow_target)
         return None
+
+    def _following_allowed(self) -> bool:
+        if self._follow_target is not None and self._clock() >= self._follow_expires:
+            self._follow_target = None  # a goal's targets, followed for their time
+        return (
+            self._follow_job is not None
+            and self._follow_target is not None
+            and self._follow_rate_hz > 0
+        )
+
+    def _follow_due(self) -> bool:
+        if not (self._following_allowed() and self._frame is not None):
+            return False
+        if self._taken_seq >= self._frame_seq:
+            return False
+        now = self._clock()
+        if now < self._next_follow_time:
+            return False
+        # It must end before the next reasoning step is due (when one is coming at all).
+        reasoning_coming = self._instruction is not None
+        return not reasoning_coming or now + self._follow_seconds <= self._next_frame_time
 
     def _frame_pending(self) -> bool:
         return (
@@ -328,7 +414,18 @@ class WorkScheduler(Generic[FrameT]):
         return self._frame_pending() and self._clock() >= self._next_frame_time
 
     def _seconds_until_frame_due(self) -> float | None:
-        """Seconds until a pending frame may run; None when no frame is waiting (wait for news)."""
-        if self._paused or not self._frame_pending():
+        """Seconds until a pending frame may run (reasoned or followed); None when no frame is
+        waiting (wait for news)."""
+        if self._paused or self._frame is None or self._taken_seq >= self._frame_seq:
             return None
-        return max(0.0, self._next_frame_time - self._clock())
+        now = self._clock()
+        waits = []
+        if self._instruction is not None:
+            waits.append(self._next_frame_time - now)
+        if self._following_allowed():
+            waits.append(self._next_follow_time - now)
+            if self._follow_expires < math.inf:
+                waits.append(self._follow_expires - now)
+        if not waits:
+            return None
+        return max(0.0, min(waits))
