@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Benchmark following in the running node: the rates it achieves under a 30 Hz camera.
+
+Starts lisa_node (the real node, on the tiny fixture checkpoint, its answers scripted to
+"Sure, [SEG] and [SEG] ." as in the graph tests, each decoding step slowed by ``--step-delay`` to
+stand for a real LLM) with a standing instruction, publishes a 30 Hz camera from this process
+and reads ~/segmentation for ``--seconds``. Prints, for following on and off in the same run:
+how many frames were reasoned and followed per second, and how old each frame was when its answer
+arrived (publish to receipt, medians and p90), over the same localhost-only graph set-up as the
+graph tests (shared-memory Fast DDS, a private domain).
+
+    python lisa_ros/scripts/benchmark_follow.py --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchmark_node import TINY_FIXTURE, use_localhost_graph
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = PACKAGE_ROOT / "test" / "scripted_lisa_node.py"
+CONFIG = PACKAGE_ROOT / "config" / "lisa.yaml"
+NAMESPACE = "/benchmark_follow"
+
+
+def start_node(args: argparse.Namespace, follow_rate_hz: float) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        str(LAUNCHER),
+        "--slow",
+        f"thing={args.step_delay}",
+        "--ros-args",
+        "--params-file",
+        str(CONFIG),
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-r",
+        f"image:={NAMESPACE}/camera",
+    ]
+    for parameter in (
+        f"model:={TINY_FIXTURE / 'checkpoint'}",
+        "precision:=fp32",
+        "device:=cpu",
+        f"max_rate_hz:={args.max_rate}",
+        f"follow_rate_hz:={follow_rate_hz}",
+    ):
+        command += ["-p", parameter]
+    env = {**os.environ, "PYTHONPATH": f"{PACKAGE_ROOT / 'test'}:{PACKAGE_ROOT}"}
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_active(process: subprocess.Popen, timeout: float = 120.0) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        if "Active: serving" in line:
+            # Keep reading its output, or the node blocks on a full pipe.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return
+        if time.monotonic() > deadline:
+            break
+    sys.exit("lisa_node did not become active")
+
+
+def run_once(args: argparse.Namespace, follow_rate_hz: float) -> dict[str, Any]:
+    import rclpy
+    from lisa_ros_interfaces.msg import Segmentation
+    from PIL import Image as PILImage
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header, String
+
+    from lisa_ros.image_conversion import fill_image_msg
+
+    width, height = args.size
+    rgb = np.asarray(
+        PILImage.open(TINY_FIXTURE / "image.png").convert("RGB").resize((width, height))
+    )
+    process = start_node(args, follow_rate_hz)
+    node = rclpy.create_node("benchmark_follow_camera")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    published: dict[tuple[int, int], float] = {}
+    received: list[tuple[float, Segmentation]] = []
+    try:
+        wait_active(process)
+        camera = node.create_publisher(
+            Image,
+            f"{NAMESPACE}/camera",
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT),
+        )
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        instruction = node.create_publisher(String, f"{NAMESPACE}/instruction", reliable)
+        node.create_subscription(
+            Segmentation,
+            f"{NAMESPACE}/lisa/segmentation",
+            lambda msg: received.append((time.monotonic(), msg)),
+            reliable,
+        )
+
+        def publish_frame() -> None:
+            header = Header(stamp=node.get_clock().now().to_msg(), frame_id="camera")
+            published[(header.stamp.sec, header.stamp.nanosec)] = time.monotonic()
+            camera.publish(fill_image_msg(Image(), rgb[..., ::-1].copy(), "bgr8", header=header))
+
+        node.create_timer(1 / 30, publish_frame)
+        deadline = time.monotonic() + 30
+        while instruction.get_subscription_count() == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        instruction.publish(String(data="Where is the thing?"))
+        while not received and time.monotonic() < deadline + 60:
+            executor.spin_once(timeout_sec=0.05)
+        start = time.monotonic()
+        end = start + args.seconds
+        print(f"[benchmark] following at {follow_rate_hz} Hz ...", file=sys.stderr, flush=True)
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        node.destroy_node()
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    window = [(when, msg) for when, msg in received if start <= when <= end]
+
+    def ages(followed: bool) -> list[float]:
+        return [
+            when - published[(msg.header.stamp.sec, msg.header.stamp.nanosec)]
+            for when, msg in window
+            if msg.followed == followed
+        ]
+
+    return {"reasoned": ages(False), "followed": ages(True), "seconds": args.seconds}
+
+
+def table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    header = ["", *(name for name, _ in rows)]
+    lines = [header, ["---"] * len(header)]
+
+    def cells(label: str, value: Any) -> list[str]:
+        return [label, *(value(results) for _, results in rows)]
+
+    def rate(kind: str) -> Any:
+        return lambda results: f"{len(results[kind]) / results['seconds']:.2f}"
+
+    def age(kind: str) -> Any:
+        def text(results: dict[str, Any]) -> str:
+            values = np.array(results[kind]) * 1e3
+            if not len(values):
+                return "-"
+            return f"{np.median(values):.0f} ({np.quantile(values, 0.9):.0f})"
+
+        return text
+
+    lines.append(cells("reasoned answers per second", rate("reasoned")))
+    lines.append(cells("followed frames per second", rate("followed")))
+    lines.append(cells("frame age at answer, reasoned (ms, median (p90))", age("reasoned")))
+    lines.append(cells("frame age at answer, followed (ms, median (p90))", age("followed")))
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per setting")
+    parser.add_argument("--max-rate", type=float, default=0.5, help="max_rate_hz (reasoning)")
+    parser.add_argument("--follow-rate", type=float, default=10.0, help="follow_rate_hz")
+    parser.add_argument(
+        "--step-delay", type=float, default=0.1, help="seconds added to each decoding step"
+    )
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"), help="camera size"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    use_localhost_graph()
+    import rclpy
+
+    rclpy.init()
+    try:
+        rows = [
+            (f"follow_rate_hz {args.follow_rate:g}", run_once(args, args.follow_rate)),
+            ("follow_rate_hz 0 (off)", run_once(args, 0.0)),
+        ]
+    finally:
+        rclpy.try_shutdown()
+    width, height = args.size
+    print(
+        f"lisa_node under a 30 Hz {width}x{height} camera, tiny model on the CPU, max_rate_hz "
+        f"{args.max_rate:g}, decoding steps slowed by {args.step_delay:g} s; {args.seconds:g} s "
+        "per setting\n"
+    )
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
