@@ -8,13 +8,18 @@ processor, so a random-weight model gives the answer length a real one would):
 - cached: ``LisaModel.segment``: CLIP and SAM encode the image once, generation uses the KV cache
   and picks up the ``[SEG]`` state while decoding. Measured on a new image (what a camera frame
   costs) and again on the same image (a follow-up instruction, which reuses the image encodings).
+- followed frame: ``LisaModel.follow``: the new-image answer's [SEG] prompts decoded on a later
+  camera frame (the image shifted a little, so nothing is cached): SAM's image encoder and mask
+  decoder only, no CLIP, no LLM. What a node pays per frame between reasoned answers; the table's
+  "reasoned / followed" column says how much cheaper that is than reasoning again.
 - reference-style: what the authors' ``chat.py`` does: SAM encodes the image once, then greedy
   generation WITHOUT a KV cache that, for every new token, re-runs CLIP and the whole sequence
   through the LLM (logits for every position), and takes the ``[SEG]`` state from the last full
   pass.
 
 Printed: per-stage latency medians over ``--repeats`` (after ``--warmup`` runs), tokens/s, peak
-memory and the reference/cached ratio, plus a check that both modes produced the same masks.
+memory, the reference/cached and reasoned/followed ratios, plus a check that the cached and the
+reference-style modes produced the same masks.
 
     python lisa_ros/scripts/benchmark_model.py                              # tiny fixture, CPU
     python lisa_ros/scripts/benchmark_model.py --full-size-7b --precision bf16 --device cuda
@@ -43,6 +48,7 @@ from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding
 from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from lisa_ros.model.preprocessing import sam_input
+from lisa_ros.model.result import SegmentationResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 TINY_FIXTURE = PACKAGE_ROOT / "test" / "fixtures" / "lisa-tiny-7b" / "checkpoint"
@@ -62,6 +68,8 @@ STAGE_LABELS = {
     "mask_decoder": "mask decoding",
     "total": "total",
 }
+# What LisaModel.follow times; the other stages do not run for a followed frame.
+FOLLOW_STAGES = ("sam_encoder", "mask_decoder", "total")
 
 log = logging.getLogger("benchmark")
 
@@ -126,12 +134,14 @@ class PeakMemory:
 
 @dataclass
 class Run:
-    """One segmentation: stage seconds, generated ids, mask logits."""
+    """One segmentation: stage seconds, generated ids, mask logits (and the model's answer, for a
+    mode that follows it)."""
 
     timings: dict[str, float]
     token_ids: list[int]
     mask_logits: np.ndarray
     peak_bytes: int = 0
+    result: SegmentationResult | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -139,12 +149,17 @@ class ModeSummary:
     name: str
     runs: list[Run] = field(default_factory=list)
 
-    def median(self, stage: str) -> float:
+    def median(self, stage: str) -> float | None:
+        """None for a stage this mode does not run (CLIP, prefill, decode of a followed frame)."""
+        if any(stage not in run.timings for run in self.runs):
+            return None
         return statistics.median(run.timings[stage] for run in self.runs)
 
-    def tokens_per_second(self) -> float:
+    def tokens_per_second(self) -> float | None:
         """Generated tokens over the generation time (prefill + decode; the reference's CLIP
-        re-runs too)."""
+        re-runs too); None for a mode that generates nothing."""
+        if any("generation" not in run.timings for run in self.runs):
+            return None
         return statistics.median(
             len(run.token_ids) / run.timings["generation"]
             for run in self.runs
@@ -178,7 +193,15 @@ def cached_segment(lisa: LisaModel, image: np.ndarray, answer: list[int]) -> Run
     )
     timings = {stage: float(result.timings.get(stage, 0.0)) for stage in STAGES}
     timings["generation"] = timings["prefill"] + timings["decode"]
-    return Run(timings, list(result.token_ids), result.mask_logits)
+    return Run(timings, list(result.token_ids), result.mask_logits, result=result)
+
+
+def follow_segment(lisa: LisaModel, frame: np.ndarray, reasoned: SegmentationResult) -> Run:
+    """`reasoned`'s targets on `frame` with `LisaModel.follow`: SAM alone, the answer not
+    re-read."""
+    result = lisa.follow(frame, reasoned)
+    timings = {stage: float(result.timings[stage]) for stage in FOLLOW_STAGES}
+    return Run(timings, list(result.token_ids), result.mask_logits, result=result)
 
 
 # --- the authors' way ----------------------------------------------------------------------------
@@ -274,6 +297,22 @@ def new_image_variant(image: np.ndarray, number: int) -> np.ndarray:
     variant = image.copy()
     variant[0, 0, 0] ^= (number % 255) + 1
     return variant
+
+
+def frame_shift(image: np.ndarray) -> tuple[int, int]:
+    """(rows, columns) the followed frame is moved by: 1/40 of the image, as a camera that panned
+    a little since the reasoned frame (16x12 px on 640x480)."""
+    height, width = image.shape[:2]
+    return max(1, height // 40), max(1, width // 40)
+
+
+def followed_frame(image: np.ndarray) -> np.ndarray:
+    """A later camera frame of the same scene: `image` moved by `frame_shift` (wrapping round).
+
+    Never the cached image: a variant's changed pixel moves with it, so the frame differs from
+    the variant even if the rest of the image were uniform.
+    """
+    return np.roll(image, frame_shift(image), axis=(0, 1))
 
 
 def measure_rounds(
@@ -404,28 +443,73 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def table(
-    cached_new: ModeSummary, cached_same: ModeSummary, reference: ModeSummary, memory: PeakMemory
+    cached_new: ModeSummary,
+    cached_same: ModeSummary,
+    reference: ModeSummary,
+    followed: ModeSummary,
+    memory: PeakMemory,
 ) -> str:
-    modes = (cached_new, cached_same, reference)
-    headers = ["stage (median)", *(mode.name for mode in modes), "reference / cached"]
+    """Stages down, modes across, then the reference/cached ratio and the reasoned/followed one
+    (the new-image answer against the frame that follows it); "-" where a mode skips a stage."""
+    modes = (cached_new, cached_same, reference, followed)
+    headers = [
+        "stage (median)",
+        *(mode.name for mode in modes),
+        "reference / cached",
+        "reasoned / followed",
+    ]
+
+    def cells(values: Sequence[float | None], show: Callable[[float], str]) -> list[str]:
+        return ["-" if value is None else show(value) for value in values]
+
+    def ratio(numerator: float | None, denominator: float | None, suffix: str = "") -> str:
+        if numerator is None or denominator is None:
+            return "-"
+        return _ratio(numerator, denominator) + suffix
+
     rows = []
     for stage in STAGES:
-        values = [mode.median(stage) for mode in modes]
+        new, same, ref, follow = (mode.median(stage) for mode in modes)
         rows.append(
-            [STAGE_LABELS[stage], *map(_format_seconds, values), _ratio(values[2], values[0])]
+            [
+                STAGE_LABELS[stage],
+                *cells((new, same, ref, follow), _format_seconds),
+                ratio(ref, new),
+                ratio(new, follow, " cheaper" if stage == "total" else ""),
+            ]
         )
     speeds = [mode.tokens_per_second() for mode in modes]
     rows.append(
         [
             "tokens / s (generation)",
-            *(f"{s:.1f}" for s in speeds),
-            _ratio(speeds[0], speeds[2]) + " faster",
+            *cells(speeds, lambda speed: f"{speed:.1f}"),
+            ratio(speeds[0], speeds[2], " faster"),
+            "-",
         ]
     )
     peaks = [mode.peak_bytes() / 2**30 for mode in modes]
     peak_label = f"peak memory, {memory.kind}" + ("" if memory.per_mode else " (process)")
-    rows.append([peak_label, *(f"{p:.2f} GiB" for p in peaks), _ratio(peaks[2], peaks[0])])
+    rows.append(
+        [
+            peak_label,
+            *(f"{p:.2f} GiB" for p in peaks),
+            _ratio(peaks[2], peaks[0]),
+            _ratio(peaks[0], peaks[3]),
+        ]
+    )
     return markdown_table(headers, rows)
+
+
+def follow_summary(reasoned: ModeSummary, followed: ModeSummary) -> dict[str, float | None]:
+    """The follow figures in seconds (medians) and their ratio, for the JSON record."""
+    reasoned_total, followed_total = reasoned.median("total"), followed.median("total")
+    return {
+        "reasoned_total_s": reasoned_total,
+        "followed_total_s": followed_total,
+        "followed_sam_encoder_s": followed.median("sam_encoder"),
+        "followed_mask_decoder_s": followed.median("mask_decoder"),
+        "reasoned_over_followed": reasoned_total / followed_total if followed_total else None,
+    }
 
 
 def agreement(cached: ModeSummary, reference: ModeSummary) -> str:
@@ -522,21 +606,35 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
         len(answer),
     )
 
+    # this round's reasoned answer, which the followed frame follows
+    latest: dict[str, SegmentationResult] = {}
+
+    def reasoned(variant: np.ndarray) -> Run:
+        run = cached_segment(lisa, variant, answer)
+        latest["answer"] = run.result
+        return run
+
     def cached(variant: np.ndarray) -> Run:
         return cached_segment(lisa, variant, answer)
+
+    def follow(variant: np.ndarray) -> Run:
+        return follow_segment(lisa, followed_frame(variant), latest["answer"])
 
     def reference_style(variant: np.ndarray) -> Run:
         return reference_style_segment(lisa, variant, answer)
 
     # "same image" runs right after "new image" on the same variant: its encodings are in the cache.
+    # "followed frame" comes after both (its frame replaces the cached encoding) and follows the
+    # new-image answer, so "reasoned / followed" compares the two costs of a new camera frame.
     modes = {
-        "cached, new image": cached,
+        "cached, new image": reasoned,
         "cached, same image": cached,
+        "followed frame": follow,
         "reference-style": reference_style,
     }
-    cached_new, cached_same, reference = measure_rounds(
-        modes, image, memory, args.warmup, args.repeats
-    ).values()
+    summaries = measure_rounds(modes, image, memory, args.warmup, args.repeats)
+    cached_new, cached_same = summaries["cached, new image"], summaries["cached, same image"]
+    followed, reference = summaries["followed frame"], summaries["reference-style"]
 
     device_name = (
         torch.cuda.get_device_name(lisa.device)
@@ -555,12 +653,23 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     if weights is not None:
         print(f"GPU memory after loading: {weights / 2**30:.2f} GiB")
     print()
-    print(table(cached_new, cached_same, reference, memory))
+    print(table(cached_new, cached_same, reference, followed, memory))
     print()
     print("check: " + agreement(cached_new, reference))
     print(
         "cached, same image = a further instruction on an image already seen "
         "(its CLIP/SAM encodings are reused)."
+    )
+    rows, columns = frame_shift(image)
+    figures = follow_summary(cached_new, followed)
+    masks = len(followed.runs[-1].mask_logits)
+    cheaper = figures["reasoned_over_followed"]
+    print(
+        f"followed frame = LisaModel.follow of the new-image answer's {masks} [SEG] prompt(s) on "
+        f"that image moved {columns}x{rows} px (a later camera frame): SAM encoder + mask decoder, "
+        f"no CLIP, no LLM; {_format_seconds(figures['followed_total_s'])} against "
+        f"{_format_seconds(figures['reasoned_total_s'])} for the reasoned answer"
+        + (f", {cheaper:.1f}x cheaper." if cheaper else ".")
     )
     print(
         "tokens / s = generated tokens / (prefill + decode); "
@@ -580,8 +689,9 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
                 summary.name: [
                     {"timings_s": run.timings, "peak_bytes": run.peak_bytes} for run in summary.runs
                 ]
-                for summary in (cached_new, cached_same, reference)
+                for summary in (cached_new, cached_same, reference, followed)
             },
+            "follow": {"frame_shift_px": list(frame_shift(image)), **figures},
         }
         args.json.write_text(json.dumps(record, indent=2))
     return 0

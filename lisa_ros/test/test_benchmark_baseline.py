@@ -65,3 +65,29 @@ def test_new_image_variant_defeats_the_image_cache_only(benchmark):
     for variant in variants:
         difference = variant.astype(int) - image
         assert np.count_nonzero(difference) == 1
+
+
+def test_followed_frame_is_a_new_image_of_the_same_size(benchmark):
+    image = benchmark.synthetic_image(120, 160)
+    uniform = np.full((120, 160, 3), 7, np.uint8)
+    for source in (image, uniform):
+        # what the benchmark follows onto: a round's variant, moved
+        variant = benchmark.new_image_variant(source, 0)
+        frame = benchmark.followed_frame(variant)
+        assert frame.shape == variant.shape
+        assert not np.array_equal(frame, variant)  # so the image cache cannot answer it
+
+
+def test_follow_segment_decodes_the_reasoned_prompts_on_the_followed_frame(benchmark, lisa):
+    image = benchmark.synthetic_image(120, 160)
+    answer = benchmark.forced_answer(lisa, 12)
+    reasoned = benchmark.cached_segment(lisa, image, answer).result
+    frame = benchmark.followed_frame(image)
+
+    followed = benchmark.follow_segment(lisa, frame, reasoned)
+
+    assert followed.token_ids == answer
+    assert set(followed.timings) == set(benchmark.FOLLOW_STAGES)
+    expected, _ = lisa.decode_prompts(reasoned.prompts, lisa.encode_image(frame, clip=False))
+    assert followed.mask_logits.shape == (1, 120, 160)
+    np.testing.assert_allclose(followed.mask_logits, expected.numpy(), atol=1e-6)
