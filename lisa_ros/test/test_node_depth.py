@@ -238,7 +238,7 @@ def expected_targets(msg: Segmentation, depth_msg: Image) -> list[Any]:
 def assert_targets_equal(msg: Segmentation, expected: list[Any]) -> None:
     assert len(msg.mask_info) == len(expected) == 2
     for info, target in zip(msg.mask_info, expected, strict=True):
-        assert info.has_target and target.ok and info.target_status == ""
+        assert info.has_target and target.ok and info.target_status == "", info.target_status
         for field, values in (
             ("centroid", target.centroid),
             ("extent_min", target.extent_min),
@@ -302,11 +302,13 @@ def test_depth_at_half_resolution_is_scaled_to_the_colour_camera(rgbd, graph) ->
 
 def test_a_depth_stream_that_stops_leaves_2d_answers_and_a_diagnostic(rgbd, graph) -> None:
     process, outputs, camera, _ = rgbd
+    outputs.result_after(graph, 0.0, has_targets, "3D targets while the depth stream runs")
     stopped = time.monotonic()
     first_without = camera.set_depth(None)
     try:
+        # A frame within depth_max_skew_s of the last depth image still pairs with it.
         msg = outputs.result_of_frames_from(
-            graph, first_without, lambda m: bool(m.mask_info), "a result after depth stopped"
+            graph, first_without + 0.1, lambda m: bool(m.mask_info), "a result after depth stopped"
         )
         assert len(msg.masks) == 2 and not any(info.has_target for info in msg.mask_info)
         assert "no depth image within depth_max_skew_s" in msg.depth_status

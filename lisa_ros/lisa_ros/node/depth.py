@@ -10,6 +10,7 @@ what to fix. For topic frames a refusal leaves the answer 2D with the sentence a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,11 +62,18 @@ class DepthFrame:
     camera_matrix: np.ndarray  # the colour camera's K, (3, 3)
 
 
+#: Finds a frame's depth partner when it is needed: (depth message or None, camera info, why
+#: there is no depth).
+PartnerLookup = Callable[[], "tuple[Any, CameraInfo, str]"]
+
+
 class FrameDepth:
     """What one colour frame has for 3D: a depth message and camera info, or why it has none.
 
     ``load`` decodes at most once; its result (or refusal) is kept, so the action result,
-    ~/segmentation, ~/markers and ~/points of one answer share one decoding.
+    ~/segmentation, ~/markers and ~/points of one answer share one decoding. A camera frame's
+    partner is looked up only then (:meth:`paired_later`): after the inference, when the depth
+    image stamped like the frame has arrived even if it came in after the colour image.
     """
 
     def __init__(
@@ -83,11 +91,21 @@ class FrameDepth:
         self._settings = settings
         self._missing = missing if msg is None else ""
         self._loaded: DepthFrame | InputError | None = None
+        self._lookup: PartnerLookup | None = None
 
     @classmethod
     def none(cls, reason: str) -> FrameDepth:
         """No depth for this frame, for ``reason`` (said in the result's depth_status)."""
         return cls(missing=reason)
+
+    @classmethod
+    def paired_later(
+        cls, lookup: PartnerLookup, image_header: Header, settings: DepthSettings
+    ) -> FrameDepth:
+        """The depth ``lookup()`` finds for the frame of ``image_header``, on first use."""
+        depth = cls(image_header=image_header, settings=settings, missing="not looked up")
+        depth._lookup = lookup
+        return depth
 
     @property
     def settings(self) -> DepthSettings:
@@ -96,6 +114,10 @@ class FrameDepth:
     def load(self, image_hw: tuple[int, int]) -> DepthFrame:
         """The decoded depth for a colour image of ``image_hw``; InputError says why there is
         none."""
+        if self._lookup is not None:
+            msg, self._camera_info, missing = self._lookup()
+            self._lookup = None
+            self._msg, self._missing = msg, missing if msg is None else ""
         if self._msg is None:
             raise InputError(self._missing)
         if self._loaded is None:

@@ -98,14 +98,20 @@ class Frame:
         return self.streams.camera_info_for(self.msg.header.stamp)
 
     def depth(self, settings: DepthSettings) -> FrameDepth:
-        """The depth image paired with this frame (decoded only when an output needs it)."""
-        if self.streams is None:
+        """The depth image paired with this frame, looked up and decoded only when an output
+        needs it."""
+        streams = self.streams
+        if streams is None:
             return FrameDepth.none("the image came without a depth image")
         stamp = self.msg.header.stamp
-        depth = self.streams.depths.nearest(stamp, settings.max_skew_s)
-        if depth is None:
-            return FrameDepth.none(_no_depth_reason(self.streams, stamp, settings.max_skew_s))
-        return FrameDepth(depth, self.camera_info, image_header=self.msg.header, settings=settings)
+
+        def lookup() -> tuple[Any, CameraInfo, str]:
+            depth = streams.depths.nearest(stamp, settings.max_skew_s)
+            if depth is None:
+                return None, CameraInfo(), _no_depth_reason(streams, stamp, settings.max_skew_s)
+            return depth, streams.camera_info_for(stamp), ""
+
+        return FrameDepth.paired_later(lookup, self.msg.header, settings)
 
     def to_rgb(self, limits: ImageLimits) -> np.ndarray:
         if isinstance(self.msg, CompressedImage):
