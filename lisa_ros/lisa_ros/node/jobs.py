@@ -177,30 +177,67 @@ class _StoppableJob:
         self._stop.set()
 
 
-class FrameJob(_StoppableJob):
+class _CameraFrameJob(_StoppableJob):
+    """What a reasoned and a followed camera frame share: converting the frame, and the answer on
+    it with the frame's header, camera info, depth and node timings."""
+
+    def __init__(self, pipeline: Pipeline, frame: Frame, settings: JobSettings) -> None:
+        super().__init__()
+        self._pipeline = pipeline
+        self._frame = frame
+        self._settings = settings
+        self._node_timings: dict[str, float] = {}
+
+    def _frame_rgb(self) -> np.ndarray | None:
+        """The frame as RGB, or None when it is unusable (reported as an input error)."""
+        started = time.perf_counter()
+        try:
+            image = self._frame.to_rgb(self._settings.limits)
+        except InputError as error:
+            self._pipeline.report_input_error(f"camera frame dropped: {error}")
+            return None
+        # "queued" stays under one camera period: frames are never queued.
+        self._node_timings = {
+            "queued": started - self._frame.received,
+            "image_conversion": time.perf_counter() - started,
+        }
+        return image
+
+    def _answer(
+        self,
+        instruction: str,
+        image: np.ndarray,
+        result: SegmentationResult,
+        followed: Followed | None = None,
+    ) -> Answer:
+        return Answer(
+            header=copy_header(self._frame.header),
+            camera_info=self._frame.camera_info,
+            instruction=instruction,
+            image_rgb=image,
+            result=result,
+            depth=self._frame.depth(self._settings.depth),
+            followed=followed,
+            node_timings=self._node_timings,
+        )
+
+
+class FrameJob(_CameraFrameJob):
     """Segment one camera frame with the standing instruction and publish the answer."""
 
     def __init__(
         self, pipeline: Pipeline, frame: Frame, instruction: str, settings: JobSettings
     ) -> None:
-        super().__init__()
-        self._pipeline = pipeline
-        self._frame = frame
+        super().__init__(pipeline, frame, settings)
         self._instruction = instruction
-        self._settings = settings
 
     def run(self) -> None:
         if self.stop_reason is not None:
             return
         pipeline = self._pipeline
-        started = time.perf_counter()
-        queued = started - self._frame.received  # under one camera period: frames never queue
-        try:
-            image = self._frame.to_rgb(self._settings.limits)
-        except InputError as error:
-            pipeline.report_input_error(f"camera frame dropped: {error}")
+        image = self._frame_rgb()
+        if image is None:
             return
-        converted = time.perf_counter()
         try:
             result = pipeline.model.segment(
                 image,
@@ -217,16 +254,7 @@ class FrameJob(_StoppableJob):
         pipeline.last_inference_seconds = result.timings.get("total")
         if self.stop_reason is not None:
             return  # a goal took over, continuous mode was stopped, or the node deactivated
-        header = copy_header(self._frame.header)
-        answer = Answer(
-            header=header,
-            camera_info=self._frame.camera_info,
-            instruction=self._instruction,
-            image_rgb=image,
-            result=result,
-            depth=self._frame.depth(self._settings.depth),
-            node_timings={"queued": queued, "image_conversion": converted - started},
-        )
+        answer = self._answer(self._instruction, image, result)
         pipeline.on_reasoned(answer, False)
         pipeline.last_followed, pipeline.last_reasoning_age = False, 0.0
         pipeline.outputs.publish(answer)
@@ -269,7 +297,7 @@ class FollowTarget:
     from_goal: bool
 
 
-class FollowJob(_StoppableJob):
+class FollowJob(_CameraFrameJob):
     """Follow ``target`` on one newer frame and publish the followed masks."""
 
     is_follow = True
@@ -277,23 +305,16 @@ class FollowJob(_StoppableJob):
     def __init__(
         self, pipeline: Pipeline, frame: Frame, target: FollowTarget, settings: JobSettings
     ) -> None:
-        super().__init__()
-        self._pipeline = pipeline
-        self._frame = frame
+        super().__init__(pipeline, frame, settings)
         self._target = target
-        self._settings = settings
 
     def run(self) -> None:
         if self.stop_reason is not None:
             return
         pipeline, target = self._pipeline, self._target
-        started = time.perf_counter()
-        try:
-            image = self._frame.to_rgb(self._settings.limits)
-        except InputError as error:
-            pipeline.report_input_error(f"camera frame dropped: {error}")
+        image = self._frame_rgb()
+        if image is None:
             return
-        converted = time.perf_counter()
         try:
             followed = pipeline.model.follow(image, target.result)
             drifts = follow_drift(target.result, followed)
@@ -309,20 +330,8 @@ class FollowJob(_StoppableJob):
         if problem is not None:
             pipeline.on_follow_degraded(target, problem)
             return
-        header = copy_header(self._frame.header)
-        answer = Answer(
-            header=header,
-            camera_info=self._frame.camera_info,
-            instruction=target.instruction,
-            image_rgb=image,
-            result=followed,
-            depth=self._frame.depth(self._settings.depth),
-            followed=Followed(reasoned_header=target.header, drifts=drifts),
-            node_timings={
-                "queued": started - self._frame.received,
-                "image_conversion": converted - started,
-            },
-        )
+        origin = Followed(reasoned_header=target.header, drifts=drifts)
+        answer = self._answer(target.instruction, image, followed, origin)
         pipeline.last_followed, pipeline.last_reasoning_age = True, answer.reasoning_age
         pipeline.outputs.publish(answer)
 
