@@ -10,6 +10,7 @@ nodes it needs once (module-scoped fixtures below) and its tests share them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -155,13 +156,23 @@ class Goal:
         )
 
 
+class _ActionClient(ActionClient):
+    """rclpy's ActionClient, safe to create while the node spins: rclpy adds it to the node
+    before it creates its lock, so an executor thread can reach it without one
+    (AttributeError: 'ActionClient' object has no attribute '_lock')."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+
 class LisaClient:
     """Clients of one lisa node: the Segment action, lifecycle and parameter services."""
 
     def __init__(self, graph: RclpyNode, node_path: str = "/lisa") -> None:
         self.graph = graph
         self.node_path = node_path
-        self.action = ActionClient(graph.node, Segment, f"{node_path}/segment")
+        self.action = _ActionClient(graph.node, Segment, f"{node_path}/segment")
         self._get_state = graph.node.create_client(GetState, f"{node_path}/get_state")
         self._change_state = graph.node.create_client(ChangeState, f"{node_path}/change_state")
         self._set_parameters = graph.node.create_client(
