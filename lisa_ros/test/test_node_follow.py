@@ -181,6 +181,27 @@ def test_a_goals_targets_are_followed_for_follow_goal_seconds(following, graph) 
     assert all(m.instruction == REFERENCE_INSTRUCTION for m in followed)
 
 
+def test_targets_are_not_followed_across_a_deactivation(following, graph) -> None:
+    process, outputs, camera, instruction, client = following
+    instruction.publish(String(data=""))
+    time.sleep(1.0)
+    assert client.set_parameters(follow_goal_seconds=30.0)[0].successful
+    try:
+        status, result, _ = client.run(REFERENCE_INSTRUCTION)
+        assert result.error_code == Segment.Result.SUCCESS
+        graph.wait_until(
+            lambda: any(m.followed for _, m in outputs.between(time.monotonic() - 1, 1e12)),
+            10,
+            "the goal's targets followed",
+        )
+        assert client.transition("deactivate") and client.transition("activate")
+        reactivated = time.monotonic()
+        time.sleep(3.0)
+        assert not outputs.between(reactivated, time.monotonic())
+    finally:
+        assert client.set_parameters(follow_goal_seconds=2.0)[0].successful
+
+
 def test_follow_rate_zero_gives_reasoned_outputs_only(following, graph) -> None:
     process, outputs, camera, instruction, client = following
     assert client.set_parameters(follow_rate_hz=0.0)[0].successful

@@ -287,6 +287,8 @@ class LisaNode(LifecycleNode):
         if self._scheduler is not None:
             self._scheduler.pause()
             self._scheduler.forget_frame()
+            # Targets of before the pause are not to be followed into frames after it.
+            self._scheduler.set_follow_target(None)
         self._streams.clear()
         self.get_logger().info("Inactive: processing stopped (the model stays loaded)")
         return super().on_deactivate(state)
