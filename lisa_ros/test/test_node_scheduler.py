@@ -406,3 +406,24 @@ def test_follow_rate_zero_is_todays_behaviour(
     following.set_follow_target("answer")
     ran = run_for(following, clock, 3.0, job_seconds=0.01)
     assert len(ran) == 3 and all("|" in name for name in ran)
+
+
+def test_waiting_for_a_reasoning_step_that_no_follow_fits_before_does_not_spin() -> None:
+    scheduler: WorkScheduler[str] = WorkScheduler(frame_job, follow_job)
+    scheduler.resume()
+    scheduler.set_max_rate(1.0)
+    scheduler.set_follow_rate(10.0)
+    scheduler.set_instruction("the cup")
+    scheduler.set_follow_target("answer")
+    scheduler.offer_frame("f0")
+    finish(scheduler, take(scheduler))  # reasoned; the next one is due in 1 s
+    scheduler.offer_frame("f1")
+    follow = take(scheduler)
+    assert follow is not None and follow.name == "f1~answer"
+    time.sleep(0.6)  # a follow so long that another would end after the next reasoning step
+    finish(scheduler, follow)
+    scheduler.offer_frame("f2")
+    cpu_before = time.thread_time()
+    job = scheduler.next_job(timeout=1.0)  # no follow fits: wait for the reasoning step
+    assert job is not None and job.name == "f2|the cup"
+    assert time.thread_time() - cpu_before < 0.1  # slept ~0.4 s, did not poll

@@ -423,7 +423,13 @@ class WorkScheduler(Generic[FrameT]):
         if self._instruction is not None:
             waits.append(self._next_frame_time - now)
         if self._following_allowed():
-            waits.append(self._next_follow_time - now)
+            follow_at = max(now, self._next_follow_time)
+            # A follow that cannot end before the next reasoning step will not fit later either:
+            # then the reasoning step is what to wait for (waiting 0 here would spin).
+            if self._instruction is None or follow_at + self._follow_seconds <= (
+                self._next_frame_time
+            ):
+                waits.append(follow_at - now)
             if self._follow_expires < math.inf:
                 waits.append(self._follow_expires - now)
         if not waits:
