@@ -181,6 +181,18 @@ def test_a_goals_targets_are_followed_for_follow_goal_seconds(following, graph) 
     assert all(m.instruction == REFERENCE_INSTRUCTION for m in followed)
 
 
+def test_a_goal_that_brings_its_own_image_is_not_followed_on_the_camera(following, graph) -> None:
+    process, outputs, camera, instruction, client = following
+    instruction.publish(String(data=""))
+    time.sleep(2.5)  # earlier targets (follow_goal_seconds 2) have expired
+    picture = bgr8_msg(np.roll(fixture_rgb(), 40, axis=1), when=50_000.0, frame_id="elsewhere")
+    status, result, _ = client.run(REFERENCE_INSTRUCTION, picture)
+    assert result.error_code == Segment.Result.SUCCESS
+    done = time.monotonic()
+    time.sleep(2.0)
+    assert not any(m.followed for _, m in outputs.between(done, time.monotonic()))
+
+
 def test_targets_are_not_followed_across_a_deactivation(following, graph) -> None:
     process, outputs, camera, instruction, client = following
     instruction.publish(String(data=""))

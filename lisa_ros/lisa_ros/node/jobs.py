@@ -349,6 +349,9 @@ class GoalTurn:
     session_id: str = ""
     history: Sequence[tuple[str, str]] = ()
     node_timings: dict[str, float] = field(default_factory=dict)
+    # The image is the camera's latest frame: its targets may be followed on the next frames
+    # (not those of an image the goal brought, nor a follow-up turn on an older frame).
+    on_camera_frame: bool = False
 
 
 class GoalError(Exception):
@@ -417,6 +420,7 @@ def resolve_turn(
         depth=depth,
         session_id=goal.session_id,
         node_timings={"image_conversion": time.perf_counter() - started},
+        on_camera_frame=not own_image,
     )
 
 
@@ -548,7 +552,8 @@ class GoalJob(_StoppableJob):
             code, message = Result.SUCCESS, ""
         outcome = goal_result(code, message, answer)
         self._done(outcome, GoalOutcome.SUCCEEDED)
-        self._pipeline.on_reasoned(answer, True)
+        if self._turn.on_camera_frame:
+            self._pipeline.on_reasoned(answer, True)
         self._pipeline.last_followed, self._pipeline.last_reasoning_age = False, 0.0
         self._pipeline.outputs.publish(answer)
 

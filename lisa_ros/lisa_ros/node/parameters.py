@@ -199,8 +199,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "follow_goal_seconds",
         10.0,
-        "After a goal succeeds, follow its targets on new frames for this many seconds, on the "
-        "same outputs (a standing instruction's next answer takes over). 0: off.",
+        "After a goal on the camera's latest frame succeeds, follow its targets on new frames "
+        "for this many seconds, on the same outputs (a standing instruction's next answer takes "
+        "over). 0: off.",
         float_range=(0.0, 3600.0),
     ),
     ParameterSpec(
