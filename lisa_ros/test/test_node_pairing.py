@@ -70,3 +70,27 @@ def test_time_since_the_last_message_tracks_a_stream_that_stops() -> None:
     assert buffer.seconds_since_last() == 3.5
     buffer.clear()
     assert buffer.seconds_since_last() is None and buffer.newest() is None
+
+
+def test_a_frame_keeps_its_depth_partner_while_a_long_inference_fills_the_buffer() -> None:
+    import numpy as np
+
+    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.node.depth import DepthSettings
+    from lisa_ros.node.jobs import Frame
+
+    def depth_msg(sec: int, millimetres: int) -> Image:
+        header = Header(stamp=Time(sec=sec), frame_id="cam")
+        return fill_image_msg(Image(), np.full((4, 4), millimetres, np.uint16), "16UC1", header)
+
+    streams = CameraStreams(depths=StampedBuffer(3))
+    k = [4.0, 0.0, 1.5, 0.0, 4.0, 1.5, 0.0, 0.0, 1.0]
+    streams.camera_infos.add(CameraInfo(header=Header(stamp=Time(sec=5)), k=k))
+    streams.depths.add(depth_msg(5, 1000))
+    frame = Frame(Image(header=Header(stamp=Time(sec=5), frame_id="cam")), streams)
+    depth = frame.depth(DepthSettings(max_skew_s=0.5))  # taken when the job starts
+    for sec in range(6, 12):  # a long inference: newer depth images push stamp 5 out
+        streams.depths.add(depth_msg(sec, 3000))
+    assert streams.depths.nearest(Time(sec=5), 0.5) is None
+    loaded = depth.load((4, 4))
+    assert loaded.header.stamp.sec == 5 and float(loaded.meters[0, 0]) == 1.0

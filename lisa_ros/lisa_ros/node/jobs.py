@@ -104,11 +104,15 @@ class Frame:
         if streams is None:
             return FrameDepth.none("the image came without a depth image")
         stamp = self.msg.header.stamp
+        # The candidates held now, and those that arrive until the lookup: the frame's own depth
+        # image may come a little after it, and a long inference must not push it out meanwhile.
+        held = streams.depths.snapshot()
 
         def lookup() -> tuple[Any, CameraInfo, str]:
-            depth = streams.depths.nearest(stamp, settings.max_skew_s)
+            depth = streams.depths.nearest(stamp, settings.max_skew_s, also=held)
             if depth is None:
-                return None, CameraInfo(), _no_depth_reason(streams, stamp, settings.max_skew_s)
+                reason = _no_depth_reason(streams, held, stamp, settings.max_skew_s)
+                return None, CameraInfo(), reason
             return depth, streams.camera_info_for(stamp), ""
 
         return FrameDepth.paired_later(lookup, self.msg.header, settings)
@@ -119,8 +123,8 @@ class Frame:
         return image_to_rgb(self.msg, limits)
 
 
-def _no_depth_reason(streams: CameraStreams, stamp: Any, max_skew_s: float) -> str:
-    nearest = streams.depths.nearest(stamp)
+def _no_depth_reason(streams: CameraStreams, held: list[Any], stamp: Any, max_skew_s: float) -> str:
+    nearest = streams.depths.nearest(stamp, also=held)
     if nearest is None:
         return (
             "no depth image has arrived on the depth topic: remap 'depth' to the depth image "
@@ -187,6 +191,8 @@ class _CameraFrameJob(_StoppableJob):
         self._frame = frame
         self._settings = settings
         self._node_timings: dict[str, float] = {}
+        # Paired when the job starts (see Frame.depth), decoded only if an output needs 3D.
+        self._depth = frame.depth(settings.depth)
 
     def _frame_rgb(self) -> np.ndarray | None:
         """The frame as RGB, or None when it is unusable (reported as an input error)."""
@@ -216,7 +222,7 @@ class _CameraFrameJob(_StoppableJob):
             instruction=instruction,
             image_rgb=image,
             result=result,
-            depth=self._frame.depth(self._settings.depth),
+            depth=self._depth,
             followed=followed,
             node_timings=self._node_timings,
         )

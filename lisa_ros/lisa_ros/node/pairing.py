@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo
@@ -56,11 +56,14 @@ class StampedBuffer(Generic[M]):
             last = self._last_received
         return None if last is None else self._clock() - last
 
-    def nearest(self, stamp: Time, max_skew_s: float | None = None) -> M | None:
-        """The message whose stamp is nearest to ``stamp`` (the newer one on a tie), or None when
-        the buffer is empty or the nearest is more than ``max_skew_s`` seconds away."""
+    def nearest(
+        self, stamp: Time, max_skew_s: float | None = None, also: Sequence[M] = ()
+    ) -> M | None:
+        """The message whose stamp is nearest to ``stamp`` (the newer one on a tie) among those
+        held and ``also`` (an earlier :meth:`snapshot`), or None when there is none or the nearest
+        is more than ``max_skew_s`` seconds away."""
         with self._lock:
-            messages = list(self._messages)
+            messages = [*also, *self._messages]
         if not messages:
             return None
         wanted = nanoseconds(stamp)
@@ -73,6 +76,12 @@ class StampedBuffer(Generic[M]):
         if max_skew_s is not None and distance(best)[0] > max_skew_s * 1e9:
             return None
         return best
+
+    def snapshot(self) -> list[M]:
+        """The messages held now (references, no copies): a frame keeps its candidates this way
+        while a long inference lets newer messages push them out of the buffer."""
+        with self._lock:
+            return list(self._messages)
 
     def newest(self) -> M | None:
         with self._lock:
