@@ -72,8 +72,9 @@ class FrameDepth:
 
     ``load`` decodes at most once; its result (or refusal) is kept, so the action result,
     ~/segmentation, ~/markers and ~/points of one answer share one decoding. A camera frame's
-    partner is looked up only then (:meth:`paired_later`): after the inference, when the depth
-    image stamped like the frame has arrived even if it came in after the colour image.
+    partner is looked up only then (:meth:`paired_later`), among the depth images held when its
+    job started and those that came since: one stamped like the frame is found even if it came
+    in after the colour image, or was pushed out of the buffer during the inference.
     """
 
     def __init__(

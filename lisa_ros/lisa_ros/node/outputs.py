@@ -20,7 +20,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from builtin_interfaces.msg import Time
 from lisa_ros_interfaces.msg import MaskInfo, Segmentation, StageTime
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from std_msgs.msg import Header, String
@@ -35,6 +34,7 @@ from lisa_ros.visualization import draw_overlay, label_image
 from .depth import DepthFrame, FrameDepth, locate_masks
 from .headers import copy_header
 from .inputs import InputError
+from .pairing import nanoseconds
 from .target_messages import fill_target, marker_array, point_cloud
 
 __all__ = [
@@ -78,7 +78,8 @@ class Answer:
 
     @cached_property
     def mask_infos(self) -> list[MaskInfo]:
-        drifts = self.followed.drifts if self.followed is not None else [None] * len(self.targets)
+        count = len(self.result.mask_logits)
+        drifts = self.followed.drifts if self.followed is not None else [None] * count
         return [
             fill_target(mask_info(record, drift), target, self.depth_status)
             for record, target, drift in zip(
@@ -94,7 +95,8 @@ class Answer:
     @property
     def reasoning_age(self) -> float:
         """This frame's stamp minus the reasoned frame's, in seconds."""
-        return _seconds(self.header.stamp) - _seconds(self.reasoned_header.stamp)
+        reasoned = self.followed.reasoned_header if self.followed else self.header
+        return (nanoseconds(self.header.stamp) - nanoseconds(reasoned.stamp)) / 1e9
 
     @cached_property
     def _depth_frame(self) -> DepthFrame | str:
@@ -206,10 +208,6 @@ def mask_info(record: MaskRecord, drift: MaskDrift | None = None) -> MaskInfo:
         info.area_ratio = min(drift.area_ratio, 3.0e38)  # float32: inf stays readable as large
         info.centre_shift, info.box_iou = drift.centre_shift, drift.box_iou
     return info
-
-
-def _seconds(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def stage_times(timings: Mapping[str, float]) -> list[StageTime]:
