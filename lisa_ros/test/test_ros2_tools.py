@@ -433,6 +433,9 @@ def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(
     )
     # Half a second into the answer, as a person would press it (send_goal installs its Ctrl-C
     # handler once the goal is accepted).
+    # send_goal installs its Ctrl-C handler just before it prints this line; a press before it
+    # ends the process instead of cancelling the goal.
+    client.wait_for_output(r"Goal accepted with ID", 30)
     client.wait_for_output(r"tokens_generated: 1\d", 30)
     # send_goal's handler ignores Ctrl-C until the goal's status (a topic of its own, apart from
     # the feedback) has reached the client as ACCEPTED or EXECUTING; on a loaded machine that can
