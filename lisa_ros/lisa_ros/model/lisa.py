@@ -226,8 +226,7 @@ class LisaModel:
     def project_seg(self, seg_hidden: torch.Tensor) -> torch.Tensor:
         """SAM prompts (N, D) float32 on the model's device for the [SEG] hidden states (N, H):
         `text_hidden_fcs`, as LISA applies it."""
-        fcs_dtype = next(self.text_hidden_fcs.parameters()).dtype
-        return self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
+        return self.seg_prompts(seg_hidden)
 
     @torch.inference_mode()
     def decode_prompts(
@@ -236,23 +235,42 @@ class LisaModel:
         """(mask logits (N, H, W), IoU scores (N,)) of SAM's mask decoder for the prompts (N, D)
         (`project_seg`'s output, or a result's `prompts`) on the encoded image. Needs SAM's
         part of the encoding only."""
-        prompts = torch.as_tensor(prompts).to(self.device, torch.float32)
+        return self.sam_masks(
+            torch.as_tensor(prompts),
+            encoding.sam_embeddings,
+            encoding.resize_hw,
+            encoding.original_hw,
+        )
+
+    def seg_prompts(self, seg_hidden: torch.Tensor) -> torch.Tensor:
+        """`project_seg` without inference mode: differentiable, for fine-tuning."""
+        fcs_dtype = next(self.text_hidden_fcs.parameters()).dtype
+        return self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
+
+    def sam_masks(
+        self,
+        prompts: torch.Tensor,
+        sam_embeddings: torch.Tensor,
+        resize_hw: tuple[int, int],
+        original_hw: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`decode_prompts` without inference mode and from SAM's embedding alone: differentiable
+        in the prompts and the mask decoder's weights, for fine-tuning."""
+        prompts = prompts.to(self.device, torch.float32)
         count = prompts.shape[0]
         sparse = prompts[:, None, :]
-        grid = encoding.sam_embeddings.shape[-2:]
+        grid = sam_embeddings.shape[-2:]
         dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
             count, -1, *grid
         )
         low_res, iou = self.sam.mask_decoder(
-            image_embeddings=encoding.sam_embeddings,
+            image_embeddings=sam_embeddings,
             image_pe=self.sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
-        logits = postprocess_masks(
-            low_res, self.sam_image_size, encoding.resize_hw, encoding.original_hw
-        )
+        logits = postprocess_masks(low_res, self.sam_image_size, resize_hw, original_hw)
         return logits[:, 0], iou[:, 0]
 
     # ------------------------------------------------------------------ generation

@@ -91,3 +91,15 @@ def seg_phrases(text: str) -> tuple[list[str], list[int]]:
         offsets.append(offset)
         start = offset + len(SEG_TOKEN)
     return phrases, offsets
+
+
+def validation_question(text: str, is_sentence: bool) -> str:
+    """The question LISA's validation asks about a ReasonSeg sample (the authors' `ValDataset`).
+
+    Sentences are asked as they are, phrases inside "What is ... in this image?". The leading
+    space is the authors' (their user turn is "<image>\\n {question}"), kept so the ids match.
+    """
+    text = text.strip()
+    if is_sentence:
+        return f" {text} Please output segmentation mask."
+    return f" What is {text} in this image? Please output segmentation mask."
