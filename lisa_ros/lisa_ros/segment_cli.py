@@ -52,6 +52,7 @@ from lisa_ros.cli_io import (
     target_record,
     write_result_files,
 )
+from lisa_ros.cli_model import add_model_arguments, generate_kwargs_from_args, load_model_from_args
 from lisa_ros.geometry import (
     GeometryError,
     Target3D,
@@ -60,7 +61,6 @@ from lisa_ros.geometry import (
     depth_to_meters,
     locate,
 )
-from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from lisa_ros.visualization import draw_overlay
 
 if TYPE_CHECKING:  # the model stack imports torch and transformers: seconds, only when needed
@@ -84,34 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "segment what the answer refers to (one mask per [SEG] in the answer).",
     )
     parser.add_argument("instruction", help='what to find, e.g. "where can I boil water?"')
-    parser.add_argument(
-        "--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--image", required=True, type=Path, help="the image file (PNG, JPEG, ...)")
     parser.add_argument(
         "--output",
         type=Path,
         help=f"folder for {OVERLAY_FILE}, mask_<k>.png and {RESULT_FILE} (created if missing)",
-    )
-    parser.add_argument(
-        "--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)"
-    )
-    parser.add_argument(
-        "--precision", choices=tuple(PRECISIONS), default="bf16", help="default: %(default)s"
-    )
-    parser.add_argument(
-        "--quantization",
-        choices=QUANTIZATIONS,
-        help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
-    )
-    parser.add_argument(
-        "--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM"
-    )
-    parser.add_argument(
-        "--device", help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"
-    )
-    parser.add_argument(
-        "--max-new-tokens", type=_positive_int, help="longest answer in tokens (default: 512)"
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     depth = parser.add_argument_group(
@@ -138,16 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"metres per depth unit (default: {MILLIMETRE} for a 16-bit PNG, 1 for floats)",
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -269,37 +237,13 @@ def describe_targets(phrases: Sequence[str], targets: Sequence[Target3D]) -> str
 
 
 def _load(args: argparse.Namespace) -> LisaModel:
-    import torch
-
-    from lisa_ros.model import LisaLoadError, load_model
-
-    if args.quiet:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    logger.info("Loading LISA from %s", args.model)
-    try:
-        return load_model(
-            args.model,
-            vision_tower=args.vision_tower,
-            precision=args.precision,
-            quantization=args.quantization,
-            device=args.device,
-            adapter=args.adapter,
-        )
-    except LisaLoadError as error:
-        raise CommandError(str(error).splitlines()[0]) from None
-    except (torch.OutOfMemoryError, MemoryError) as error:
-        raise CommandError(
-            f"out of memory while loading the model ({_first_line(error)}): "
-            "try --quantization nf4 or int8"
-        ) from None
+    return load_model_from_args(args, logger=logger)
 
 
 def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> SegmentationResult:
     from lisa_ros.model import LisaOutOfMemoryError
 
-    generate_kwargs = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    generate_kwargs = generate_kwargs_from_args(args)
     stage_messages = {
         "encoding_image": "Encoding the image",
         "generating": "Generating the answer",

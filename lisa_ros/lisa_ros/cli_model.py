@@ -1,0 +1,135 @@
+"""The model options every command-line tool that loads LISA shares, and the load itself.
+
+``lisa-segment``, ``lisa-eval`` and ``lisa-finetune`` take the same ``--model``, ``--vision-tower``,
+``--precision``, ``--quantization``, ``--adapter``, ``--device`` and ``--max-new-tokens``, with the
+same help and the same error lines: a person who learnt one tool knows the others, and a fix to a
+message reaches all of them. Torch-free at import (the tools' ``--help`` and their input checks
+must not wait seconds for the model stack); :func:`load_model_from_args` imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING, Any
+
+from lisa_ros.cli_io import CommandError
+from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
+
+if TYPE_CHECKING:
+    from lisa_ros.model import LisaModel
+
+__all__ = [
+    "add_model_arguments",
+    "generate_kwargs_from_args",
+    "load_model_from_args",
+    "model_options_record",
+    "positive_int",
+]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, with a message that says what was wrong."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, max_new_tokens: bool = True
+) -> None:
+    """Add the model options to ``parser``: ``--model`` (required) and how to load and run it.
+
+    ``max_new_tokens=False`` leaves out ``--max-new-tokens`` for a tool that never generates.
+    """
+    parser.add_argument(
+        "--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder"
+    )
+    parser.add_argument(
+        "--vision-tower", help="CLIP tower to use instead of the checkpoint's (hub id or folder)"
+    )
+    parser.add_argument(
+        "--precision", choices=tuple(PRECISIONS), default="bf16", help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
+    )
+    parser.add_argument(
+        "--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM"
+    )
+    parser.add_argument(
+        "--device", help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"
+    )
+    if max_new_tokens:
+        parser.add_argument(
+            "--max-new-tokens", type=positive_int, help="longest answer in tokens (default: 512)"
+        )
+
+
+def generate_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``generate`` keyword arguments the options ask for (``max_new_tokens`` if given)."""
+    max_new_tokens = getattr(args, "max_new_tokens", None)
+    return {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+
+
+def model_options_record(args: argparse.Namespace, device: str | None = None) -> dict[str, Any]:
+    """The model options as a report records them (JSON-ready); ``device`` the one used."""
+    return {
+        "model": str(args.model),
+        "vision_tower": args.vision_tower,
+        "adapter": args.adapter,
+        "precision": args.precision,
+        "quantization": args.quantization,
+        "device": device if device is not None else args.device,
+        "max_new_tokens": getattr(args, "max_new_tokens", None),
+    }
+
+
+def load_model_from_args(
+    args: argparse.Namespace,
+    *,
+    device: str | None = None,
+    logger: logging.Logger | None = None,
+) -> LisaModel:
+    """The model the options name, or a :class:`CommandError` whose message is one line.
+
+    ``device`` overrides ``--device`` (a sharded run puts each process on its own GPU);
+    ``args.quiet``, when the tool has it, turns the loading progress bars off. Out of memory
+    says which option helps.
+    """
+    import torch
+
+    from lisa_ros.model import LisaLoadError, load_model
+
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    (logger or logging.getLogger("lisa_ros")).info("Loading LISA from %s", args.model)
+    try:
+        return load_model(
+            args.model,
+            vision_tower=args.vision_tower,
+            precision=args.precision,
+            quantization=args.quantization,
+            device=device if device is not None else args.device,
+            adapter=args.adapter,
+        )
+    except LisaLoadError as error:
+        raise CommandError(str(error).splitlines()[0]) from None
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        raise CommandError(
+            f"out of memory while loading the model ({_first_line(error)}): "
+            "try --quantization nf4 or int8"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
