@@ -96,6 +96,8 @@ def test_every_parameter_is_described_and_constrained() -> None:
         ("max_rate_hz", -1.0, "outside [0.0, 1000.0]"),
         ("max_new_tokens", 0, "outside [1, 4096]"),
         ("max_queued_goals", 1000, "outside [0, 256]"),
+        ("record_dir", "recorded", "not an absolute path"),
+        ("record_dir", "/data/recorded ", "whitespace"),
     ],
 )
 def test_bad_values_are_refused_with_a_reason(name: str, value: object, reason: str) -> None:
@@ -105,6 +107,7 @@ def test_bad_values_are_refused_with_a_reason(name: str, value: object, reason: 
 
 def test_good_values_pass() -> None:
     assert validate([("device", "cuda:1"), ("quantization", "nf4"), ("max_rate_hz", 0.0)]) is None
+    assert validate([("record_dir", "~/recorded"), ("record_dir", "/data/recorded")]) is None
     assert spec("busy_policy").choices == ("queue", "reject", "preempt")
 
 

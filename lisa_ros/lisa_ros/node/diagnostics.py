@@ -9,6 +9,10 @@ ERROR until a configure succeeds.
 A depth stream that delivered and then went silent is a WARN too (the answers go on, 2D only):
 a grasp planner waiting for 3D targets should learn why none come.
 
+Recording answered frames (parameter ``record_dir``) shows its folder, the samples written, those
+dropped because the disk fell behind, those whose write failed, and the last error; while writes
+to the folder fail the status is WARN with that error (the answers go on).
+
 ``model`` is the model actually loaded (empty when none is), not the parameter: after
 ``ros2 param set /lisa model ...`` the old model serves until the next configure, and
 ``pending_parameters`` says which model parameters are waiting for it.
@@ -25,6 +29,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from .recording import RecorderStats
 from .scheduler import SchedulerStats
 
 __all__ = ["Health", "HealthSnapshot"]
@@ -45,6 +50,7 @@ class HealthSnapshot:
     depth_silence_s: float | None = None  # since the last depth image; None: none since activation
     last_followed: bool = False  # the last published answer was followed, not reasoned
     last_reasoning_age: float = 0.0  # age of the reasoning it rested on (s)
+    recording: RecorderStats | None = None  # the answer recorder (parameter record_dir)
 
 
 class Health:
@@ -97,6 +103,15 @@ class Health:
             values["last_inference_seconds"] = f"{snapshot.last_inference_seconds:.3f}"
         if snapshot.depth_silence_s is not None:
             values["seconds_since_depth"] = f"{snapshot.depth_silence_s:.3f}"
+        if snapshot.recording is not None:
+            recording = snapshot.recording
+            values.update(
+                record_dir=recording.folder,
+                frames_recorded=str(recording.recorded),
+                frames_record_dropped=str(recording.dropped),
+                frames_record_failed=str(recording.failed),
+                last_record_error=recording.last_error,
+            )
         with self._lock:
             if self._load_error:
                 values["load_error"] = self._load_error
@@ -120,6 +135,9 @@ class Health:
                 and self._clock() - self._input_error[0] < WARN_SECONDS
             ):
                 return DiagnosticStatus.WARN, self._input_error[1]
+        recording = snapshot.recording
+        if recording is not None and recording.failing and recording.folder:
+            return DiagnosticStatus.WARN, recording.last_error
         silence = snapshot.depth_silence_s
         if snapshot.lifecycle_state == "active" and silence is not None:
             if silence > DEPTH_SILENT_SECONDS:

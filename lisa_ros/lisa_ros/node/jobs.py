@@ -161,6 +161,9 @@ class Pipeline:
     on_reasoned: Callable[[Answer, bool], None] = lambda answer, is_goal: None
     # Told when followed masks no longer hold, with why: the node reasons again or stops.
     on_follow_degraded: Callable[[FollowTarget, str], None] = lambda target, why: None
+    # Given every reasoned answer that was delivered, to record it (parameter record_dir); it
+    # must return at once: it runs on the inference thread, after the answer went out.
+    record: Callable[[Answer], None] = lambda answer: None
     last_inference_seconds: float | None = None
     last_followed: bool = False  # whether the last published answer was followed
     last_reasoning_age: float = 0.0  # and the age of the reasoning it rested on (s)
@@ -264,6 +267,7 @@ class FrameJob(_CameraFrameJob):
         pipeline.on_reasoned(answer, False)
         pipeline.last_followed, pipeline.last_reasoning_age = False, 0.0
         pipeline.outputs.publish(answer)
+        pipeline.record(answer)
 
 
 @dataclass(frozen=True)
@@ -562,6 +566,10 @@ class GoalJob(_StoppableJob):
             self._pipeline.on_reasoned(answer, True)
         self._pipeline.last_followed, self._pipeline.last_reasoning_age = False, 0.0
         self._pipeline.outputs.publish(answer)
+        if not turn.history:
+            # A follow-up turn's instruction means nothing without the conversation, which a
+            # dataset sample cannot hold; the frame was recorded with the session's first turn.
+            self._pipeline.record(answer)
 
     def _finish_stopped(self, reason: StopReason, partial_text: str) -> None:
         code, message = _STOP_CODES.get(reason, (Result.CANCELED, reason.value))

@@ -7,8 +7,8 @@ Lifecycle:
                 (unconfigured), so the parameters can be fixed and configure tried again.
     activate    subscribes to the camera and the instruction and starts processing.
     deactivate  stops processing: the running inference stops within one decoding step, waiting
-                goals end with MODEL_NOT_READY.
-    cleanup     frees the model and its GPU memory.
+                goals end with MODEL_NOT_READY; answers still waiting to be recorded are written.
+    cleanup     frees the model and its GPU memory, and ends the recorder's writer thread.
 Run directly (``ros2 run lisa_ros lisa_node``) it configures and activates itself (``autostart``).
 
 Interfaces (names relative, so namespaces and remapping apply):
@@ -22,6 +22,9 @@ Interfaces (names relative, so namespaces and remapping apply):
                 ~/markers (visualization_msgs/MarkerArray), ~/points (sensor_msgs/PointCloud2),
                 /diagnostics (diagnostic_msgs/DiagnosticArray)
     action      ~/segment (lisa_ros_interfaces/action/Segment)
+
+Recording: with ``record_dir`` set, every reasoned answer is saved as a dataset sample by
+:class:`~lisa_ros.node.recording.AnswerRecorder`, on a writer thread of its own.
 
 Threading: callbacks run on a MultiThreadedExecutor; the model runs on one dedicated inference
 thread fed by :class:`~lisa_ros.node.scheduler.WorkScheduler`. The action server and the
@@ -83,6 +86,7 @@ from .jobs import (
 from .outputs import Answer, ResultPublishers
 from .pairing import CameraStreams
 from .parameters import PARAMETERS, descriptor, validate, validate_together
+from .recording import AnswerRecorder, record_folder
 from .scheduler import WorkScheduler
 from .segment_action import SegmentActionServer
 from .sessions import SessionStore
@@ -179,6 +183,8 @@ class LisaNode(LifecycleNode):
         self._scheduler: WorkScheduler[Frame] | None = None
         self._worker: threading.Thread | None = None
         self._sessions = SessionStore(0)
+        # Exists in every state, so record_dir can be set (and is validated) before configure.
+        self._recorder = AnswerRecorder(self.get_logger())
 
         # Validation runs for the values given at start-up too (a bad YAML value stops the node
         # with the reason), then for every later change.
@@ -259,6 +265,7 @@ class LisaNode(LifecycleNode):
             logger=self.get_logger(),
             on_reasoned=self._on_reasoned,
             on_follow_degraded=self._on_follow_degraded,
+            record=self._recorder.offer_answer,
         )
         self._scheduler = WorkScheduler(self._frame_job, self._follow_job)
         self._scheduler.set_max_rate(self._param("max_rate_hz"))
@@ -290,6 +297,11 @@ class LisaNode(LifecycleNode):
             # Targets of before the pause are not to be followed into frames after it.
             self._scheduler.set_follow_target(None)
         self._streams.clear()
+        # What was answered before the deactivation is on disk after it (e.g. to unmount it).
+        if not self._recorder.flush():
+            self.get_logger().warning(
+                "Some answered frames are still being written to record_dir (the disk is slow)"
+            )
         self.get_logger().info("Inactive: processing stopped (the model stays loaded)")
         return super().on_deactivate(state)
 
@@ -336,6 +348,7 @@ class LisaNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join()
         self._worker = None
+        self._recorder.close()  # after the inference thread: nothing is offered any more
         self._scheduler = None
         self._pipeline = None
         for publisher in self._result_publishers:
@@ -532,6 +545,8 @@ class LisaNode(LifecycleNode):
             self._scheduler.set_follow_rate(values["follow_rate_hz"])
         if "max_sessions" in values:
             self._sessions.set_capacity(values["max_sessions"])
+        if "record_dir" in values:
+            self._recorder.set_folder(record_folder(values["record_dir"]))
         if self._loaded_settings is not None:
             for name in values.keys() & MODEL_PARAMETERS:
                 self.get_logger().info(
@@ -593,6 +608,7 @@ class LisaNode(LifecycleNode):
             depth_silence_s=self._streams.depths.seconds_since_last() if self._inputs else None,
             last_followed=pipeline.last_followed if pipeline is not None else False,
             last_reasoning_age=pipeline.last_reasoning_age if pipeline is not None else 0.0,
+            recording=self._recorder.stats(),
         )
         try:
             self._diagnostics.publish(

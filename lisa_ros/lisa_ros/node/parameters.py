@@ -9,8 +9,9 @@ run the ``cleanup`` and ``configure`` transitions to load another model. All oth
 once.
 
 The lists of accepted values come from the code that acts on them (:mod:`lisa_ros.model.options`,
-the scheduler's busy policies). This module imports only those torch-free modules and
-``rcl_interfaces`` message types, so it can be used without a running ROS graph or the model stack.
+the scheduler's busy policies, the recorder's folder check). This module imports only those
+torch-free modules and ``rcl_interfaces`` message types, so it can be used without a running ROS
+graph or the model stack.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from lisa_ros.model.options import PRECISIONS, QUANTIZATIONS, device_problem
 
 from .depth import DEPTH_TRANSPORTS
+from .recording import record_dir_problem
 from .scheduler import BUSY_POLICIES
 
 __all__ = [
@@ -294,6 +296,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Conversations (goal session_id) remembered for follow-up turns; the least recently used "
         "is forgotten first. 0 disables follow-ups.",
         int_range=(0, 10_000),
+    ),
+    # --- recording (README "Recording answered frames") ----------------------------------------
+    ParameterSpec(
+        "record_dir",
+        "",
+        "Save every reasoned answer (a standing instruction's frame, a goal's first turn; never a "
+        "followed frame) into this folder as a sample of the simple dataset format that "
+        "lisa-eval and lisa-finetune read: the frame, the union of its masks, the instruction "
+        "and the answer, for labelling and evaluation. An absolute path or ~/...; created if "
+        "needed. Empty: off. Takes effect from the next answer.",
+        check=record_dir_problem,
     ),
 )
 
