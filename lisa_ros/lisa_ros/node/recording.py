@@ -139,6 +139,8 @@ def write_answer(folder: Path, name: str, frame: AnsweredFrame) -> Path:
             phrases=np.array(frame.result.phrases, dtype=str),
             scores=np.asarray(frame.result.scores, dtype=np.float32),
         )
+    else:  # left over from an interrupted write of this name, it would describe another answer
+        (folder / f"{name}_masks.npz").unlink(missing_ok=True)
     return write_sample(
         folder,
         name,
@@ -309,8 +311,8 @@ class AnswerRecorder:
                     warn = (
                         f"Recording falls behind: {len(self._queue)} answered frames wait for "
                         f"the disk at {folder}, so this one is not recorded ({self._dropped} "
-                        "dropped so far). A faster disk, a lower max_rate_hz, or recording "
-                        "only goals keeps up."
+                        "dropped so far). A faster disk, or a lower max_rate_hz for the "
+                        "standing instruction, keeps up."
                     )
             else:
                 self._counter += 1
