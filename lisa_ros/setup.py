@@ -34,6 +34,7 @@ setup(
         "sentencepiece",
         "protobuf",
         "segment-anything",
+        "tqdm",  # lisa-eval's progress bar (transformers brings it too)
     ],
     extras_require={
         "quantization": ["bitsandbytes>=0.45"],
@@ -50,6 +51,7 @@ setup(
         "console_scripts": [
             "lisa_node = lisa_ros.node.lisa_node:main",
             "lisa-segment = lisa_ros.segment_cli:main",
+            "lisa-eval = lisa_ros.eval_cli:main",
             "lisa-ask = lisa_ros.node.ask:main",
         ],
     },
