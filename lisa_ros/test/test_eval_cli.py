@@ -345,6 +345,34 @@ def test_two_processes_give_the_one_process_numbers(single_run, dataset, tmp_pat
     assert sorted(path.name for path in output.iterdir()) == ["report.json", "samples.csv", "worst"]
 
 
+def _row(index: int, iou: float | None, error: str | None = None):
+    from lisa_ros.evaluate import SampleRow
+
+    return SampleRow(index, f"s{index}", "x", "q", iou, 1, 2, 1, 1, 0, None, None, 0.1, error)
+
+
+def test_shards_combine_in_dataset_order_with_the_worst_over_all():
+    from lisa_ros.evaluate import EvaluationResult, SampleFailure, WorstSample
+
+    def part(indices, ious, failure=None):
+        rows = [_row(index, iou) for index, iou in zip(indices, ious, strict=True)]
+        worst = [
+            WorstSample(row.index, row.name, row.iou, np.packbits([True]), (1, 1), None)
+            for row in rows
+        ]
+        sums = MetricSums(Fraction(sum(ious)), len(ious), len(ious), 2 * len(ious))
+        return EvaluationResult(rows, sums, worst, failure)
+
+    first = part([0, 2, 4], [0.5, 0.1, 0.3], SampleFailure(4, "s4", "late"))
+    second = part([1, 3], [0.1, 0.9], SampleFailure(3, "s3", "early"))
+    combined = EvaluationResult.combine([first, second], worst=3)
+    assert [row.index for row in combined.rows] == [0, 1, 2, 3, 4]
+    assert combined.sums == first.sums + second.sums
+    assert [(item.index, item.iou) for item in combined.worst] == [(1, 0.1), (2, 0.1), (4, 0.3)]
+    assert combined.failure.name == "s3"  # the earliest sample that failed
+    assert EvaluationResult.combine([second, first], worst=3).rows == combined.rows
+
+
 def test_launch_environment():
     assert launch_from_env({}) == Launch(0, 1, 0)
     assert launch_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Launch(3, 4, 1)
