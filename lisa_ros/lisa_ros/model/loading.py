@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adapter import apply_adapter
 from .checkpoint import (
     LisaCheckpoint,
     read_checkpoint,
@@ -222,18 +223,6 @@ def _generic_cpu_nf4_where_needed(llm: nn.Module) -> None:
         )
 
 
-def _apply_adapter(llm: nn.Module, adapter: str, merge: bool) -> nn.Module:
-    from peft import PeftModel
-
-    source = os.path.expanduser(adapter)
-    logger.info("Applying LoRA adapter %s", source)
-    try:
-        llm = PeftModel.from_pretrained(llm, source, is_trainable=False)
-    except Exception as error:  # peft raises ValueError, OSError, hub errors...
-        raise LisaLoadError(f"LoRA adapter '{adapter}' cannot be applied: {error}") from error
-    return llm.merge_and_unload() if merge else llm
-
-
 def _load_vision_tower(
     name: str, dtype: torch.dtype, device: torch.device
 ) -> tuple[nn.Module, Any]:
@@ -311,7 +300,8 @@ def load_model(
     and the [SEG] projection stay in fp32 (they are tiny and SAM's positional encoding fails in
     bf16). `quantization` ("int8" / "nf4", bitsandbytes; meant for CUDA, also runs on the CPU)
     applies to the LLM's linear layers except `lm_head`; the projector, [SEG] projection and SAM are
-    never quantised. `adapter` is a peft LoRA folder (or hub id) applied to the LLM. Hub downloads
+    never quantised. `adapter` is a `lisa-finetune` output folder (or hub id; a plain peft LoRA
+    folder works too, see `adapter.py`): the fine-tuned model exactly. Hub downloads
     use the Hugging Face cache and honour HF_HUB_OFFLINE. `progress` is how downloads and weight
     loading show progress: "bars" (tqdm, for a terminal), "log" (a few INFO lines of the
     `lisa_ros.model.progress` logger, for log files, pipes and `ros2 launch`) or "auto" (bars when
@@ -353,8 +343,6 @@ def build_model(
 
     with transformers_progress(mode):
         llm = _load_llm(checkpoint, dtype, parsed_device, quantization)
-        if adapter:
-            llm = _apply_adapter(llm, os.fspath(adapter), merge=quantization is None)
         tower, processor = _load_vision_tower(tower_name, dtype, parsed_device)
 
     logger.info("Building SAM from the checkpoint's weights")
@@ -365,6 +353,10 @@ def build_model(
 
     projector = _linear_from_state(checkpoint.projector_state).to(parsed_device, dtype)
     text_fcs = _text_hidden_fcs(checkpoint.text_fcs_state).to(parsed_device, torch.float32)
+    if adapter:
+        llm = apply_adapter(
+            llm, text_fcs, sam.mask_decoder, adapter, merge=quantization is None
+        ).eval()
     logger.info(
         "LISA ready on %s (%s%s)",
         parsed_device,
