@@ -52,6 +52,7 @@ setup(
             "lisa_node = lisa_ros.node.lisa_node:main",
             "lisa-segment = lisa_ros.segment_cli:main",
             "lisa-eval = lisa_ros.eval_cli:main",
+            "lisa-finetune = lisa_ros.finetune_cli:main",
             "lisa-ask = lisa_ros.node.ask:main",
         ],
     },

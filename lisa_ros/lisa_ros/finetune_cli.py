@@ -1,0 +1,268 @@
+"""``lisa-finetune``: adapt LISA to your scenes with LoRA, the authors' recipe on current libraries.
+
+    lisa-finetune --model xinlai/LISA-7B-v1 --data my_scenes/train --eval-data my_scenes/val \\
+        --output my_adapter/
+
+trains LoRA on the LLM's attention projections plus the token embeddings, ``lm_head``,
+``text_hidden_fcs`` and SAM's mask decoder (:mod:`lisa_ros.training`), showing the losses as it
+goes, evaluating on ``--eval-data`` with lisa-eval's metrics, saving resumable checkpoints, and
+writes the adapter into ``--output``: what ``lisa-segment --adapter``, ``lisa-eval --adapter`` and
+the node's ``adapter`` parameter load.
+
+Several GPUs or machines: start the same command under ``accelerate launch`` (or ``torchrun``);
+accelerate's config picks DDP, FSDP or DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lisa_ros.cli_io import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CommandError
+from lisa_ros.cli_model import add_model_arguments, positive_int
+from lisa_ros.data import DatasetError
+
+PROG = "lisa-finetune"
+logger = logging.getLogger("lisa_ros.finetune")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lisa_ros.training.examples import QUESTION_STYLES
+    from lisa_ros.training.losses import LossWeights
+    from lisa_ros.training.trainable import LoraSettings
+
+    lora, weights = LoraSettings(), LossWeights()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fine-tune LISA on a dataset folder (ReasonSeg or the node's recordings) "
+        "with LoRA; writes an adapter folder.",
+    )
+    add_model_arguments(parser, max_new_tokens=False)
+    parser.add_argument("--data", required=True, type=Path, help="training dataset folder")
+    parser.add_argument(
+        "--output", required=True, type=Path, help="adapter folder (checkpoints go inside)"
+    )
+    parser.add_argument(
+        "--eval-data", type=Path, help="held-out dataset folder, scored as lisa-eval scores it"
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="warnings and errors only")
+
+    train = parser.add_argument_group("training (defaults: the LISA authors')")
+    train.add_argument(
+        "--steps", type=positive_int, default=500, help="optimizer steps (%(default)s)"
+    )
+    train.add_argument(
+        "--batch-size", type=positive_int, default=2, help="examples per process (%(default)s)"
+    )
+    train.add_argument(
+        "--grad-accumulation",
+        type=positive_int,
+        default=10,
+        help="batches per optimizer step (%(default)s)",
+    )
+    train.add_argument("--lr", type=_positive_float, default=3e-4, help="peak (%(default)s)")
+    train.add_argument("--warmup-steps", type=_non_negative_int, default=100, help="(%(default)s)")
+    train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW (%(default)s)")
+    train.add_argument(
+        "--max-grad-norm", type=float, default=1.0, help="clip; 0 = off (%(default)s)"
+    )
+    train.add_argument(
+        "--no-gradient-checkpointing",
+        action="store_true",
+        help="faster, more memory (checkpointing is on by default)",
+    )
+    train.add_argument(
+        "--questions",
+        choices=QUESTION_STYLES,
+        default="authors",
+        help="ask each instruction through the authors' templates, or as it was recorded "
+        "(what the node's users send) (%(default)s)",
+    )
+    train.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
+    train.add_argument(
+        "--init-adapter", help="start from this lisa-finetune adapter's weights (same LoRA shape)"
+    )
+
+    lora_group = parser.add_argument_group("LoRA")
+    lora_group.add_argument("--lora-r", type=positive_int, default=lora.r, help="(%(default)s)")
+    lora_group.add_argument(
+        "--lora-alpha", type=positive_int, default=lora.alpha, help="(%(default)s)"
+    )
+    lora_group.add_argument(
+        "--lora-dropout", type=_fraction, default=lora.dropout, help="(%(default)s)"
+    )
+    lora_group.add_argument(
+        "--lora-targets",
+        default=",".join(lora.targets),
+        help="the LLM's linear layers to adapt, comma-separated (%(default)s)",
+    )
+
+    loss = parser.add_argument_group("loss: text + bce x BCE + dice x Dice")
+    loss.add_argument("--bce-weight", type=float, default=weights.bce, help="(%(default)s)")
+    loss.add_argument("--dice-weight", type=float, default=weights.dice, help="(%(default)s)")
+    loss.add_argument("--text-weight", type=float, default=weights.text, help="(%(default)s)")
+
+    runs = parser.add_argument_group("evaluation and checkpoints")
+    runs.add_argument(
+        "--eval-every",
+        type=_non_negative_int,
+        default=0,
+        help="evaluate every N steps (0: at the end only)",
+    )
+    runs.add_argument(
+        "--save-every",
+        type=_non_negative_int,
+        default=100,
+        help="write checkpoint-<step>/ every N steps, 0 = never (%(default)s)",
+    )
+    runs.add_argument(
+        "--keep-checkpoints", type=positive_int, default=2, help="newest kept (%(default)s)"
+    )
+    runs.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue a run: the newest checkpoint in --output, or the folder given",
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> object:
+    """The trainer's settings; CommandError for option combinations it cannot train with."""
+    from lisa_ros.training.losses import LossWeights
+    from lisa_ros.training.trainable import LoraSettings
+    from lisa_ros.training.trainer import FinetuneSettings
+
+    if args.quantization:
+        raise CommandError(
+            "lisa-finetune trains a bf16 or fp32 model: quantised (QLoRA) training is not "
+            "supported, drop --quantization",
+            EXIT_BAD_INPUT,
+        )
+    if args.adapter:
+        raise CommandError(
+            "--adapter loads an adapter for inference; to train on from one, "
+            "use --init-adapter (or --resume to continue an interrupted run)",
+            EXIT_BAD_INPUT,
+        )
+    targets = tuple(name.strip() for name in args.lora_targets.split(",") if name.strip())
+    if not targets:
+        raise CommandError("--lora-targets names no layer", EXIT_BAD_INPUT)
+    return FinetuneSettings(
+        model=args.model,
+        data=str(args.data),
+        output=args.output.expanduser(),
+        eval_data=str(args.eval_data) if args.eval_data else None,
+        vision_tower=args.vision_tower,
+        precision=args.precision,
+        device=args.device,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accumulation=args.grad_accumulation,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        lora=LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, targets),
+        loss_weights=LossWeights(args.text_weight, args.bce_weight, args.dice_weight),
+        gradient_checkpointing=not args.no_gradient_checkpointing,
+        questions=args.questions,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        seed=args.seed,
+        resume=args.resume,
+        init_adapter=args.init_adapter,
+    )
+
+
+def summary(result: object) -> str:
+    """The one stdout line: where the adapter is, how the loss went, the last evaluation."""
+    first, last = result.losses[0]["loss"], result.losses[-1]["loss"]
+    line = f"adapter {result.adapter} after {result.steps} steps: loss {first:.4f} -> {last:.4f}"
+    if result.evaluations:
+        scores = result.evaluations[-1]
+        line += f"; eval gIoU {scores['giou']:.4f} cIoU {scores['ciou']:.4f}"
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lisa_ros.model import LisaLoadError, LisaOutOfMemoryError
+    from lisa_ros.training.trainer import finetune
+
+    settings = settings_from_args(args)
+    try:
+        result = finetune(settings)
+    except DatasetError as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from None
+    except ValueError as error:
+        raise CommandError(str(error).splitlines()[0], EXIT_BAD_INPUT) from None
+    except LisaLoadError as error:
+        raise CommandError(str(error).splitlines()[0]) from None
+    except (torch.OutOfMemoryError, LisaOutOfMemoryError, MemoryError) as error:
+        raise CommandError(
+            f"out of memory while training ({str(error).splitlines()[0]}): lower --batch-size "
+            "(raise --grad-accumulation to keep the step), keep gradient checkpointing on, "
+            "or shard with accelerate (FSDP / DeepSpeed ZeRO)"
+        ) from None
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(summary(result))
+    return 0
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format=f"{PROG}: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
+    try:
+        return run(args)
+    except CommandError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (resume with --resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

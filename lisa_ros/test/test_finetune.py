@@ -1,0 +1,295 @@
+"""lisa-finetune on the tiny fixture: it learns, the adapter reloads as exactly the trained model,
+runs resume, bad input stops early, and two processes train as one (DDP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CHECKPOINT, CLIP
+from safetensors.torch import load_file
+
+from lisa_ros import finetune_cli
+from lisa_ros.data import load_dataset, write_sample
+from lisa_ros.evaluation import intersection_and_union, mask_iou
+from lisa_ros.model import load_model
+from lisa_ros.model.adapter import LISA_MODULES_FILE, PEFT_WEIGHTS_FILE
+from lisa_ros.model.teacher_forcing import forced_answer
+from lisa_ros.training.trainer import (
+    TRAIN_LOG_FILE,
+    FinetuneSettings,
+    batch_indices,
+    finetune,
+    lr_factor,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+INSTRUCTION = "the red square"
+ANSWER = "It is [SEG]."
+
+
+def write_squares(folder: Path, count: int, seed: int = 0) -> Path:
+    """Dark noise with one red square per image, at its own place and size: the target."""
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        image = rng.integers(0, 60, (96, 128, 3)).astype(np.uint8)
+        size = int(rng.integers(25, 40))
+        top, left = int(rng.integers(5, 96 - size - 5)), int(rng.integers(5, 128 - size - 5))
+        mask = np.zeros((96, 128), np.uint8)
+        mask[top : top + size, left : left + size] = 1
+        image[mask == 1] = (230, 40, 40)
+        write_sample(folder, f"square_{index}", image, mask, INSTRUCTION, ANSWER)
+    return folder
+
+
+def settings(data: Path, output: Path, **overrides) -> FinetuneSettings:
+    values = dict(
+        model=str(CHECKPOINT),
+        vision_tower=str(CLIP),
+        data=str(data),
+        output=output,
+        precision="fp32",
+        device="cpu",
+        steps=60,
+        batch_size=2,
+        grad_accumulation=1,
+        learning_rate=5e-3,
+        warmup_steps=5,
+        questions="as-is",
+        save_every=0,
+        gradient_checkpointing=False,
+        progress="log",
+    )
+    values.update(overrides)
+    return FinetuneSettings(**values)
+
+
+def iou_of_answer(model, sample) -> float:
+    result = model.segment(sample.image(), sample.instructions[0], max_new_tokens=16)
+    predicted = result.masks.any(0) if len(result.masks) else np.zeros(sample.mask.shape, bool)
+    return mask_iou(*intersection_and_union(predicted, sample.mask))
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory) -> Path:
+    return write_squares(tmp_path_factory.mktemp("squares"), 4)
+
+
+@pytest.fixture(scope="module")
+def trained(squares, tmp_path_factory):
+    return finetune(settings(squares, tmp_path_factory.mktemp("run") / "adapter"))
+
+
+# --- it learns --------------------------------------------------------------------------------
+
+
+def test_training_drives_the_loss_down(trained):
+    log = [json.loads(line) for line in (trained.adapter / TRAIN_LOG_FILE).read_text().splitlines()]
+    steps = [entry for entry in log if entry["kind"] == "train"]
+    assert [entry["step"] for entry in steps] == list(range(1, 61))
+    assert steps[-1]["loss"] < 0.1 * steps[0]["loss"]
+    assert steps[-1]["bce"] < steps[0]["bce"] and steps[-1]["dice"] < steps[0]["dice"]
+
+
+def test_the_reloaded_adapter_segments_the_squares_through_segment(trained, squares):
+    """From near zero to above 0.9: generation says [SEG] and SAM's mask covers the square."""
+    base = load_model(CHECKPOINT, vision_tower=CLIP, precision="fp32", device="cpu")
+    tuned = load_model(
+        CHECKPOINT, vision_tower=CLIP, precision="fp32", device="cpu", adapter=trained.adapter
+    )
+    for sample in load_dataset(squares):
+        assert iou_of_answer(base, sample) < 0.1
+        assert iou_of_answer(tuned, sample) > 0.9
+        assert "[SEG]" in tuned.segment(sample.image(), INSTRUCTION, max_new_tokens=16).text
+
+
+def test_the_adapter_is_exactly_the_trained_model(trained, squares):
+    reloaded = load_model(
+        CHECKPOINT, vision_tower=CLIP, precision="fp32", device="cpu", adapter=trained.adapter
+    )
+    trained.model.llm.eval()
+    for sample in load_dataset(squares)[:2]:
+        image = sample.image()
+        live = forced_answer(trained.model, image, INSTRUCTION, ANSWER)
+        loaded = forced_answer(reloaded, image, INSTRUCTION, ANSWER)
+        np.testing.assert_allclose(loaded.prompts, live.prompts, atol=1e-4)
+        np.testing.assert_allclose(loaded.mask_logits, live.mask_logits, atol=1e-3)
+
+
+def test_the_adapter_folder_holds_peft_files_lisa_modules_and_how_it_was_made(trained):
+    assert trained.evaluations == []  # no eval data: nothing scored
+    info = json.loads((trained.adapter / "lisa_adapter.json").read_text())
+    assert info["steps"] == 60 and info["base_model"] == str(CHECKPOINT)
+    assert {PEFT_WEIGHTS_FILE, LISA_MODULES_FILE, "adapter_config.json"} <= {
+        path.name for path in trained.adapter.iterdir()
+    }
+
+
+# --- the loop's parts ---------------------------------------------------------------------
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    assert [lr_factor(step, 4, 12) for step in (0, 1, 3)] == [0.25, 0.5, 1.0]
+    assert lr_factor(4, 4, 12) == 1.0
+    assert lr_factor(8, 4, 12) == 0.5
+    assert lr_factor(12, 4, 12) == 0.0
+
+
+def test_batches_cover_each_epoch_once_and_split_between_processes():
+    count, batch, world = 5, 2, 2
+    seen = [
+        batch_indices(step, batch, rank, world, count, seed=3)
+        for step in range(5)
+        for rank in range(world)
+    ]
+    flat = [pair for share in seen for pair in share]  # 20 positions = 4 epochs of 5
+    for epoch in range(4):
+        assert sorted(index for e, index in flat if e == epoch) == list(range(count))
+    one_process = [pair for step in range(10) for pair in batch_indices(step, 2, 0, 1, 5, 3)]
+    assert flat == one_process  # two processes take the one-process order between them
+
+
+def test_resume_continues_exactly(squares, tmp_path):
+    straight = finetune(
+        settings(squares, tmp_path / "straight", steps=4, save_every=2, warmup_steps=1)
+    )
+    resumed_output = tmp_path / "resumed"
+    resumed_output.mkdir()
+    (straight.adapter / "checkpoint-2").rename(resumed_output / "checkpoint-2")
+    resumed = finetune(
+        settings(squares, resumed_output, steps=4, save_every=2, warmup_steps=1, resume="latest")
+    )
+    assert resumed.steps == 4
+    assert [loss["loss"] for loss in resumed.losses] == pytest.approx(
+        [loss["loss"] for loss in straight.losses], rel=1e-5
+    )
+    for name in (PEFT_WEIGHTS_FILE, LISA_MODULES_FILE):
+        expected, actual = load_file(straight.adapter / name), load_file(resumed_output / name)
+        assert expected.keys() == actual.keys()
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def cli(*args: str | os.PathLike, capsys) -> tuple[int, str, str]:
+    status = finetune_cli.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def model_args(data: Path, output: Path) -> list[str | os.PathLike]:
+    return [
+        "--model", CHECKPOINT, "--vision-tower", CLIP, "--precision", "fp32", "--device", "cpu",
+        "--data", data, "--output", output,
+    ]  # fmt: skip
+
+
+def test_cli_trains_evaluates_and_summarises(squares, tmp_path, capsys):
+    output = tmp_path / "adapter"
+    status, out, err = cli(
+        *model_args(squares, output),
+        "--eval-data", squares, "--steps", "3", "--batch-size", "1", "--grad-accumulation", "2",
+        "--warmup-steps", "1", "--save-every", "2", "--questions", "as-is",
+        capsys=capsys,
+    )  # fmt: skip
+    assert status == 0, err
+    info = json.loads((output / "lisa_adapter.json").read_text())
+    evaluation = info["evaluations"][-1]
+    assert evaluation["step"] == 3 and evaluation["samples"] == 4
+    assert out.startswith(f"adapter {output} after 3 steps: loss ")
+    assert f"eval gIoU {evaluation['giou']:.4f} cIoU {evaluation['ciou']:.4f}" in out
+    assert [path.name for path in output.glob("checkpoint-*")] == ["checkpoint-2"]
+    # an earlier run in the folder is not overwritten by a new one
+    status, _, err = cli(*model_args(squares, output), "--quiet", capsys=capsys)
+    assert status == 2 and "--resume latest" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "fp16"], "cannot train: use bf16"),
+        (["--quantization", "nf4"], "QLoRA"),
+        (["--adapter", "somewhere"], "--init-adapter"),
+        (["--resume"], "holds no checkpoint"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_train(squares, tmp_path, capsys, extra, message):
+    status, out, err = cli(*model_args(squares, tmp_path / "a"), "--quiet", *extra, capsys=capsys)
+    assert status == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_dataset_with_a_missing_image_ends_in_one_line_naming_it(squares, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    write_squares(broken, 2)
+    (broken / "square_1.png").unlink()
+    status, _, err = cli(*model_args(broken, tmp_path / "a"), "--quiet", capsys=capsys)
+    assert status == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"lisa-finetune: error: {broken / 'square_1'}")
+
+
+# --- beyond one process -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_train_as_one(squares, tmp_path):
+    """torchrun, 2 CPU processes with 1 example each = 1 process with 2 (no dropout): DDP
+    averages the same gradients, so the losses and the adapters match. (Adam turns summation-
+    order noise in near-zero gradients into up to ~1e-4 of weight; a process that trained
+    alone on its half would be off by about the learning rate, 5e-3.)"""
+    common = ["--steps", "3", "--grad-accumulation", "1", "--warmup-steps", "1", "--lr", "5e-3",
+              "--lora-dropout", "0", "--questions", "as-is", "--save-every", "0",
+              "--no-gradient-checkpointing", "--quiet"]  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "MASTER_ADDR": "127.0.0.1",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    two = tmp_path / "two"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        "-m", "lisa_ros.finetune_cli", *map(str, model_args(squares, two)),
+        "--batch-size", "1", *common,
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("adapter ") == 1  # rank 0 alone reports
+    assert json.loads((two / "lisa_adapter.json").read_text())["processes"] == 2
+    one = tmp_path / "one"
+    command = [
+        sys.executable, "-m", "lisa_ros.finetune_cli", *map(str, model_args(squares, one)),
+        "--batch-size", "2", *common,
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert train_losses(two) == pytest.approx(train_losses(one), rel=1e-4)
+    for name in (PEFT_WEIGHTS_FILE, LISA_MODULES_FILE):
+        expected, actual = load_file(one / name), load_file(two / name)
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], atol=5e-4, rtol=0)
+
+
+def train_losses(output: Path) -> list[float]:
+    log = [json.loads(line) for line in (output / TRAIN_LOG_FILE).read_text().splitlines()]
+    return [entry["loss"] for entry in log if entry["kind"] == "train"]
