@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODES",
-    "SAMPLES_FILE",
     "REPORT_FILE",
+    "ROW_FIELDS",
+    "SAMPLES_FILE",
     "WORST_FOLDER",
     "EvaluationResult",
     "Prediction",
@@ -61,7 +62,9 @@ __all__ = [
     "predict",
     "question_for",
     "read_rows",
+    "summary_line",
     "write_report",
+    "write_rows",
 ]
 
 logger = logging.getLogger(__name__)
