@@ -248,7 +248,7 @@ def free_port() -> int:
 
 
 def test_two_processes_train_as_one(squares, tmp_path):
-    """torchrun, 2 CPU processes with 1 example each = 1 process with 2 (no dropout): DDP
+    """accelerate launch, 2 CPU processes with 1 example each = 1 process with 2 (no dropout): DDP
     averages the same gradients, so the losses and the adapters match. (Adam turns summation-
     order noise in near-zero gradients into up to ~1e-4 of weight; a process that trained
     alone on its half would be off by about the learning rate, 5e-3.)"""
@@ -266,9 +266,12 @@ def test_two_processes_train_as_one(squares, tmp_path):
         ),
     }
     two = tmp_path / "two"
+    # accelerate's multi-GPU launcher is torchrun; on machines without a GPU each process takes
+    # the CPU it is given (--device cpu), and DDP syncs over gloo
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()),
         "-m", "lisa_ros.finetune_cli", *map(str, model_args(squares, two)),
         "--batch-size", "1", *common,
     ]  # fmt: skip

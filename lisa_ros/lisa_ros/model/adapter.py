@@ -104,7 +104,9 @@ def save_adapter(lisa: LisaModel, folder: os.PathLike | str, info: dict[str, Any
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lisa.llm.save_pretrained(os.fspath(folder))
+    # embed_tokens and lm_head are saved whole as modules_to_save; peft's extra embedding-layer
+    # logic ("auto") would look the base model's vocabulary up on the hub, offline or not
+    lisa.llm.save_pretrained(os.fspath(folder), save_embedding_layers=False)
     tensors = {
         **{TEXT_FCS_PREFIX + k: v for k, v in lisa.text_hidden_fcs.state_dict().items()},
         **{MASK_DECODER_PREFIX + k: v for k, v in lisa.sam.mask_decoder.state_dict().items()},

@@ -16,6 +16,7 @@ from torch import nn
 
 from lisa_ros.model.adapter import cast_trainable
 from lisa_ros.model.lisa import LisaModel
+from lisa_ros.model.logs import without_cpu_kernel_notice
 from lisa_ros.model.teacher_forcing import Conversation, ImageFeatures, forced_forward
 
 from .losses import LossTerms, LossWeights, lisa_loss
@@ -49,7 +50,8 @@ def make_trainable(
     lisa: LisaModel, lora: LoraSettings = LoraSettings(), *, gradient_checkpointing: bool = True
 ) -> None:
     """Wrap `lisa.llm` in LoRA and unfreeze what LISA trains, in place, in float32."""
-    from peft import LoraConfig, get_peft_model
+    with without_cpu_kernel_notice(relevant=False):  # peft imports bitsandbytes; no 4-bit here
+        from peft import LoraConfig, get_peft_model
 
     for module in (lisa.llm, lisa.vision_tower, lisa.mm_projector, lisa.sam, lisa.text_hidden_fcs):
         module.requires_grad_(False)
@@ -64,9 +66,16 @@ def make_trainable(
     )
     lisa.llm = get_peft_model(lisa.llm, config)
     if gradient_checkpointing:
-        lisa.llm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        # transformers 5 renamed it (the old name warns); older releases have the old name only
+        checkpointing_kwargs = {"use_reentrant": False}
+        if hasattr(lisa.llm, "activation_checkpointing_enable"):
+            lisa.llm.activation_checkpointing_enable(
+                activation_checkpointing_kwargs=checkpointing_kwargs
+            )
+        else:
+            lisa.llm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=checkpointing_kwargs
+            )
     lisa.text_hidden_fcs.requires_grad_(True)
     lisa.sam.mask_decoder.requires_grad_(True)
     lisa.sam.mask_decoder.iou_prediction_head.requires_grad_(False)

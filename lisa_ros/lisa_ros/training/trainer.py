@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from lisa_ros.data import Sample, load_dataset
-from lisa_ros.evaluation import MetricSums, SegmentationMetrics
+from lisa_ros.distributed import Launch, shard
+from lisa_ros.evaluate import evaluate
+from lisa_ros.evaluation import MetricSums
 from lisa_ros.model.adapter import load_adapter_weights, save_adapter
 from lisa_ros.model.checkpoint import resolve_folder
 from lisa_ros.model.lisa import LisaModel
-from lisa_ros.model.prompt import validation_question
-from lisa_ros.model.teacher_forcing import forced_answer, image_features
+from lisa_ros.model.teacher_forcing import image_features
 
 from .examples import ExampleSource
 from .losses import LossWeights
@@ -186,27 +187,21 @@ def check_output(settings: FinetuneSettings) -> None:
             )
 
 
-def evaluate(lisa: LisaModel, samples: list[Sample], rank: int, world: int) -> MetricSums:
-    """LISA's validation protocol on this process's share of `samples` (i % world == rank)."""
-    metrics = SegmentationMetrics()
-    for index in range(rank, len(samples), world):
-        sample = samples[index]
-        image = sample.image()
-        question = validation_question(sample.instructions[0], sample.is_sentence)
-        result = forced_answer(lisa, image, question)
-        predicted = result.masks[0] if len(result.masks) else np.zeros(image.shape[:2], bool)
-        metrics.add(predicted, sample.mask)
-    return metrics.sums()
-
-
-def _gather_sums(sums: MetricSums, world: int) -> MetricSums:
-    if world == 1:
-        return sums
-    gathered: list[Any] = [None] * world
-    torch.distributed.all_gather_object(gathered, sums.to_dict())
-    total = MetricSums.from_dict(gathered[0])
-    for other in gathered[1:]:
-        total = total + MetricSums.from_dict(other)
+def evaluate_share(lisa: LisaModel, samples: list[Sample], launch: Launch) -> MetricSums:
+    """lisa-eval's validation protocol on this process's share of `samples`, summed for all
+    processes (every process gets the total, so each can record it)."""
+    result = evaluate(lisa, shard(samples, launch), mode="validation", worst=0)
+    if result.failure is not None:
+        raise RuntimeError(
+            f"evaluation stopped at sample {result.failure.name}: {result.failure.error}"
+        )
+    if not launch.distributed:
+        return result.sums
+    gathered: list[Any] = [None] * launch.world_size
+    torch.distributed.all_gather_object(gathered, result.sums.to_dict())
+    total = MetricSums()
+    for part in gathered:
+        total = total + MetricSums.from_dict(part)
     return total
 
 
@@ -224,9 +219,11 @@ class _Run:
             cpu=settings.device == "cpu",
             mixed_precision="bf16" if settings.precision == "bf16" else "no",
         )
+        _check_engine(self.accelerator)
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
+        self.launch = Launch(self.rank, self.world, self.accelerator.local_process_index)
         self.samples = load_dataset(settings.data)
         self.eval_samples = load_dataset(settings.eval_data) if settings.eval_data else []
         self.lisa = load_model(
@@ -346,25 +343,17 @@ class _Run:
         if not self.eval_samples:
             return
         self.module.eval()
-        sums = _gather_sums(
-            evaluate(self.lisa, self.eval_samples, self.rank, self.world), self.world
-        )
+        sums = evaluate_share(self.lisa, self.eval_samples, self.launch)
         self.module.train()
-        metrics = SegmentationMetrics.from_sums(sums)
-        record = {
-            "step": self.step,
-            "giou": metrics.giou,
-            "ciou": metrics.ciou,
-            "samples": metrics.count,
-        }
+        record = {"step": self.step, "giou": sums.giou, "ciou": sums.ciou, "samples": sums.count}
         self.evaluations.append(record)
         if self.main:
             logger.info(
-                "step %d: eval gIoU %.4f cIoU %.4f over %d",
+                "step %d: eval gIoU %.4f cIoU %.4f over %d samples",
                 self.step,
-                metrics.giou,
-                metrics.ciou,
-                metrics.count,
+                sums.giou,
+                sums.ciou,
+                sums.count,
             )
             self._log(dict(record, kind="eval"))
 
@@ -420,6 +409,23 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_engine(accelerator: Any) -> None:
+    """One process, or DDP (on GPUs or CPUs): the engines this loop saves and resumes right.
+
+    FSDP and DeepSpeed shard the trained weights and the optimizer state across processes;
+    the adapter and checkpoint writing here reads them whole, so it would save one shard.
+    """
+    from accelerate.utils import DistributedType
+
+    supported = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+    if accelerator.distributed_type not in supported:
+        raise ValueError(
+            f"lisa-finetune runs on one device or under DDP, not {accelerator.distributed_type}: "
+            "choose 'multi-GPU' (no FSDP/DeepSpeed) in `accelerate config`; a LoRA step of "
+            "LISA-7B fits one GPU with gradient checkpointing (see the README's figures)"
+        )
 
 
 def _progress_mode(progress: str) -> str:
