@@ -66,6 +66,7 @@ from lisa_ros.evaluate import (
     write_report,
 )
 from lisa_ros.evaluation import MetricSums
+from lisa_ros.model.prompt import QUESTION_STYLES
 
 PROG = "lisa-eval"
 LOG_INTERVAL_S = 5.0  # progress as log lines (not a terminal): at most one line per interval
@@ -112,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation (default): the authors' protocol and the paper's numbers (answer forced "
         "to '[SEG].', --max-new-tokens unused); generate: the model answers as in the node, the "
         "union of its masks is scored",
+    )
+    parser.add_argument(
+        "--questions",
+        choices=QUESTION_STYLES,
+        default="authors",
+        help="ask each first instruction as the authors' validation does (default), or as it "
+        "was recorded: for a model fine-tuned with lisa-finetune --questions as-is",
     )
     parser.add_argument(
         "--format",
@@ -260,6 +268,7 @@ def _evaluate_here(
             model,
             share,
             mode=args.mode,
+            questions=args.questions,
             generate_kwargs=generate_kwargs_from_args(args),
             worst=max(args.worst, 0),
             skip_errors=args.skip_errors,
@@ -304,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     run_info: dict[str, Any] = {
         "mode": args.mode,
+        "questions": args.questions,
         "protocol": PROTOCOLS[args.mode],
         "dataset": {
             "path": str(args.data),

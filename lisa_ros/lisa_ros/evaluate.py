@@ -38,7 +38,7 @@ from lisa_ros.data import IGNORE, TARGET, DatasetError, Sample
 from lisa_ros.distributed import Launch, gather_to_main
 from lisa_ros.evaluation import MetricSums, SegmentationMetrics
 from lisa_ros.model.errors import LisaOutOfMemoryError
-from lisa_ros.model.prompt import validation_question
+from lisa_ros.model.prompt import QUESTION_STYLES, validation_question
 from lisa_ros.visualization import draw_overlay
 
 if TYPE_CHECKING:
@@ -96,9 +96,14 @@ _DARK = (0, 0, 0)
 # --- one sample -------------------------------------------------------------------------------
 
 
-def question_for(sample: Sample) -> str:
+def question_for(sample: Sample, questions: str = "authors") -> str:
     """The question asked about ``sample`` in both modes: its first instruction, as the
-    authors' validation asks it (see :func:`~lisa_ros.model.prompt.validation_question`)."""
+    authors' validation asks it (see :func:`~lisa_ros.model.prompt.validation_question`), or
+    as it was recorded (``questions="as-is"``, for a model fine-tuned on instructions as said)."""
+    if questions == "as-is":
+        return sample.instructions[0].strip()
+    if questions != "authors":
+        raise ValueError(f"unknown question style {questions!r}: use one of {QUESTION_STYLES}")
     return validation_question(sample.instructions[0], sample.is_sentence)
 
 
@@ -225,10 +230,11 @@ def evaluate_sample(
     index: int,
     mode: str,
     generate_kwargs: Mapping[str, Any] | None = None,
+    questions: str = "authors",
 ) -> tuple[SampleRow, MetricSums, Prediction]:
     """Predict ``sample`` (number ``index`` of its dataset) and score it against its mask."""
     start = time.perf_counter()
-    question = question_for(sample)
+    question = question_for(sample, questions)
     prediction = predict(model, sample.image(), question, mode, generate_kwargs)
     metrics = SegmentationMetrics()
     score = metrics.add_sample(sample.name, [prediction.mask], [sample.mask])
@@ -345,9 +351,11 @@ def evaluate(
     worst: int = 5,
     skip_errors: bool = False,
     on_sample: ProgressCallback | None = None,
+    questions: str = "authors",
 ) -> EvaluationResult:
     """Score every ``(index, sample)`` of ``samples`` (a dataset, or a process's shard of it).
 
+    ``questions``: how each first instruction is asked (:func:`question_for`).
     ``worst``: how many lowest-IoU samples to keep with their predictions for overlays.
     ``on_sample(row, sums_so_far)`` is called after each sample (progress). A sample that ends
     in an out-of-memory error, a bad image or an instruction too long for the model stops the
@@ -356,14 +364,18 @@ def evaluate(
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if questions not in QUESTION_STYLES:
+        raise ValueError(f"unknown question style {questions!r}: use one of {QUESTION_STYLES}")
     result = EvaluationResult()
     for index, sample in samples:
         start = time.perf_counter()
         try:
-            row, sums, prediction = evaluate_sample(model, sample, index, mode, generate_kwargs)
+            row, sums, prediction = evaluate_sample(
+                model, sample, index, mode, generate_kwargs, questions
+            )
         except SAMPLE_ERRORS as error:
             row = _error_row(
-                sample, index, question_for(sample), error, time.perf_counter() - start
+                sample, index, question_for(sample, questions), error, time.perf_counter() - start
             )
             result.rows.append(row)
             if not skip_errors:

@@ -457,6 +457,18 @@ def test_generate_mode_cli(dataset, tmp_path):
     assert completed.stdout.endswith("over 2 samples\n")
 
 
+def test_questions_as_recorded(dataset, tmp_path):
+    """--questions as-is asks the first instruction verbatim (how a model fine-tuned with
+    lisa-finetune --questions as-is was taught), in both protocols."""
+    output = tmp_path / "as_is"
+    completed = run_eval(*model_args(dataset, output, "--questions", "as-is", "--limit", "2"))
+    assert completed.returncode == 0, completed.stderr
+    report = report_of(output)
+    assert report["questions"] == "as-is"
+    for row in report["rows"]:
+        assert row["question"] == row["instruction"]
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 

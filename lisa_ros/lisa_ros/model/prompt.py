@@ -93,6 +93,11 @@ def seg_phrases(text: str) -> tuple[list[str], list[int]]:
     return phrases, offsets
 
 
+QUESTION_STYLES = ("authors", "as-is")
+"""How a dataset's instruction is asked: through the authors' templates, or as it was recorded
+(what the node's users send). Evaluation and fine-tuning take the same choice."""
+
+
 def validation_question(text: str, is_sentence: bool) -> str:
     """The question LISA's validation asks about a ReasonSeg sample (the authors' `ValDataset`).
 

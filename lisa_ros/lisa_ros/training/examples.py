@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lisa_ros.data import Sample
-from lisa_ros.model.prompt import SEG_TOKEN
+from lisa_ros.model.prompt import QUESTION_STYLES, SEG_TOKEN
 from lisa_ros.model.teacher_forcing import ImageFeatures, tokenize_conversation
 
 from .trainable import TrainingExample
@@ -48,7 +48,6 @@ ANSWERS = (
     "Sure, the segmentation result is [SEG].",
 )
 EXPLANATION_LEAD = "Sure, [SEG]."
-QUESTION_STYLES = ("authors", "as-is")
 
 
 def question_for(sample: Sample, instruction: str, style: str, rng: random.Random) -> str:

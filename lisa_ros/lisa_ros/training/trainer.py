@@ -187,10 +187,12 @@ def check_output(settings: FinetuneSettings) -> None:
             )
 
 
-def evaluate_share(lisa: LisaModel, samples: list[Sample], launch: Launch) -> MetricSums:
+def evaluate_share(
+    lisa: LisaModel, samples: list[Sample], launch: Launch, questions: str = "authors"
+) -> MetricSums:
     """lisa-eval's validation protocol on this process's share of `samples`, summed for all
-    processes (every process gets the total, so each can record it)."""
-    result = evaluate(lisa, shard(samples, launch), mode="validation", worst=0)
+    processes (every process gets the total, so each can record it). `questions` as trained."""
+    result = evaluate(lisa, shard(samples, launch), mode="validation", worst=0, questions=questions)
     if result.failure is not None:
         raise RuntimeError(
             f"evaluation stopped at sample {result.failure.name}: {result.failure.error}"
@@ -343,7 +345,7 @@ class _Run:
         if not self.eval_samples:
             return
         self.module.eval()
-        sums = evaluate_share(self.lisa, self.eval_samples, self.launch)
+        sums = evaluate_share(self.lisa, self.eval_samples, self.launch, self.settings.questions)
         self.module.train()
         record = {"step": self.step, "giou": sums.giou, "ciou": sums.ciou, "samples": sums.count}
         self.evaluations.append(record)
