@@ -61,7 +61,9 @@ def add_model_arguments(
         help="quantise the LLM with bitsandbytes (for CUDA; needs --precision bf16 or fp16)",
     )
     parser.add_argument(
-        "--adapter", help="a peft LoRA adapter (folder or hub id) to apply to the LLM"
+        "--adapter",
+        help="a lisa-finetune output folder (or hub id): restores its LoRA, embeddings, lm_head, "
+        "text_hidden_fcs and SAM mask decoder",
     )
     parser.add_argument(
         "--device", help=f"{spoken_choices(DEVICE_FORMS)} (default: a GPU if there is one)"

@@ -75,6 +75,7 @@ def load_lisa_modules(
     adapter: str | os.PathLike | None = None,
 ) -> bool:
     """Load ``lisa_modules.safetensors`` of `folder` into the two modules; False if absent."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(folder) / LISA_MODULES_FILE
@@ -89,7 +90,7 @@ def load_lisa_modules(
         ):
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as error:
+    except (RuntimeError, OSError, ValueError, SafetensorError) as error:  # a corrupt file
         raise LisaLoadError(
             f"adapter '{name}': {LISA_MODULES_FILE} does not fit this model: {error}".splitlines()[
                 0

@@ -139,8 +139,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "adapter",
         "",
-        "Optional PEFT/LoRA adapter folder or hub id applied on top of the model. Empty: none."
-        + _ON_CONFIGURE,
+        "Optional lisa-finetune output folder (or hub id): restores its LoRA, embeddings, "
+        "lm_head, text_hidden_fcs and SAM mask decoder. Empty: none." + _ON_CONFIGURE,
         read_on_configure=True,
         check=_no_surrounding_whitespace("adapter"),
     ),
