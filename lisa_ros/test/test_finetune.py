@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -110,6 +111,27 @@ def test_the_reloaded_adapter_segments_the_squares_through_segment(trained, squa
         assert "[SEG]" in tuned.segment(sample.image(), INSTRUCTION, max_new_tokens=16).text
 
 
+def test_lisa_segment_loads_the_adapter(trained, squares, tmp_path, capsys):
+    """The CLI a person tries first: the same answer and mask through `lisa-segment --adapter`."""
+    from lisa_ros import segment_cli
+
+    sample = load_dataset(squares)[0]
+    output = tmp_path / "segmented"
+    status = segment_cli.main(
+        [
+            INSTRUCTION, "--model", str(CHECKPOINT), "--vision-tower", str(CLIP),
+            "--precision", "fp32", "--device", "cpu", "--adapter", str(trained.adapter),
+            "--image", str(sample.image_path), "--output", str(output), "--max-new-tokens", "16",
+            "--quiet",
+        ]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    result = json.loads((output / "result.json").read_text())
+    assert "[SEG]" in result["text"] and len(result["masks"]) == 1
+    mask = cv2.imread(str(output / "mask_0.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert mask_iou(*intersection_and_union(mask, sample.mask)) > 0.9
+
+
 def test_the_adapter_is_exactly_the_trained_model(trained, squares):
     reloaded = load_model(
         CHECKPOINT, vision_tower=CLIP, precision="fp32", device="cpu", adapter=trained.adapter
@@ -195,8 +217,10 @@ def model_args(data: Path, output: Path) -> list[str | os.PathLike]:
 
 def test_cli_trains_evaluates_and_summarises(squares, tmp_path, capsys):
     output = tmp_path / "adapter"
+    # the default precision, bf16 (autocast on the CPU here), training and evaluating
+    args = [arg for arg in model_args(squares, output) if arg not in ("--precision", "fp32")]
     status, out, err = cli(
-        *model_args(squares, output),
+        *args,
         "--eval-data", squares, "--steps", "3", "--batch-size", "1", "--grad-accumulation", "2",
         "--warmup-steps", "1", "--save-every", "2", "--questions", "as-is",
         capsys=capsys,

@@ -219,7 +219,9 @@ class _Run:
         self.settings = settings
         self.accelerator = Accelerator(
             cpu=settings.device == "cpu",
-            mixed_precision="bf16" if settings.precision == "bf16" else "no",
+            # bf16 autocast is ours (`_autocast`): accelerate keeps its mixed-precision choice
+            # in a process-wide singleton, which a second run in the process could not change
+            mixed_precision="no",
         )
         _check_engine(self.accelerator)
         self.rank = self.accelerator.process_index
@@ -311,6 +313,14 @@ class _Run:
         logger.info("Resumed from %s at step %d", folder, self.step)
 
     # ------------------------------------------------------------------ loop
+    def _autocast(self) -> torch.autocast:
+        """bf16 compute around float32 trained weights in a bf16 model (no-op in fp32)."""
+        return torch.autocast(
+            self.accelerator.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.settings.precision == "bf16",
+        )
+
     def examples(self, micro_step: int) -> list[TrainingExample]:
         picked = batch_indices(
             micro_step,
@@ -329,7 +339,8 @@ class _Run:
             micro_step = self.step * accumulation + micro
             syncing = micro == accumulation - 1
             with nullcontext() if syncing else self.accelerator.no_sync(self.module):
-                terms = self.module(self.examples(micro_step))
+                with self._autocast():
+                    terms = self.module(self.examples(micro_step))
                 self.accelerator.backward(terms.total / accumulation)
             totals += torch.stack([terms.total, terms.text, terms.bce, terms.dice]).detach()
         if self.settings.max_grad_norm > 0:
@@ -345,7 +356,10 @@ class _Run:
         if not self.eval_samples:
             return
         self.module.eval()
-        sums = evaluate_share(self.lisa, self.eval_samples, self.launch, self.settings.questions)
+        with self._autocast():
+            sums = evaluate_share(
+                self.lisa, self.eval_samples, self.launch, self.settings.questions
+            )
         self.module.train()
         record = {"step": self.step, "giou": sums.giou, "ciou": sums.ciou, "samples": sums.count}
         self.evaluations.append(record)
