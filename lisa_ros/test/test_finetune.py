@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import test_eval_cli
 import torch
 from conftest import CHECKPOINT, CLIP
 from safetensors.torch import load_file
@@ -252,14 +253,29 @@ def test_cli_refuses_what_it_cannot_train(squares, tmp_path, capsys, extra, mess
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_dataset_with_a_missing_image_ends_in_one_line_naming_it(squares, tmp_path, capsys):
-    broken = tmp_path / "broken"
-    write_squares(broken, 2)
-    (broken / "square_1.png").unlink()
-    status, _, err = cli(*model_args(broken, tmp_path / "a"), "--quiet", capsys=capsys)
-    assert status == 2
-    (line,) = err.strip().splitlines()
-    assert line.startswith(f"lisa-finetune: error: {broken / 'square_1'}")
+@pytest.mark.parametrize(
+    ("spoil", "fragment"),
+    [
+        (test_eval_cli._missing_image, "its image b_cup.jpg is missing"),
+        (test_eval_cli._polygon_outside, "outside"),
+        (test_eval_cli._empty_text, "text"),
+        (test_eval_cli._not_reasonseg, "ReasonSeg"),
+    ],
+)
+def test_a_bad_dataset_ends_in_one_line_naming_the_file(tmp_path, capsys, spoil, fragment):
+    """As lisa-eval: the file at fault and why, before any model loads, for the training and
+    the held-out folder alike."""
+    for option in ("--data", "--eval-data"):
+        broken = test_eval_cli._copy_fixture(tmp_path / option.strip("-"))
+        path = spoil(broken)
+        data = broken if option == "--data" else test_eval_cli.REASONSEG
+        args = model_args(data, tmp_path / f"out{option}")
+        if option == "--eval-data":
+            args += ["--eval-data", broken]
+        status, _, err = cli(*args, "--quiet", capsys=capsys)
+        assert status == 2
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"lisa-finetune: error: {path}: ") and fragment in line
 
 
 # --- beyond one process -------------------------------------------------------------------
