@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lisa_ros.model import LisaLoadError, LisaOutOfMemoryError
-    from lisa_ros.training.trainer import finetune
+    from lisa_ros.training.trainer import TrainingError, finetune
 
     settings = settings_from_args(args)
     try:
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error), EXIT_BAD_INPUT) from None
     except ValueError as error:
         raise CommandError(str(error).splitlines()[0], EXIT_BAD_INPUT) from None
-    except LisaLoadError as error:
+    except (LisaLoadError, TrainingError) as error:
         raise CommandError(str(error).splitlines()[0]) from None
     except (torch.OutOfMemoryError, LisaOutOfMemoryError, MemoryError) as error:
         raise CommandError(

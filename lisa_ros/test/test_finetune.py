@@ -245,6 +245,7 @@ def test_cli_trains_evaluates_and_summarises(squares, tmp_path, capsys):
         (["--quantization", "nf4"], "QLoRA"),
         (["--adapter", "somewhere"], "--init-adapter"),
         (["--resume"], "holds no checkpoint"),
+        (["--device", "cuda:1"], "CUDA_VISIBLE_DEVICES"),
     ],
 )
 def test_cli_refuses_what_it_cannot_train(squares, tmp_path, capsys, extra, message):

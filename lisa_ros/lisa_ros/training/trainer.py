@@ -1,8 +1,9 @@
 """The fine-tuning loop: LISA's recipe driven by accelerate, so one script runs everywhere.
 
 On one device it is a plain loop. Under ``accelerate launch`` or ``torchrun`` each process
-trains on its share of every batch and accelerate keeps the trained weights in sync (DDP; FSDP
-or DeepSpeed ZeRO through ``accelerate config``); the command is the same.
+trains on its share of every batch and accelerate keeps the trained weights in sync with DDP;
+the command is the same. (FSDP and DeepSpeed ZeRO are refused: they shard the weights this loop
+saves whole; a LoRA step of LISA-7B fits one GPU.)
 
 The batch order is a function of the seed and the step (a fixed permutation per epoch, split
 between processes), so a run resumed from a checkpoint sees the same samples it would have seen.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -31,6 +31,7 @@ from lisa_ros.evaluation import MetricSums
 from lisa_ros.model.adapter import load_adapter_weights, save_adapter
 from lisa_ros.model.checkpoint import resolve_folder
 from lisa_ros.model.lisa import LisaModel
+from lisa_ros.model.logs import resolve_progress
 from lisa_ros.model.teacher_forcing import image_features
 
 from .examples import ExampleSource
@@ -85,6 +86,11 @@ class FinetuneSettings:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ValueError(
+                f"device {self.device}: lisa-finetune takes cpu or cuda; each process uses "
+                "cuda:LOCAL_RANK, so choose GPUs with CUDA_VISIBLE_DEVICES"
+            )
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(
                 f"precision {self.precision} cannot train: use bf16 (GPU) or fp32 "
@@ -92,8 +98,14 @@ class FinetuneSettings:
             )
 
 
+class TrainingError(RuntimeError):
+    """The run cannot go on (a held-out sample failed); the message says which and why."""
+
+
 @dataclass
 class FinetuneResult:
+    """What a run produced: the adapter folder, and the losses and scores on the way."""
+
     adapter: Path
     steps: int
     losses: list[dict[str, float]]
@@ -194,8 +206,9 @@ def evaluate_share(
     processes (every process gets the total, so each can record it). `questions` as trained."""
     result = evaluate(lisa, shard(samples, launch), mode="validation", worst=0, questions=questions)
     if result.failure is not None:
-        raise RuntimeError(
-            f"evaluation stopped at sample {result.failure.name}: {result.failure.error}"
+        raise TrainingError(
+            f"the held-out evaluation failed at sample {result.failure.name}: "
+            f"{result.failure.error}"
         )
     if not launch.distributed:
         return result.sums
@@ -379,7 +392,9 @@ class _Run:
 
     def train(self) -> FinetuneResult:
         settings = self.settings
-        progress = Progress(settings.steps, self.step, self.main, _progress_mode(settings.progress))
+        progress = Progress(
+            settings.steps, self.step, self.main, resolve_progress(settings.progress)
+        )
         self.module.train()
         try:
             while self.step < settings.steps:
@@ -442,15 +457,6 @@ def _check_engine(accelerator: Any) -> None:
             "choose 'multi-GPU' (no FSDP/DeepSpeed) in `accelerate config`; a LoRA step of "
             "LISA-7B fits one GPU with gradient checkpointing (see the README's figures)"
         )
-
-
-def _progress_mode(progress: str) -> str:
-    if progress != "auto":
-        return progress
-    try:
-        return "bars" if sys.stderr.isatty() else "log"
-    except (AttributeError, ValueError):
-        return "log"
 
 
 def finetune(settings: FinetuneSettings) -> FinetuneResult:
