@@ -24,6 +24,8 @@ from pathlib import Path
 from lisa_ros.cli_io import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CommandError
 from lisa_ros.cli_model import add_model_arguments, positive_int
 from lisa_ros.data import DatasetError
+from lisa_ros.model.prompt import QUESTION_STYLES
+from lisa_ros.training.settings import FinetuneSettings, LoraSettings, LossWeights
 
 PROG = "lisa-finetune"
 logger = logging.getLogger("lisa_ros.finetune")
@@ -57,10 +59,6 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lisa_ros.training.examples import QUESTION_STYLES
-    from lisa_ros.training.losses import LossWeights
-    from lisa_ros.training.trainable import LoraSettings
-
     lora, weights = LoraSettings(), LossWeights()
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -158,12 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> object:
+def settings_from_args(args: argparse.Namespace) -> FinetuneSettings:
     """The trainer's settings; CommandError for option combinations it cannot train with."""
-    from lisa_ros.training.losses import LossWeights
-    from lisa_ros.training.trainable import LoraSettings
-    from lisa_ros.training.trainer import FinetuneSettings
-
     if args.quantization:
         raise CommandError(
             "lisa-finetune trains a bf16 or fp32 model: quantised (QLoRA) training is not "

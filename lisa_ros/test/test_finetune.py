@@ -337,3 +337,13 @@ def test_two_processes_train_as_one(squares, tmp_path):
 def train_losses(output: Path) -> list[float]:
     log = [json.loads(line) for line in (output / TRAIN_LOG_FILE).read_text().splitlines()]
     return [entry["loss"] for entry in log if entry["kind"] == "train"]
+
+
+def test_help_and_option_checks_need_no_torch():
+    """`lisa-finetune --help` and its refusals answer at once: the model stack loads later."""
+    code = (
+        "import sys, lisa_ros.finetune_cli as cli; cli.build_parser(); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr

@@ -16,19 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .settings import LossWeights
+
 DICE_SCALE = 1000.0
 DICE_EPS = 1e-6
 MASK_COUNT_EPS = 1e-8
 IGNORE = 255
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """The paper's weights: text 1.0, BCE 2.0, Dice 0.5."""
-
-    text: float = 1.0
-    bce: float = 2.0
-    dice: float = 0.5
 
 
 @dataclass
@@ -82,7 +75,7 @@ def lisa_loss(
     answer_ids: Sequence[torch.Tensor],
     mask_logits: Sequence[torch.Tensor],
     mask_targets: Sequence[torch.Tensor],
-    weights: LossWeights = LossWeights(),
+    weights: LossWeights | None = None,
 ) -> LossTerms:
     """The loss of a batch, one entry per example in each sequence.
 
@@ -106,5 +99,6 @@ def lisa_loss(
         count += len(logits)
     bce = bce_sum / (count + MASK_COUNT_EPS)
     dice = dice_sum / (count + MASK_COUNT_EPS)
+    weights = weights or LossWeights()
     total = weights.text * text + weights.bce * bce + weights.dice * dice
     return LossTerms(total=total, text=text, bce=bce, dice=dice)

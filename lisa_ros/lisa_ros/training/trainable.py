@@ -19,20 +19,10 @@ from lisa_ros.model.lisa import LisaModel
 from lisa_ros.model.logs import without_cpu_kernel_notice
 from lisa_ros.model.teacher_forcing import Conversation, ImageFeatures, forced_forward
 
-from .losses import LossTerms, LossWeights, lisa_loss
+from .losses import LossTerms, lisa_loss
+from .settings import LoraSettings, LossWeights
 
-LORA_TARGETS = ("q_proj", "v_proj")
 LLM_MODULES_TO_SAVE = ("embed_tokens", "lm_head")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """The LoRA of the authors' `train_ds.py` by default."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    targets: tuple[str, ...] = LORA_TARGETS
 
 
 @dataclass
@@ -47,9 +37,10 @@ class TrainingExample:
 
 
 def make_trainable(
-    lisa: LisaModel, lora: LoraSettings = LoraSettings(), *, gradient_checkpointing: bool = True
+    lisa: LisaModel, lora: LoraSettings | None = None, *, gradient_checkpointing: bool = True
 ) -> None:
     """Wrap `lisa.llm` in LoRA and unfreeze what LISA trains, in place, in float32."""
+    lora = lora or LoraSettings()
     with without_cpu_kernel_notice(relevant=False):  # peft imports bitsandbytes; no 4-bit here
         from peft import LoraConfig, get_peft_model
 

@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ from lisa_ros.model.logs import resolve_progress
 from lisa_ros.model.teacher_forcing import image_features
 
 from .examples import ExampleSource
-from .losses import LossWeights
-from .trainable import LisaForTraining, LoraSettings, TrainingExample, make_trainable
+from .settings import FinetuneSettings
+from .trainable import LisaForTraining, TrainingExample, make_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -44,58 +44,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE_FILE = "trainer_state.pt"
 TRAIN_LOG_FILE = "train_log.jsonl"
 ADAM_BETAS = (0.9, 0.95)  # the authors' DeepSpeed config
-
-
-@dataclass
-class FinetuneSettings:
-    """What `lisa-finetune` takes; the defaults are the authors' (LoRA, loss, optimiser)."""
-
-    model: str
-    data: str
-    output: Path
-    eval_data: str | None = None
-    vision_tower: str | None = None
-    precision: str = "bf16"
-    device: str | None = None
-    steps: int = 500
-    batch_size: int = 2
-    grad_accumulation: int = 10
-    learning_rate: float = 3e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    gradient_checkpointing: bool = True
-    questions: str = "authors"
-    eval_every: int = 0
-    save_every: int = 100
-    keep_checkpoints: int = 2
-    seed: int = 0
-    resume: str | None = None
-    init_adapter: str | None = None
-    progress: str = "auto"
-
-    def check(self) -> None:
-        """A ValueError naming the option, before anything loads."""
-        for name in ("steps", "batch_size", "grad_accumulation"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "save_every", "keep_checkpoints", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.device not in (None, "cpu", "cuda"):
-            raise ValueError(
-                f"device {self.device}: lisa-finetune takes cpu or cuda; each process uses "
-                "cuda:LOCAL_RANK, so choose GPUs with CUDA_VISIBLE_DEVICES"
-            )
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(
-                f"precision {self.precision} cannot train: use bf16 (GPU) or fp32 "
-                "(fp16 would need loss scaling and LISA trained in bf16)"
-            )
 
 
 class TrainingError(RuntimeError):
