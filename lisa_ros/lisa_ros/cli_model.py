@@ -3,17 +3,21 @@
 ``lisa-segment``, ``lisa-eval`` and ``lisa-finetune`` take the same ``--model``, ``--vision-tower``,
 ``--precision``, ``--quantization``, ``--adapter``, ``--device`` and ``--max-new-tokens``, with the
 same help and the same error lines: a person who learnt one tool knows the others, and a fix to a
-message reaches all of them. Torch-free at import (the tools' ``--help`` and their input checks
-must not wait seconds for the model stack); :func:`load_model_from_args` imports it.
+message reaches all of them. They also share how they log and how they end (:func:`run_command`).
+Torch-free at import (the tools' ``--help`` and their input checks must not wait seconds for the
+model stack); :func:`load_model_from_args` imports it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lisa_ros.cli_io import CommandError
+from lisa_ros.cli_io import EXIT_INTERRUPTED, CommandError
 from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 
 if TYPE_CHECKING:
@@ -21,10 +25,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_model_arguments",
+    "configure_logging",
     "generate_kwargs_from_args",
     "load_model_from_args",
     "model_options_record",
+    "positive_float",
     "positive_int",
+    "run_command",
 ]
 
 
@@ -37,6 +44,43 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def configure_logging(prog: str, quiet: bool) -> None:
+    """Progress (the core's and the tool's INFO messages) on stderr; other libraries only warn."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    level = logging.WARNING if quiet else logging.INFO
+    logging.getLogger("lisa_ros").setLevel(level)
+    logging.getLogger(prog).setLevel(level)
+
+
+def run_command(prog: str, run: Callable[[], int], *, interrupted: str = "interrupted") -> int:
+    """`run()`'s exit status; a CommandError as one ``<prog>: error: ...`` line and its status,
+    Ctrl-C as ``<prog>: <interrupted>`` and 130, as shells report it."""
+    try:
+        return run()
+    except CommandError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def add_model_arguments(

@@ -33,16 +33,17 @@ from typing import Any
 
 from lisa_ros.cli_io import (
     EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
     CommandError,
     prepare_output,
 )
 from lisa_ros.cli_model import (
     add_model_arguments,
+    configure_logging,
     generate_kwargs_from_args,
     load_model_from_args,
     model_options_record,
     positive_int,
+    run_command,
 )
 from lisa_ros.data import DatasetError, Sample, detect_format, load_dataset
 from lisa_ros.distributed import (
@@ -151,19 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     return parser
-
-
-def _configure_logging(quiet: bool) -> None:
-    """Progress (the core's INFO messages) on stderr; third-party libraries only warn."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    level = logging.WARNING if quiet else logging.INFO
-    logging.getLogger("lisa_ros").setLevel(level)
-    logger.setLevel(level)
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -343,15 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worst < 0:
         build_parser().error(f"--worst must be 0 or more, got {args.worst}")
-    _configure_logging(args.quiet)
-    try:
-        return run(args)
-    except CommandError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_status
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    configure_logging(PROG, args.quiet)
+    return run_command(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -16,19 +16,23 @@ accelerate's config picks DDP, FSDP or DeepSpeed.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lisa_ros.cli_io import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CommandError
-from lisa_ros.cli_model import add_model_arguments, positive_int
+from lisa_ros.cli_io import EXIT_BAD_INPUT, CommandError
+from lisa_ros.cli_model import (
+    add_model_arguments,
+    configure_logging,
+    positive_float,
+    positive_int,
+    run_command,
+)
 from lisa_ros.data import DatasetError
 from lisa_ros.model.prompt import QUESTION_STYLES
 from lisa_ros.training.settings import FinetuneSettings, LoraSettings, LossWeights
 
 PROG = "lisa-finetune"
-logger = logging.getLogger("lisa_ros.finetune")
 
 
 def _non_negative_int(text: str) -> int:
@@ -38,16 +42,6 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
@@ -88,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="batches per optimizer step (%(default)s)",
     )
-    train.add_argument("--lr", type=_positive_float, default=3e-4, help="peak (%(default)s)")
+    train.add_argument("--lr", type=positive_float, default=3e-4, help="peak (%(default)s)")
     train.add_argument("--warmup-steps", type=_non_negative_int, default=100, help="(%(default)s)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW (%(default)s)")
     train.add_argument(
@@ -237,25 +231,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format=f"{PROG}: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.quiet)
-    try:
-        return run(args)
-    except CommandError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_status
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted (resume with --resume)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    configure_logging(PROG, args.quiet)
+    return run_command(PROG, lambda: run(args), interrupted="interrupted (continue with --resume)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ import numpy as np
 from lisa_ros.cli_io import (
     CAMERA_FRAME,
     EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
     OVERLAY_FILE,
     RESULT_FILE,
     CommandError,
@@ -52,7 +50,14 @@ from lisa_ros.cli_io import (
     target_record,
     write_result_files,
 )
-from lisa_ros.cli_model import add_model_arguments, generate_kwargs_from_args, load_model_from_args
+from lisa_ros.cli_model import (
+    add_model_arguments,
+    configure_logging,
+    generate_kwargs_from_args,
+    load_model_from_args,
+    positive_float,
+    run_command,
+)
 from lisa_ros.geometry import (
     GeometryError,
     Target3D,
@@ -111,34 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     depth.add_argument(
         "--depth-unit",
-        type=_positive_float,
+        type=positive_float,
         metavar="METRES",
         help=f"metres per depth unit (default: {MILLIMETRE} for a 16-bit PNG, 1 for floats)",
     )
     return parser
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _configure_logging(quiet: bool) -> None:
-    """Progress (the core's INFO messages) on stderr; third-party libraries only warn."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    level = logging.WARNING if quiet else logging.INFO
-    logging.getLogger("lisa_ros").setLevel(level)
-    logger.setLevel(level)
 
 
 # --- depth ------------------------------------------------------------------------------------
@@ -356,15 +338,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.quiet)
-    try:
-        return run(args)
-    except CommandError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_status
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    configure_logging(PROG, args.quiet)
+    return run_command(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":
