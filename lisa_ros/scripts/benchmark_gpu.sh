@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU table of the model benchmark in one go: a random full-size LISA-7B (no download), a
-# 30-token answer with one [SEG], cached vs reference-style, at bf16, then int8 and nf4 LLMs.
+# 30-token answer with one [SEG], cached vs reference-style, at bf16, then int8 and nf4 LLMs; last,
+# the cost of fine-tuning: lisa-finetune's LoRA step on the same shapes (benchmark_finetune.py).
 # Usage: lisa_ros/scripts/benchmark_gpu.sh [OUT_DIR] [extra benchmark_model.py options]
 # Needs torch with CUDA, transformers, peft, accelerate, segment-anything (and bitsandbytes for the
 # quantised rows; a row whose packages are missing fails on its own and the next one still runs).
@@ -18,3 +19,8 @@ for quantization in none int8 nf4; do
     "$PYTHON" scripts/benchmark_model.py "${options[@]}" --json "$OUT/$quantization.json" "$@" \
         2>&1 | tee "$OUT/$quantization.txt"
 done
+# 2 examples per step at bf16, gradient checkpointing on vs off side by side, peak GPU memory;
+# about as long as one row above (making the random weights dominates), so last.
+echo "=== fine-tuning step (LoRA), bf16, gradient checkpointing on vs off ==="
+"$PYTHON" scripts/benchmark_finetune.py --full-size-7b --precision bf16 --device cuda \
+    --warmup 1 --steps 3 --json "$OUT/finetune.json" 2>&1 | tee "$OUT/finetune.txt"
