@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark LISA fine-tuning: one optimizer step, with gradient checkpointing on and off.
 
-The step is lisa-finetune's own (`lisa_ros.training.trainer._Run.optimizer_step`, nothing
+The step is lisa-finetune's own (`lisa_ros.training.trainer.FinetuneRun.optimizer_step`, nothing
 reimplemented): ``--batch-size`` examples x ``--grad-accumulation``, each a forced forward pass
 of the LLM, the [SEG] projection and SAM's mask decoder, the paper's loss, backward, gradient
 clipping and AdamW on what LISA trains (LoRA on q_proj/v_proj, embed_tokens, lm_head,
@@ -285,7 +285,7 @@ def make_run(args: argparse.Namespace, data: Path, output: Path, lisa: Any = Non
     model it would load from ``--model`` (the random full-size one, which is not on disk)."""
     from lisa_ros.model import loading
     from lisa_ros.training.settings import FinetuneSettings
-    from lisa_ros.training.trainer import _Run
+    from lisa_ros.training.trainer import FinetuneRun
 
     settings = FinetuneSettings(
         model=str(args.model) if lisa is None else "random full-size LISA-7B",
@@ -303,9 +303,9 @@ def make_run(args: argparse.Namespace, data: Path, output: Path, lisa: Any = Non
         progress="log",
     )
     if lisa is None:
-        return _Run(settings)
+        return FinetuneRun(settings)
     with mock.patch.object(loading, "load_model", lambda *_, **__: lisa):
-        return _Run(settings)
+        return FinetuneRun(settings)
 
 
 def set_checkpointing(llm: Any, enabled: bool) -> None:
@@ -747,7 +747,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     )
     print(
         f"optimizer step = {args.batch_size} example(s) x {args.grad_accumulation} accumulation: "
-        "forward + loss + backward + grad clipping + AdamW (lisa-finetune's _Run.optimizer_step); "
+        "forward + loss + backward + grad clipping + AdamW (FinetuneRun.optimizer_step); "
         f"median and p90 of {args.steps} step(s) after {args.warmup} warm-up step(s) per setting"
     )
     print(

@@ -168,8 +168,12 @@ def evaluate_share(
     return total
 
 
-class _Run:
-    """One fine-tuning run: the accelerator, the model, the data and the loop's state."""
+class FinetuneRun:
+    """One fine-tuning run: the accelerator, the model, the data and the loop's state.
+
+    `finetune` builds one and calls `train`; `optimizer_step` is one step of it, which
+    `scripts/benchmark_finetune.py` times.
+    """
 
     def __init__(self, settings: FinetuneSettings) -> None:
         from accelerate import Accelerator
@@ -417,7 +421,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     check_output(settings)
     resume = resume_folder(settings)
     settings.output.mkdir(parents=True, exist_ok=True)
-    run = _Run(settings)
+    run = FinetuneRun(settings)
     if resume is not None:
         run.restore(resume)
     return run.train()
