@@ -3,7 +3,7 @@
 On one device it is a plain loop. Under ``accelerate launch`` or ``torchrun`` each process
 trains on its share of every batch and accelerate keeps the trained weights in sync with DDP;
 the command is the same. (FSDP and DeepSpeed ZeRO are refused: they shard the weights this loop
-saves whole; a LoRA step of LISA-7B fits one GPU.)
+saves whole; a LoRA step of LISA-7B should fit one GPU.)
 
 The batch order is a function of the seed and the step (a fixed permutation per epoch, split
 between processes), so a run resumed from a checkpoint sees the same samples it would have seen.
@@ -407,7 +407,7 @@ def _check_engine(accelerator: Any) -> None:
         raise ValueError(
             f"lisa-finetune runs on one device or under DDP, not {accelerator.distributed_type}: "
             "choose 'multi-GPU' (no FSDP/DeepSpeed) in `accelerate config`; a LoRA step of "
-            "LISA-7B fits one GPU with gradient checkpointing (see the README's figures)"
+            "LISA-7B should fit one 24 GB GPU with gradient checkpointing (see the README)"
         )
 
 
