@@ -4,6 +4,7 @@ runs resume, bad input stops early, and two processes train as one (DDP on 127.0
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -35,6 +36,32 @@ from lisa_ros.training.trainer import (
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTION = "the red square"
 ANSWER = "It is [SEG]."
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """A subprocess's environment: offline, one thread, this package importable."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
+        ),
+        **extra,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """The CLI runs in this process here: give later test modules their logging back."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    names = ("lisa_ros", finetune_cli.PROG)
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    root.handlers[:] = handlers
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def write_squares(folder: Path, count: int, seed: int = 0) -> Path:
@@ -112,21 +139,18 @@ def test_the_reloaded_adapter_segments_the_squares_through_segment(trained, squa
         assert "[SEG]" in tuned.segment(sample.image(), INSTRUCTION, max_new_tokens=16).text
 
 
-def test_lisa_segment_loads_the_adapter(trained, squares, tmp_path, capsys):
+def test_lisa_segment_loads_the_adapter(trained, squares, tmp_path):
     """The CLI a person tries first: the same answer and mask through `lisa-segment --adapter`."""
-    from lisa_ros import segment_cli
-
     sample = load_dataset(squares)[0]
     output = tmp_path / "segmented"
-    status = segment_cli.main(
-        [
-            INSTRUCTION, "--model", str(CHECKPOINT), "--vision-tower", str(CLIP),
-            "--precision", "fp32", "--device", "cpu", "--adapter", str(trained.adapter),
-            "--image", str(sample.image_path), "--output", str(output), "--max-new-tokens", "16",
-            "--quiet",
-        ]
-    )  # fmt: skip
-    assert status == 0, capsys.readouterr().err
+    command = [
+        sys.executable, "-m", "lisa_ros.segment_cli", INSTRUCTION,
+        "--model", str(CHECKPOINT), "--vision-tower", str(CLIP), "--precision", "fp32",
+        "--device", "cpu", "--adapter", str(trained.adapter), "--image", str(sample.image_path),
+        "--output", str(output), "--max-new-tokens", "16", "--quiet",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    assert completed.returncode == 0, completed.stderr
     result = json.loads((output / "result.json").read_text())
     assert "[SEG]" in result["text"] and len(result["masks"]) == 1
     mask = cv2.imread(str(output / "mask_0.png"), cv2.IMREAD_GRAYSCALE) > 0
@@ -296,16 +320,7 @@ def test_two_processes_train_as_one(squares, tmp_path):
     common = ["--steps", "3", "--grad-accumulation", "1", "--warmup-steps", "1", "--lr", "5e-3",
               "--lora-dropout", "0", "--questions", "as-is", "--save-every", "0",
               "--no-gradient-checkpointing", "--quiet"]  # fmt: skip
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "GLOO_SOCKET_IFNAME": "lo",
-        "MASTER_ADDR": "127.0.0.1",
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
-        ),
-    }
+    env = _env(GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
     two = tmp_path / "two"
     # accelerate's multi-GPU launcher is torchrun; on machines without a GPU each process takes
     # the CPU it is given (--device cpu), and DDP syncs over gloo

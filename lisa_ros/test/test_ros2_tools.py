@@ -375,7 +375,8 @@ def scripted(module_processes: RosProcesses, graph) -> Iterator[RosProcess]:
         module_processes,
         name="acting_lisa",
         replies={"describe": GROWING_REPLY, "long": LONG_REPLY},
-        slow={"describe": 0.05, "long": 0.05},
+        # "long": 400 tokens at 0.15 s, a minute: room for Ctrl-C on a loaded machine
+        slow={"describe": 0.05, "long": 0.15},
         remap=["image:=/acting/image_raw"],
     )
     wait_active(process)
@@ -439,8 +440,9 @@ def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(
     client.wait_for_output(r"tokens_generated: 1\d", 30)
     # send_goal's handler ignores Ctrl-C until the goal's status (a topic of its own, apart from
     # the feedback) has reached the client as ACCEPTED or EXECUTING; on a loaded machine that can
-    # come seconds after the feedback. Press again, as a person would, until it reacts.
-    for _ in range(5):
+    # come many seconds after the feedback (a CI run under load saw none in 15 s). Press again, as
+    # a person would, until it reacts: every 3 s for up to 45 s of the minute-long answer.
+    for _ in range(15):
         client.send_signal(signal.SIGINT)
         try:
             client.wait_for_output(r"Canceling goal\.\.\.", 3)
@@ -450,7 +452,7 @@ def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(
     client.wait_for_output(r"Goal canceled\.", 10)
     client.wait_for_output(r"Goal finished with status: CANCELED", 10)
     assert "error_code: 5" in client.output
-    # The node is free again at once (400 slowed tokens would keep it busy for 20 s).
+    # The node is free again at once (400 slowed tokens would keep it busy for a minute).
     started = time.monotonic()
     output = ros2(
         "action",
