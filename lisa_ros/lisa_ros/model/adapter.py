@@ -18,6 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,7 @@ from torch import nn
 
 from .checkpoint import resolve_folder
 from .errors import LisaLoadError
+from .logs import without_cpu_kernel_notice
 
 if TYPE_CHECKING:
     from .lisa import LisaModel
@@ -53,18 +57,31 @@ def apply_adapter(
     The LLM becomes a PeftModel, merged into plain weights when `merge` (a quantised LLM cannot
     be merged and keeps the adapter layers). The modules outside the LLM are loaded in place.
     """
-    from peft import PeftModel
+    with without_cpu_kernel_notice(relevant=False):  # peft imports bitsandbytes: not about 4-bit
+        from peft import PeftModel
 
     folder = resolve_folder(adapter, what="LoRA adapter")
     logger.info("Applying the adapter %s", folder)
     try:
-        llm = PeftModel.from_pretrained(llm, os.fspath(folder), is_trainable=False)
+        with quiet_peft_deprecation():
+            llm = PeftModel.from_pretrained(llm, os.fspath(folder), is_trainable=False)
     except Exception as error:  # peft raises ValueError, OSError, KeyError...
         raise LisaLoadError(
             f"LoRA adapter '{adapter}' cannot be applied: {error}".splitlines()[0]
         ) from error
     load_lisa_modules(folder, text_hidden_fcs, mask_decoder, adapter=adapter)
     return llm.merge_and_unload() if merge else llm
+
+
+@contextmanager
+def quiet_peft_deprecation() -> Iterator[None]:
+    """peft asks transformers 5 `is_gradient_checkpointing`, which warns that it is renamed: a
+    FutureWarning about peft's code, not the caller's, repeated at every adapter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
+        yield
 
 
 def load_lisa_modules(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lisa_ros.model.adapter import cast_trainable
+from lisa_ros.model.adapter import cast_trainable, quiet_peft_deprecation
 from lisa_ros.model.lisa import LisaModel
 from lisa_ros.model.logs import without_cpu_kernel_notice
 from lisa_ros.model.teacher_forcing import Conversation, ImageFeatures, forced_forward
@@ -55,7 +55,8 @@ def make_trainable(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    lisa.llm = get_peft_model(lisa.llm, config)
+    with quiet_peft_deprecation():
+        lisa.llm = get_peft_model(lisa.llm, config)
     if gradient_checkpointing:
         # transformers 5 renamed it (the old name warns); older releases have the old name only
         checkpointing_kwargs = {"use_reentrant": False}
