@@ -51,16 +51,21 @@ from unittest import mock
 
 import numpy as np
 import torch
-from benchmark_model import Clock, PeakMemory, markdown_table, synthetic_image
+from benchmark_model import (
+    FULL_SIZE_LAYERS,
+    Clock,
+    PeakMemory,
+    add_model_source_arguments,
+    check_model_source,
+    markdown_table,
+    synthetic_image,
+)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-TINY_FIXTURE = PACKAGE_ROOT / "test" / "fixtures" / "lisa-tiny-7b" / "checkpoint"
 # A ReasonSeg-style sentence instruction; its words are in the random 7B tokenizer's corpus, so a
 # random full-size model sees a prompt roughly as long as LLaMA's tokenizer would make it.
 INSTRUCTION = "where can I throw away the food scraps?"
 IMAGE_HW = (480, 640)
 MAX_IMAGES = 4
-FULL_LAYERS = 32
 ON, OFF, FIXED = "checkpointing on", "checkpointing off", "LLM layers skipped"
 
 log = logging.getLogger("benchmark")
@@ -264,7 +269,7 @@ def random_full_size(args: argparse.Namespace, work_dir: Path) -> tuple[Any, str
     from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
     check_options(args.precision, None, args.device)
-    spec = RandomLisaSpec.full_size_7b(num_hidden_layers=args.num_layers or FULL_LAYERS)
+    spec = RandomLisaSpec.full_size_7b(num_hidden_layers=args.num_layers or FULL_SIZE_LAYERS)
     log.info(
         "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; "
         "tokenizer and CLIP tower in %s); this takes a minute or two",
@@ -475,7 +480,7 @@ def extrapolate(
     layer_weight_bytes: int,
     layer_adapter_bytes: int,
     adapter_bytes: int,
-    target: int = FULL_LAYERS,
+    target: int = FULL_SIZE_LAYERS,
 ) -> Extrapolation | None:
     """Each phase's peak grows by a layer's weights plus what running the layer adds to it (the
     measured difference to the layer-skipped step, whose skipped layers' weights stay allocated;
@@ -625,30 +630,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--model", default=str(TINY_FIXTURE), help="LISA checkpoint folder or hub id"
-    )
-    source.add_argument(
-        "--full-size-7b",
-        action="store_true",
-        help="random weights in LISA-7B-v1's shapes (Llama-7B, CLIP ViT-L/14, SAM ViT-H), "
-        "no download",
-    )
-    parser.add_argument(
-        "--num-layers",
-        type=int,
-        choices=range(1, FULL_LAYERS + 1),
-        metavar=f"1..{FULL_LAYERS}",
-        help="with --full-size-7b: fewer decoder layers, extrapolated to 32",
-    )
-    parser.add_argument(
-        "--work-dir",
-        type=Path,
-        help="with --full-size-7b: where to write its tokenizer and CLIP tower "
-        "(default: a temporary folder, removed)",
-    )
-    parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
+    add_model_source_arguments(parser, layers_help="fewer decoder layers, extrapolated to 32")
     parser.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
@@ -666,8 +648,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.batch_size, args.grad_accumulation, args.steps) < 1 or args.warmup < 0:
         parser.error("--batch-size, --grad-accumulation, --steps must be >= 1, --warmup >= 0")
-    if (args.num_layers or args.work_dir) and not args.full_size_7b:
-        parser.error("--num-layers and --work-dir go with --full-size-7b")
+    check_model_source(parser, args)
     args.device = resolve_device(args.device)
     args.precision = resolve_precision(args.precision, args.device)
     return args
@@ -704,7 +685,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     setup_bytes = memory.current_bytes()
 
     modes = [Mode(ON, True, layers), Mode(OFF, False, layers)]
-    extrapolating = args.full_size_7b and layers < FULL_LAYERS
+    extrapolating = args.full_size_7b and layers < FULL_SIZE_LAYERS
     fixed = Mode(FIXED, True, 0)
     log.info(
         "Benchmarking: %d warm-up + %d measured step(s) per setting, %d example(s) per step",

@@ -52,6 +52,7 @@ from lisa_ros.model.result import SegmentationResult
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 TINY_FIXTURE = PACKAGE_ROOT / "test" / "fixtures" / "lisa-tiny-7b" / "checkpoint"
+FULL_SIZE_LAYERS = 32  # LISA-7B's decoder layers
 INSTRUCTION = "What in this picture could I boil water in? Please output segmentation mask."
 # Words the scripted answer is made of (any ids would do; these read like a LISA answer).
 ANSWER_WORDS = (
@@ -532,10 +533,9 @@ def agreement(cached: ModeSummary, reference: ModeSummary) -> str:
 # --- main -----------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def add_model_source_arguments(parser: argparse.ArgumentParser, *, layers_help: str) -> None:
+    """Which model a benchmark runs, as every benchmark of the model takes it: a checkpoint
+    (default: the tiny fixture) or LISA-7B's shapes with random weights."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model", default=str(TINY_FIXTURE), help="LISA checkpoint folder or hub id"
@@ -549,9 +549,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num-layers",
         type=int,
-        choices=range(1, 33),
-        metavar="1..32",
-        help="with --full-size-7b: fewer decoder layers, for a quick trial",
+        choices=range(1, FULL_SIZE_LAYERS + 1),
+        metavar=f"1..{FULL_SIZE_LAYERS}",
+        help=f"with --full-size-7b: {layers_help}",
     )
     parser.add_argument(
         "--work-dir",
@@ -560,6 +560,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default: a temporary folder, removed)",
     )
     parser.add_argument("--vision-tower", help="CLIP tower override (hub id or folder)")
+
+
+def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.num_layers or args.work_dir) and not args.full_size_7b:
+        parser.error("--num-layers and --work-dir go with --full-size-7b")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_model_source_arguments(parser, layers_help="fewer decoder layers, for a quick trial")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
     parser.add_argument("--quantization", choices=QUANTIZATIONS)
     parser.add_argument(
@@ -583,8 +595,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--answer-tokens must be at least 2 ([SEG] and EOS)")
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
-    if (args.num_layers or args.work_dir) and not args.full_size_7b:
-        parser.error("--num-layers and --work-dir go with --full-size-7b")
+    check_model_source(parser, args)
     return args
 
 
