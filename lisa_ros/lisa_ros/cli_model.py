@@ -29,21 +29,31 @@ __all__ = [
     "generate_kwargs_from_args",
     "load_model_from_args",
     "model_options_record",
+    "non_negative_int",
     "positive_float",
     "positive_int",
     "run_command",
 ]
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1, with a message that says what was wrong."""
+def _integer_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, with a message that says what was wrong."""
+    return _integer_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (0 often meaning "off")."""
+    return _integer_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:

@@ -24,6 +24,7 @@ from lisa_ros.cli_io import EXIT_BAD_INPUT, CommandError
 from lisa_ros.cli_model import (
     add_model_arguments,
     configure_logging,
+    non_negative_int,
     positive_float,
     positive_int,
     run_command,
@@ -35,18 +36,12 @@ from lisa_ros.training.settings import FinetuneSettings, LoraSettings, LossWeigh
 PROG = "lisa-finetune"
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def _fraction(text: str) -> float:
-    value = float(text)
+    """An argparse type: a probability below 1 (LoRA's dropout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
@@ -83,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="batches per optimizer step (%(default)s)",
     )
     train.add_argument("--lr", type=positive_float, default=3e-4, help="peak (%(default)s)")
-    train.add_argument("--warmup-steps", type=_non_negative_int, default=100, help="(%(default)s)")
+    train.add_argument("--warmup-steps", type=non_negative_int, default=100, help="(%(default)s)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW (%(default)s)")
     train.add_argument(
         "--max-grad-norm", type=float, default=1.0, help="clip; 0 = off (%(default)s)"
@@ -100,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask each instruction through the authors' templates, or as it was recorded "
         "(what the node's users send) (%(default)s)",
     )
-    train.add_argument("--seed", type=_non_negative_int, default=0, help="(%(default)s)")
+    train.add_argument("--seed", type=non_negative_int, default=0, help="(%(default)s)")
     train.add_argument(
         "--init-adapter", help="start from this lisa-finetune adapter's weights (same LoRA shape)"
     )
@@ -127,13 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs = parser.add_argument_group("evaluation and checkpoints")
     runs.add_argument(
         "--eval-every",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="evaluate every N steps (0: at the end only)",
     )
     runs.add_argument(
         "--save-every",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=100,
         help="write checkpoint-<step>/ every N steps, 0 = never (%(default)s)",
     )
