@@ -91,7 +91,7 @@ def read_depth(path: Path) -> np.ndarray:
             depth = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             raise CommandError(
-                f"depth '{path}' cannot be read as a .npy array: {_first_line(error)}",
+                f"depth '{path}' cannot be read as a .npy array: {first_line(error)}",
                 EXIT_BAD_INPUT,
             ) from None
         if not isinstance(depth, np.ndarray):  # np.load gives an archive for .npz content
@@ -156,7 +156,9 @@ def _check_readable_file(path: Path, what: str) -> None:
         raise CommandError(f"{what} '{path}' is not readable (permissions)", EXIT_BAD_INPUT)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """What a one-line error message says of `error`: its first line, or its type's name when
+    it has no message (library errors often carry pages of context after the first line)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lisa_ros.cli_io import EXIT_INTERRUPTED, CommandError
+from lisa_ros.cli_io import EXIT_INTERRUPTED, CommandError, first_line
 from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 
 if TYPE_CHECKING:
@@ -178,14 +178,9 @@ def load_model_from_args(
             adapter=args.adapter,
         )
     except LisaLoadError as error:
-        raise CommandError(str(error).splitlines()[0]) from None
+        raise CommandError(first_line(error)) from None
     except (torch.OutOfMemoryError, MemoryError) as error:
         raise CommandError(
-            f"out of memory while loading the model ({_first_line(error)}): "
+            f"out of memory while loading the model ({first_line(error)}): "
             "try --quantization nf4 or int8"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lisa_ros.cli_io import EXIT_BAD_INPUT, CommandError
+from lisa_ros.cli_io import EXIT_BAD_INPUT, CommandError, first_line
 from lisa_ros.cli_model import (
     add_model_arguments,
     configure_logging,
@@ -212,12 +212,12 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as error:
         raise CommandError(str(error), EXIT_BAD_INPUT) from None
     except ValueError as error:
-        raise CommandError(str(error).splitlines()[0], EXIT_BAD_INPUT) from None
+        raise CommandError(first_line(error), EXIT_BAD_INPUT) from None
     except (LisaLoadError, TrainingError) as error:
-        raise CommandError(str(error).splitlines()[0]) from None
+        raise CommandError(first_line(error)) from None
     except (torch.OutOfMemoryError, LisaOutOfMemoryError, MemoryError) as error:
         raise CommandError(
-            f"out of memory while training ({str(error).splitlines()[0]}): lower --batch-size "
+            f"out of memory while training ({first_line(error)}): lower --batch-size "
             "(raise --grad-accumulation to keep the step), keep gradient checkpointing on, "
             "or shard with accelerate (FSDP / DeepSpeed ZeRO)"
         ) from None

@@ -41,6 +41,7 @@ from lisa_ros.cli_io import (
     RESULT_FILE,
     CommandError,
     check_instruction,
+    first_line,
     parse_camera_matrix,
     prepare_output,
     print_answer,
@@ -169,7 +170,7 @@ def read_depth_input(args: argparse.Namespace, image_hw: tuple[int, int]) -> Dep
         camera_matrix = check_camera_matrix(parse_camera_matrix(args.camera_matrix))
     except GeometryError as error:
         raise CommandError(
-            f"--camera-matrix '{args.camera_matrix}': {_first_line(error)}", EXIT_BAD_INPUT
+            f"--camera-matrix '{args.camera_matrix}': {first_line(error)}", EXIT_BAD_INPUT
         ) from None
     raw = read_depth(args.depth)
     try:
@@ -189,7 +190,7 @@ def read_depth_input(args: argparse.Namespace, image_hw: tuple[int, int]) -> Dep
     try:
         meters = depth_to_meters(raw, unit)
     except GeometryError as error:  # read_depth passes only what it converts; kept as a guard
-        raise CommandError(f"depth '{args.depth}': {_first_line(error)}", EXIT_BAD_INPUT) from None
+        raise CommandError(f"depth '{args.depth}': {first_line(error)}", EXIT_BAD_INPUT) from None
     if not np.isfinite(meters).any():
         logger.warning("Depth '%s' has no valid reading: no mask will have a target", args.depth)
     return DepthInput(args.depth, meters, unit, camera_matrix)
@@ -239,17 +240,12 @@ def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> Se
             **generate_kwargs,
         )
     except ValueError as error:  # e.g. an instruction too long for the model's context
-        raise CommandError(_first_line(error), EXIT_BAD_INPUT) from None
+        raise CommandError(first_line(error), EXIT_BAD_INPUT) from None
     except (LisaOutOfMemoryError, MemoryError) as error:  # the core turns torch's into its own
         raise CommandError(
-            f"out of memory while segmenting ({_first_line(error)}): "
+            f"out of memory while segmenting ({first_line(error)}): "
             "try --max-new-tokens, a smaller image or --quantization"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 # --- outputs ---------------------------------------------------------------------------------
