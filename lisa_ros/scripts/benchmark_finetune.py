@@ -61,6 +61,8 @@ from benchmark_model import (
     synthetic_image,
 )
 
+from lisa_ros.cli_model import configure_logging
+
 # A ReasonSeg-style sentence instruction; its words are in the random 7B tokenizer's corpus, so a
 # random full-size model sees a prompt roughly as long as LLaMA's tokenizer would make it.
 INSTRUCTION = "where can I throw away the food scraps?"
@@ -832,14 +834,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for name in ("benchmark", "lisa_ros"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    configure_logging("benchmark", quiet=False)
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         return run_benchmark(args, args.work_dir)

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lisa_ros.cli_model import configure_logging
 from lisa_ros.model import LisaLoadError, LisaModel, build_model, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding
@@ -710,14 +711,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    for name in ("benchmark", "lisa_ros"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    configure_logging("benchmark", quiet=False)
     if not args.full_size_7b or args.work_dir is not None:
         return run_benchmark(args, args.work_dir or Path("."))
     with tempfile.TemporaryDirectory(
