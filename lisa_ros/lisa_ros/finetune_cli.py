@@ -48,7 +48,9 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    lora, weights = LoraSettings(), LossWeights()
+    # the defaults are the settings' own: one place holds the authors' values
+    run = FinetuneSettings(model="", data="", output=Path())
+    lora, weights = run.lora, run.loss_weights
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Fine-tune LISA on a dataset folder (ReasonSeg or the node's recordings) "
@@ -66,22 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = parser.add_argument_group("training (defaults: the LISA authors')")
     train.add_argument(
-        "--steps", type=positive_int, default=500, help="optimizer steps (%(default)s)"
+        "--steps", type=positive_int, default=run.steps, help="optimizer steps (%(default)s)"
     )
     train.add_argument(
-        "--batch-size", type=positive_int, default=2, help="examples per process (%(default)s)"
+        "--batch-size",
+        type=positive_int,
+        default=run.batch_size,
+        help="examples per process (%(default)s)",
     )
     train.add_argument(
         "--grad-accumulation",
         type=positive_int,
-        default=10,
+        default=run.grad_accumulation,
         help="batches per optimizer step (%(default)s)",
     )
-    train.add_argument("--lr", type=positive_float, default=3e-4, help="peak (%(default)s)")
-    train.add_argument("--warmup-steps", type=non_negative_int, default=100, help="(%(default)s)")
-    train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW (%(default)s)")
     train.add_argument(
-        "--max-grad-norm", type=float, default=1.0, help="clip; 0 = off (%(default)s)"
+        "--lr", type=positive_float, default=run.learning_rate, help="peak (%(default)s)"
+    )
+    train.add_argument(
+        "--warmup-steps", type=non_negative_int, default=run.warmup_steps, help="(%(default)s)"
+    )
+    train.add_argument(
+        "--weight-decay", type=float, default=run.weight_decay, help="AdamW (%(default)s)"
+    )
+    train.add_argument(
+        "--max-grad-norm", type=float, default=run.max_grad_norm, help="clip; 0 = off (%(default)s)"
     )
     train.add_argument(
         "--no-gradient-checkpointing",
@@ -91,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--questions",
         choices=QUESTION_STYLES,
-        default="authors",
+        default=run.questions,
         help="ask each instruction through the authors' templates, or as it was recorded "
         "(what the node's users send) (%(default)s)",
     )
-    train.add_argument("--seed", type=non_negative_int, default=0, help="(%(default)s)")
+    train.add_argument("--seed", type=non_negative_int, default=run.seed, help="(%(default)s)")
     train.add_argument(
         "--init-adapter", help="start from this lisa-finetune adapter's weights (same LoRA shape)"
     )
@@ -123,17 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument(
         "--eval-every",
         type=non_negative_int,
-        default=0,
+        default=run.eval_every,
         help="evaluate every N steps (0: at the end only)",
     )
     runs.add_argument(
         "--save-every",
         type=non_negative_int,
-        default=100,
+        default=run.save_every,
         help="write checkpoint-<step>/ every N steps, 0 = never (%(default)s)",
     )
     runs.add_argument(
-        "--keep-checkpoints", type=positive_int, default=2, help="newest kept (%(default)s)"
+        "--keep-checkpoints",
+        type=positive_int,
+        default=run.keep_checkpoints,
+        help="newest kept (%(default)s)",
     )
     runs.add_argument(
         "--resume",
