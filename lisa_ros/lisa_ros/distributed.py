@@ -23,6 +23,7 @@ __all__ = [
     "GATHER_TIMEOUT",
     "Launch",
     "LaunchError",
+    "gather_to_all",
     "gather_to_main",
     "launch_from_env",
     "process_device",
@@ -144,11 +145,13 @@ def process_group(launch: Launch, device: str | None) -> Iterator[None]:
             dist.destroy_process_group()
 
 
-def gather_to_main(value: Any, launch: Launch) -> list[Any] | None:
-    """Every process's ``value`` (picklable), in rank order, on rank 0; None on the others.
+def gather_to_all(value: Any, launch: Launch) -> list[Any]:
+    """Every process's ``value`` (picklable), in rank order, on every process.
 
-    A single process gets ``[value]`` without any communication. Must be called by every
-    process of the group, inside :func:`process_group`.
+    For results every process acts on alike (a training loop's held-out scores decide what all
+    processes do next). A single process gets ``[value]`` without any communication. Must be
+    called by every process of the group, inside :func:`process_group` (or another initialised
+    ``torch.distributed`` group, such as accelerate's).
     """
     if not launch.distributed:
         return [value]
@@ -156,4 +159,14 @@ def gather_to_main(value: Any, launch: Launch) -> list[Any] | None:
 
     values: list[Any] = [None] * launch.world_size
     dist.all_gather_object(values, value)
+    return values
+
+
+def gather_to_main(value: Any, launch: Launch) -> list[Any] | None:
+    """Every process's ``value`` (picklable), in rank order, on rank 0; None on the others.
+
+    A single process gets ``[value]`` without any communication. Must be called by every
+    process of the group, inside :func:`process_group`.
+    """
+    values = gather_to_all(value, launch)
     return values if launch.is_main else None

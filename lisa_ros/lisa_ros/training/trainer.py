@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lisa_ros.data import Sample, load_dataset
-from lisa_ros.distributed import Launch, shard
+from lisa_ros.distributed import Launch, gather_to_all, shard
 from lisa_ros.evaluate import evaluate
 from lisa_ros.evaluation import MetricSums
 from lisa_ros.model.adapter import load_adapter_weights, save_adapter
@@ -158,13 +158,9 @@ def evaluate_share(
             f"the held-out evaluation failed at sample {result.failure.name}: "
             f"{result.failure.error}"
         )
-    if not launch.distributed:
-        return result.sums
-    gathered: list[Any] = [None] * launch.world_size
-    torch.distributed.all_gather_object(gathered, result.sums.to_dict())
     total = MetricSums()
-    for part in gathered:
-        total = total + MetricSums.from_dict(part)
+    for part in gather_to_all(result.sums, launch):
+        total = total + part
     return total
 
 
