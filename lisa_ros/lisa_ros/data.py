@@ -46,8 +46,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -58,6 +60,7 @@ __all__ = [
     "detect_format",
     "load_dataset",
     "rasterize_shapes",
+    "write_atomically",
     "write_sample",
 ]
 
@@ -407,13 +410,24 @@ def write_sample(
 
     record = {"instruction": instruction, "answer": answer, "is_sentence": bool(is_sentence)}
     json_path = folder / f"{name}.json"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    write_atomically(json_path, lambda file: file.write(_json_bytes(record)))
+    return json_path
+
+
+def _json_bytes(record: object) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+def write_atomically(path: os.PathLike | str, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through a hidden temporary file beside it and a rename, so a reader (or a
+    run interrupted half-way) never sees half a file: `write` gets the open binary file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(record, file, ensure_ascii=False, indent=1)
-            file.write("\n")
-        os.replace(temporary, json_path)
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return json_path
+    return path

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from lisa_ros.data import IGNORE, TARGET, DatasetError, Sample
+from lisa_ros.data import IGNORE, TARGET, DatasetError, Sample, write_atomically
 from lisa_ros.distributed import Launch, gather_to_main
 from lisa_ros.evaluation import MetricSums, SegmentationMetrics
 from lisa_ros.model.errors import LisaOutOfMemoryError
@@ -545,9 +545,8 @@ def write_report(
     report_path.unlink(missing_ok=True)
     write_rows(folder / SAMPLES_FILE, result.rows)
     record = report_record(result, run_info, _write_worst(folder, result, samples))
-    partial = report_path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    partial.replace(report_path)
+    text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+    write_atomically(report_path, lambda file: file.write(text.encode("utf-8")))
     return record
 
 

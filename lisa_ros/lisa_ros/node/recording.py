@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from lisa_ros.data import write_sample
+from lisa_ros.data import write_atomically, write_sample
 
 if TYPE_CHECKING:
     from lisa_ros.model.result import SegmentationResult
@@ -133,11 +133,14 @@ def write_answer(folder: Path, name: str, frame: AnsweredFrame) -> Path:
     union = masks.any(axis=0) if len(masks) else np.zeros(frame.image_rgb.shape[:2], dtype=bool)
     if len(masks) >= 2:
         # Before the JSON: a sample is complete once its JSON is there.
-        _write_npz(
+        write_atomically(
             folder / f"{name}_masks.npz",
-            masks=masks,
-            phrases=np.array(frame.result.phrases, dtype=str),
-            scores=np.asarray(frame.result.scores, dtype=np.float32),
+            lambda file: np.savez_compressed(
+                file,
+                masks=masks,
+                phrases=np.array(frame.result.phrases, dtype=str),
+                scores=np.asarray(frame.result.scores, dtype=np.float32),
+            ),
         )
     else:  # left over from an interrupted write of this name, it would describe another answer
         (folder / f"{name}_masks.npz").unlink(missing_ok=True)
@@ -150,18 +153,6 @@ def write_answer(folder: Path, name: str, frame: AnsweredFrame) -> Path:
         frame.result.text,
         is_sentence=True,
     )
-
-
-def _write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez_compressed`` through a temporary file and a rename: never half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 _ADVICE = {
