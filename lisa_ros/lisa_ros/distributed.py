@@ -140,6 +140,10 @@ def process_group(launch: Launch, device: str | None) -> Iterator[None]:
         )
     try:
         yield
+        # Tear the group down together: a process that destroys its gloo group while a peer
+        # is still finishing the last collective can abort ("terminate called without an
+        # active exception", exit -6). Not after an error: the peers may never arrive.
+        dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
