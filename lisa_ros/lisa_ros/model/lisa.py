@@ -346,7 +346,7 @@ class LisaModel:
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("instruction is empty: say what to segment")
         generate_kwargs = self._with_controls(generate_kwargs, stop, on_text)
-        with self._exclusive():
+        with self.exclusive():
             return self._segment(
                 image,
                 instruction.strip(),
@@ -388,7 +388,7 @@ class LisaModel:
                 f"model's SAM takes {self.prompt_dim}: it came from another model"
             )
         notify = on_stage or (lambda _stage: None)
-        with self._exclusive():
+        with self.exclusive():
             start = self._stopwatch.now()
             if count:
                 notify("encoding_image")
@@ -418,8 +418,11 @@ class LisaModel:
         )
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """One inference at a time; running out of device memory frees it and says what to do."""
+    def exclusive(self) -> Iterator[None]:
+        """One inference at a time; running out of device memory frees it and says what to do.
+
+        `segment` and `follow` run inside it; so does any other pass over the model's weights
+        (`teacher_forcing.forced_answer`), so it shares the model safely and fails alike."""
         try:
             with self._lock:
                 yield

@@ -20,7 +20,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .errors import LisaOutOfMemoryError
 from .lisa import LisaModel
 from .preprocessing import sam_input, validate_image
 from .prompt import build_prompt, decode_answer, seg_phrases, tokenize_prompt
@@ -168,15 +167,9 @@ def forced_answer(
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError("instruction is empty: say what to segment")
     conversation = tokenize_conversation(model.tokenizer, instruction, answer)
-    try:
+    with model.exclusive():
         encoding = model.encode_image(image, clip=True)
         output = forced_forward(model, encoding, conversation)
-    except torch.OutOfMemoryError as error:
-        model.free_memory()
-        raise LisaOutOfMemoryError(
-            f"out of {model.device.type} memory in the forced pass: "
-            "use quantization, a smaller image, or free the device"
-        ) from error
     text = decode_answer(model.tokenizer, conversation.answer_ids, model.layout)
     phrases, offsets = seg_phrases(text)
     count = len(output.mask_logits)
