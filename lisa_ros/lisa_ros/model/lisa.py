@@ -146,9 +146,7 @@ class LisaModel:
         encoding = self._cached if self._cached is not None and self._cached.key == key else None
         if encoding is None:
             start = clock.now()
-            pixels, resize_hw = sam_input(image, self.sam_image_size)
-            encoder_dtype = next(self.sam.image_encoder.parameters()).dtype
-            sam_embeddings = self.sam.image_encoder(pixels.to(self.device, encoder_dtype)).float()
+            sam_embeddings, resize_hw = self.sam_embedding(image)
             spent["sam_encoder"] = clock.now() - start
             encoding = ImageEncoding(
                 key=key,
@@ -164,6 +162,14 @@ class LisaModel:
             encoding.image_tokens = self.clip_tokens(image)
             spent["clip"] = encoding.timings["clip"] = clock.now() - start
         return encoding, spent
+
+    def sam_embedding(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """SAM's image embedding (1, C, h, w) float32 and the (h, w) of the resized image in its
+        padding. Uncached and in the caller's grad mode: `encode_image` caches it for
+        inference, fine-tuning computes it once per image under `no_grad`."""
+        pixels, resize_hw = sam_input(image, self.sam_image_size)
+        encoder_dtype = next(self.sam.image_encoder.parameters()).dtype
+        return self.sam.image_encoder(pixels.to(self.device, encoder_dtype)).float(), resize_hw
 
     def clip_pixels(self, image: np.ndarray) -> torch.Tensor:
         """CLIP's (1, 3, 224, 224) input: short side to 224, centre crop, OpenAI normalisation."""

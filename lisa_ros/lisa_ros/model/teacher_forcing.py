@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .lisa import LisaModel
-from .preprocessing import sam_input, validate_image
+from .preprocessing import validate_image
 from .prompt import build_prompt, decode_answer, seg_phrases, tokenize_prompt
 from .result import SegmentationResult
 
@@ -98,9 +98,7 @@ class ImageFeatures:
 def image_features(model: LisaModel, image: np.ndarray) -> ImageFeatures:
     """CLIP tokens and SAM's embedding of `image`, as `encode_image` computes them."""
     validate_image(image)
-    pixels, resize_hw = sam_input(image, model.sam_image_size)
-    encoder_dtype = next(model.sam.image_encoder.parameters()).dtype
-    sam_embeddings = model.sam.image_encoder(pixels.to(model.device, encoder_dtype)).float()
+    sam_embeddings, resize_hw = model.sam_embedding(image)
     return ImageFeatures(
         image_tokens=model.clip_tokens(image),
         sam_embeddings=sam_embeddings,
