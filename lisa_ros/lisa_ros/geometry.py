@@ -554,8 +554,13 @@ def _inlier_points(
     pixel_col_of_x: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (n, 3) float32 points and (n, 2) int32 colour pixels of the crop's ``inliers`` (flat
-    indices ``index``). Rows (1, n) for OpenCV, which would read a 1-D array of up to 4 numbers
-    as a scalar."""
+    indices ``index``).
+
+    OpenCV's arithmetic reads a small array as a scalar (cv::Scalar), and which arrays count as
+    small has changed between releases: a 1-D array of up to 4 numbers since 5.0, and, beside a
+    plain number, a (1, 1) array since 5.1 (one point then came out as a (4, 1) column that
+    cv2.merge refused). So the arrays here are rows (1, n), and numbers go in as parameters of
+    the calls (``scale``, ``gamma``), never as operands."""
     n = index.size
     z = depth_crop.ravel().take(index).astype(np.float32, copy=False).reshape(1, n)
     # Inliers per crop row: row r's inliers come in a run, in order, so np.repeat rebuilds the
@@ -566,8 +571,11 @@ def _inlier_points(
     x = np.multiply(depth_crop, x_per_col, dtype=np.float32).ravel().take(index).reshape(1, n)
     # The colour column of each point follows from x/z (before the skew term) exactly: float32
     # keeps x/z*fx far closer than half a pixel. Cheaper than gathering a column index array.
+    # addWeighted(t, 1, t, 0, offset) is t + offset, rounded to int32 in the same pass; unlike
+    # cv2.add(t, offset) it takes the offset as a parameter (see the docstring).
     fx_colour, col_offset = pixel_col_of_x
-    pixel_cols = cv2.add(cv2.divide(x, z, scale=fx_colour), col_offset, dtype=cv2.CV_32S)
+    scaled = cv2.divide(x, z, scale=fx_colour)
+    pixel_cols = cv2.addWeighted(scaled, 1.0, scaled, 0.0, col_offset, dtype=cv2.CV_32S)
     pixel_rows = np.repeat(pixel_row_per_row, per_row).reshape(1, n)
     pixels = cv2.merge([pixel_rows, pixel_cols]).reshape(n, 2)
     if skew_per_y != 0.0:

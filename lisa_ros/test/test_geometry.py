@@ -579,6 +579,64 @@ def test_a_single_usable_pixel_is_a_target():
     assert target.valid_ratio == pytest.approx(0.01)
 
 
+# Up to five depth pixels (row, col), relative to a corner: along a row, down a column, scattered.
+FEW_PIXEL_LAYOUTS = {
+    "row": [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)],
+    "column": [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0)],
+    "scattered": [(0, 0), (2, 3), (4, 1), (1, 4), (3, 2)],
+}
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+@pytest.mark.parametrize("layout", list(FEW_PIXEL_LAYOUTS))
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_a_few_usable_pixels_are_a_target(count, layout, scale):
+    # A handful of points is where OpenCV's bindings read arrays as scalars (which ones depends
+    # on the release): each count must give the target worked out here from the pixels alone.
+    # The mask is a block of 21 x 21 depth pixels; the readings lie well inside it, where the
+    # erosion (3 colour pixels: ceil(3 / scale) depth pixels) keeps them all.
+    corner = (150, 200)
+    offsets = FEW_PIXEL_LAYOUTS[layout][:count]
+    # Row-major, the order of locate's points.
+    depth_pixels = sorted((corner[0] + dv, corner[1] + du) for dv, du in offsets)
+    z = np.float32(1.0) + np.float32(0.01) * np.arange(count, dtype=np.float32)  # within 5 %
+    depth = np.full((H // scale, W // scale), np.nan, np.float32)
+    for (v, u), reading in zip(depth_pixels, z, strict=True):
+        depth[v, u] = reading
+    mask = np.zeros((H, W), bool)
+    rows0, cols0 = (corner[0] - 8) * scale, (corner[1] - 8) * scale
+    mask[rows0 : rows0 + 21 * scale, cols0 : cols0 + 21 * scale] = True
+
+    # By hand: back-project through the depth image's K, weight by z**3.
+    k = scaled_matrix(K, scale)
+    v, u = np.array(depth_pixels, dtype=np.float64).T
+    z64 = z.astype(np.float64)
+    points = np.stack([(u - k[0, 2]) / k[0, 0] * z64, (v - k[1, 2]) / k[1, 1] * z64, z64], axis=1)
+    weights = z64**3
+    centroid = (weights[:, None] * points).sum(axis=0) / weights.sum()
+    # Nearest-rank percentiles of at most five points are their minimum and maximum; x and y are
+    # widened by the erosion's radius at the centroid's depth.
+    radius = -(-3 // scale)
+    margin = np.array([radius / k[0, 0], radius / k[1, 1], 0.0]) * centroid[2]
+
+    for with_points in (True, False):
+        target = locate(mask, depth, K, with_points=with_points)
+        assert target.ok, target.reason
+        assert target.num_points == count
+        assert target.valid_ratio == pytest.approx(count / 21**2)
+        np.testing.assert_allclose(target.centroid, centroid, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(target.extent_min, points.min(0) - margin, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(target.extent_max, points.max(0) + margin, rtol=0, atol=1e-6)
+        if not with_points:
+            assert target.points.shape == (0, 3) and target.pixels.shape == (0, 2)
+            continue
+        assert target.points.shape == (count, 3) and target.points.dtype == np.float32
+        assert target.pixels.shape == (count, 2) and target.pixels.dtype == np.int32
+        np.testing.assert_allclose(target.points, points, rtol=0, atol=1e-6)
+        # Each depth pixel stands for the colour pixel at the centre of its block.
+        np.testing.assert_array_equal(target.pixels, np.array(depth_pixels) * scale + scale // 2)
+
+
 def test_module_imports_without_ros():
     code = (
         "import sys\n"
