@@ -537,13 +537,16 @@ def test_without_points_the_target_is_the_same(scene):
 @pytest.mark.parametrize("scene", SCENES)
 def test_centroid_is_the_weighted_mean_of_the_points(scene):
     # The centroid is summed over the crop, not over the points: it must still be the z**3
-    # weighted mean of exactly the returned points (to a micrometre).
+    # weighted mean of the returned points. To 10 micrometres, the bound of the float32 row sums
+    # (by the CPU's BLAS kernel, whose order and rounding differ between CPUs: 1.07 um here, on
+    # scenes of 9k-38k points). So this checks the summation; which points are kept, the tests
+    # above check.
     mask, depth, k, kwargs = _scene(scene)
     target = locate(mask, depth, k, **kwargs)
     points = target.points.astype(np.float64)
     weights = points[:, 2] ** 3
     expected = (weights[:, None] * points).sum(axis=0) / weights.sum()
-    np.testing.assert_allclose(target.centroid, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(target.centroid, expected, rtol=0, atol=1e-5)
 
 
 def test_without_points_failures_are_the_same(box_scene):
