@@ -146,18 +146,30 @@ def _byte_view(data: Any) -> np.ndarray:
     """``data`` (bytes, bytearray, memoryview, array.array, numpy array or list of ints) as a
     flat uint8 array, without a copy where the buffer protocol allows."""
     if isinstance(data, (list, tuple)):
-        try:
-            return np.array(data, dtype=np.uint8)
-        except (OverflowError, ValueError, TypeError) as error:
-            raise ImageConversionError(
-                f"image data is not a sequence of bytes (0..255): {error}"
-            ) from None
+        return _list_bytes(data)
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as error:
         raise ImageConversionError(
             f"image data of type {type(data).__name__} is not a byte buffer: {error}"
         ) from None
+
+
+def _list_bytes(data: list | tuple) -> np.ndarray:
+    """A list of ints as uint8, refusing values outside 0..255 itself: numpy 1.x casts 300 to 44
+    without a word (numpy 2 raises), and a wrapped byte is a wrong pixel, not an error."""
+    try:
+        values = np.array(data, dtype=np.int64)
+    except (OverflowError, ValueError, TypeError) as error:
+        raise ImageConversionError(
+            f"image data is not a sequence of bytes (0..255): {error}"
+        ) from None
+    if values.size and not (0 <= values.min() and values.max() <= 255):
+        raise ImageConversionError(
+            "image data is not a sequence of bytes (0..255): "
+            f"values from {values.min()} to {values.max()}"
+        )
+    return values.astype(np.uint8)
 
 
 def image_msg_to_array(msg: Any) -> np.ndarray:

@@ -386,7 +386,9 @@ def _fields(**overrides):
         ),
         ({"width": 0, "step": 0, "data": b""}, r"zero size \(0x4"),
         ({"height": 0, "data": b""}, r"zero size \(5x0"),
-        ({"data": [300] * 60}, r"not a sequence of bytes"),
+        ({"data": [300] * 60}, r"not a sequence of bytes \(0\.\.255\): values from 300 to 300"),
+        ({"data": [0] * 59 + [-1]}, r"not a sequence of bytes \(0\.\.255\): values from -1 to 0"),
+        ({"data": ["x"] * 60}, r"not a sequence of bytes"),
         ({"data": 12345}, r"not a byte buffer"),
     ],
 )
