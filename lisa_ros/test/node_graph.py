@@ -41,7 +41,7 @@ CONFIG = TEST_DIR.parent / "config" / "lisa.yaml"
 LAUNCHER = TEST_DIR / "scripted_lisa_node.py"
 
 # The prompt of the fixture's reference run: with it and the fixture image, the node's masks must
-# be the reference masks (reference.npz "mask_logits" > 0).
+# be the reference masks (reference.npz "mask_logits" > 0, as mask_parity compares them).
 REFERENCE_INSTRUCTION = "Where is the thing? Please output segmentation mask."
 DEFAULT_TEXT = REPLY_TEXT  # scripted_lisa_node's answer when no keyword matches
 LONG_REPLY = (AND, 400)  # " and" 400 times (id, count): with a per-token delay, a long generation
@@ -113,9 +113,9 @@ def bgr8_msg(rgb: np.ndarray, when: float = 1234.5, frame_id: str = "camera_opti
     return image_msg(rgb[..., ::-1], "bgr8", when, frame_id)
 
 
-def reference_masks() -> np.ndarray:
+def reference_logits() -> np.ndarray:
     with np.load(FIXTURE / "reference.npz") as arrays:
-        return arrays["mask_logits"] > 0
+        return arrays["mask_logits"]
 
 
 def mono8_array(msg: Image) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import CHECKPOINT, CLIP
 from fixture_replies import NO_SEG_REPLY, REPLY_WITH_EOS
+from mask_parity import assert_masks_follow_logits
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from lisa_ros.model import SegmentationResult, follow_drift, load_model
@@ -160,7 +161,7 @@ def test_following_a_shifted_frame_decodes_the_prompts_on_its_sam_embedding(lisa
     assert followed.mask_logits.shape == expected_logits.shape == (2, 300, 420)
     np.testing.assert_allclose(followed.mask_logits, expected_logits, atol=1e-5)
     np.testing.assert_allclose(followed.scores, expected_scores, atol=1e-6)
-    np.testing.assert_array_equal(followed.masks, expected_logits > 0)
+    assert_masks_follow_logits(followed.masks, expected_logits)
     # A different frame: different masks (the test would not notice a stale encoding otherwise).
     assert not np.array_equal(followed.mask_logits, result.mask_logits)
     # The answer is carried over, not re-read.

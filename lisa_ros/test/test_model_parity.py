@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import CHECKPOINT, CLIP
+from mask_parity import PARITY_TOLERANCE, assert_masks_follow_logits
 
 from lisa_ros.model import SegmentationResult, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.preprocessing import resize_longest_side, sam_input
 
 INSTRUCTION = "Where is the thing? Please output segmentation mask."
-TOLERANCE = 1e-5
+TOLERANCE = PARITY_TOLERANCE
 
 
 @dataclass
@@ -133,7 +134,7 @@ def test_mask_logits_and_masks(run, reference):
     assert result.mask_logits.dtype == np.float32
     assert result.mask_logits.shape == reference["mask_logits"].shape == (2, 300, 420)
     assert max_abs(result.mask_logits, reference["mask_logits"]) <= TOLERANCE
-    np.testing.assert_array_equal(result.masks, reference["mask_logits"] > 0)
+    assert_masks_follow_logits(result.masks, reference["mask_logits"])
 
 
 def test_one_mask_per_seg_token_with_its_phrase(run):

@@ -16,6 +16,7 @@ from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from fixture_replies import NOTHING_REPLY
 from lisa_ros_interfaces.action import Segment
+from mask_parity import assert_area_follows_logits, assert_masks_follow_logits
 from node_graph import (
     DEFAULT_TEXT,
     LONG_REPLY,
@@ -26,7 +27,7 @@ from node_graph import (
     fixture_rgb,
     image_msg,
     mono8_array,
-    reference_masks,
+    reference_logits,
     stamp,
     start_lisa,
     wait_active,
@@ -77,13 +78,13 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
     assert (result.error_code, result.error_message) == (Result.SUCCESS, "")
     assert result.header == goal_image.header
     assert result.text == DEFAULT_TEXT
-    expected = reference_masks()
+    expected = reference_logits()
     assert len(result.masks) == len(expected) == 2
     for mask_msg, reference in zip(result.masks, expected, strict=True):
         assert mask_msg.header == goal_image.header
         mask = mono8_array(mask_msg)
         assert set(np.unique(mask)) <= {0, 255}
-        np.testing.assert_array_equal(mask == 255, reference)  # bgr8 -> RGB, masks at full size
+        assert_masks_follow_logits(mask, reference)  # bgr8 -> RGB, masks at full size
 
     assert [info.seg_index for info in result.mask_info] == [0, 1]
     assert [info.phrase for info in result.mask_info] == ["Sure", "and"]
@@ -91,9 +92,11 @@ def test_goal_with_an_embedded_bgr8_image_returns_the_reference_masks_with_its_h
         result.text.index("[SEG]"),
         result.text.rindex("[SEG]"),
     ]
-    for info, reference in zip(result.mask_info, expected, strict=True):
-        assert info.area == int(reference.sum())
-        rows, cols = np.flatnonzero(reference.any(axis=1)), np.flatnonzero(reference.any(axis=0))
+    for info, mask_msg, reference in zip(result.mask_info, result.masks, expected, strict=True):
+        assert_area_follows_logits(info.area, reference)
+        mask = mono8_array(mask_msg) == 255
+        assert info.area == int(mask.sum())
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         assert (info.bbox.x_offset, info.bbox.y_offset) == (cols[0], rows[0])
         assert (info.bbox.width, info.bbox.height) == (
             cols[-1] - cols[0] + 1,

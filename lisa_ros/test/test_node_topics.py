@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lisa_ros_interfaces.msg import Segmentation
+from mask_parity import assert_area_follows_logits, assert_masks_follow_logits
 from node_graph import (
     DEFAULT_TEXT,
     REFERENCE_INSTRUCTION,
@@ -27,7 +28,7 @@ from node_graph import (
     fixture_rgb,
     image_msg,
     mono8_array,
-    reference_masks,
+    reference_logits,
     stamp,
     stamp_seconds,
     start_lisa,
@@ -159,11 +160,12 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
     assert source_stamp in camera.stamps and result.header.frame_id == "cam_optical"
     assert result.instruction == REFERENCE_INSTRUCTION and result.text == DEFAULT_TEXT
     assert (result.camera_info.header.stamp, result.camera_info.width) == (result.header.stamp, 420)
-    expected = reference_masks()
-    for mask_msg, reference in zip(result.masks, expected, strict=True):
+    expected = reference_logits()
+    assert len(result.masks) == len(result.mask_info) == len(expected)
+    for mask_msg, info, reference in zip(result.masks, result.mask_info, expected, strict=True):
         assert mask_msg.header == result.header
-        np.testing.assert_array_equal(mono8_array(mask_msg) == 255, reference)
-    assert [info.area for info in result.mask_info] == [int(m.sum()) for m in expected]
+        assert_masks_follow_logits(mono8_array(mask_msg), reference)
+        assert_area_follows_logits(info.area, reference)
     assert {t.stage for t in result.timings} >= {"image_conversion", "total"}
 
     graph.wait_until(
@@ -175,8 +177,9 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
         "~/overlay of that frame",
     )
     labels = mono8_array(next(m for m in outputs.masks if m.header == result.header))
-    expected_labels = np.zeros(expected.shape[1:], np.uint8)
-    for k, mask in enumerate(expected, start=1):
+    masks = [mono8_array(mask_msg) == 255 for mask_msg in result.masks]  # the reference's, above
+    expected_labels = np.zeros(labels.shape, np.uint8)
+    for k, mask in enumerate(masks, start=1):
         expected_labels[mask] = k
     np.testing.assert_array_equal(labels, expected_labels)
     overlay = next(m for m in outputs.overlay if m.header == result.header)
@@ -186,7 +189,7 @@ def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame
         .reshape(300, overlay.step)[:, :1260]
         .reshape(300, 420, 3)
     )
-    inside = expected.any(axis=0)
+    inside = np.any(masks, axis=0)
     assert (overlay_bgr[inside] != camera.rgb[..., ::-1][inside]).any(
         axis=1
     ).mean() > 0.5  # masks coloured
@@ -350,8 +353,8 @@ def test_compressed_images_when_image_transport_is_compressed(module_processes, 
         result = next(r for r in outputs.results_after(sent) if r.header.stamp.sec == int(when))
         assert result.header.frame_id == "cam2" and len(result.masks) == 2
         if fmt == "png":  # lossless: the reference masks exactly
-            for mask_msg, reference in zip(result.masks, reference_masks(), strict=True):
-                np.testing.assert_array_equal(mono8_array(mask_msg) == 255, reference)
+            for mask_msg, reference in zip(result.masks, reference_logits(), strict=True):
+                assert_masks_follow_logits(mono8_array(mask_msg), reference)
 
     garbage = CompressedImage(
         header=Header(stamp=stamp(3.0)), format="jpeg", data=b"\xff\xd8 not a jpeg"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CHECKPOINT, CLIP
+from mask_parity import assert_masks_follow_logits
 
 from lisa_ros.model import load_model
 from lisa_ros.model.generation import ScriptedReply
@@ -47,7 +48,8 @@ def test_forced_masks_equal_the_reference_and_generation(lisa, reference, fixtur
     assert forced.text == generated.text
     assert forced.phrases == generated.phrases
     assert np.abs(forced.mask_logits - generated.mask_logits).max() < 1e-4
-    assert np.array_equal(forced.masks, generated.masks)
+    assert_masks_follow_logits(forced.masks, reference["mask_logits"])
+    assert_masks_follow_logits(generated.masks, reference["mask_logits"])
 
 
 def test_validation_forces_one_mask(lisa, fixture_image):
