@@ -5,8 +5,8 @@
 # work. (pip's editable install puts the code and the console scripts in the venv but skips
 # setup.py's data_files: no ament index entry, no share/lisa_ros, no lib/lisa_ros.)
 #
-# Also installs colcon (PyPI) into VENV/colcon with a VENV/bin/colcon wrapper: colcon pins
-# setuptools<80, which must not replace the venv's own.
+# Also installs colcon (PyPI, at requirements/colcon.lock's versions) into VENV/colcon with a
+# VENV/bin/colcon wrapper: colcon pins setuptools<80, which must not replace the venv's own.
 #
 # Usage: scripts/install_ros_prefix.sh [VENV]   (default .venv; lisa_ros already pip-installed)
 # Safe to run again. Links point into this checkout: edits to launch/config/rviz are live.
@@ -42,7 +42,7 @@ done
 
 echo "[ros-prefix] colcon into $VENV/colcon"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade --target "$VENV/colcon" \
-    colcon-common-extensions 'setuptools<80'
+    --no-deps -r requirements/colcon.lock
 "$VENV/bin/python" - "$VENV/colcon" <<'PY' || { echo "[ros-prefix] colcon did not install" >&2; exit 1; }
 import sys
 sys.path.insert(0, sys.argv[1])
