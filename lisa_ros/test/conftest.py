@@ -1,21 +1,16 @@
-"""Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs, and
-(as plugins) the ROS graph fixtures of ros_harness.py (ros_env, ros_processes, ros_node) and
-node_graph.py (module_processes, graph), so test modules use them without importing them."""
+"""Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs.
+
+ROS-free, like every test in this folder: CI also runs them on the ROS Jazzy user's stack, without
+any ROS package (scripts/test_jazzy.sh). The tests that need ROS 2 live in ros/, whose conftest.py
+brings the graph fixtures."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest_plugins = ["ros_harness", "node_graph"]
-
-FIXTURE = Path(__file__).parent / "fixtures" / "lisa-tiny-7b"
-CHECKPOINT = FIXTURE / "checkpoint"
-CLIP = FIXTURE / "clip"
-IMAGE = FIXTURE / "image.png"
+from tiny_lisa import FIXTURE, IMAGE
 
 
 @pytest.fixture(scope="session")

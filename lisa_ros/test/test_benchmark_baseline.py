@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHECKPOINT
+from tiny_lisa import CHECKPOINT
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_model.py"
 

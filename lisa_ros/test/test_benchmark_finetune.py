@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import CHECKPOINT, CLIP
+from tiny_lisa import CHECKPOINT, CLIP
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = PACKAGE_ROOT / "scripts" / "benchmark_finetune.py"

@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import CHECKPOINT, IMAGE
 from fixture_replies import NO_SEG_REPLY, REPLY_WITH_EOS
+from tiny_lisa import CHECKPOINT, IMAGE
 
 from lisa_ros.data import load_dataset
 from lisa_ros.distributed import Launch, LaunchError, launch_from_env, process_device, shard

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import test_eval_cli
 import torch
-from conftest import CHECKPOINT, CLIP
 from safetensors.torch import load_file
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros import finetune_cli
 from lisa_ros.data import load_dataset, write_sample

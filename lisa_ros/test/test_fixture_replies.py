@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fixture_replies as ids
-from conftest import CHECKPOINT
+from tiny_lisa import CHECKPOINT
 from transformers import AutoTokenizer
 
 

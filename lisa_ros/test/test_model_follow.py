@@ -12,10 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT, CLIP
 from fixture_replies import NO_SEG_REPLY, REPLY_WITH_EOS
 from mask_parity import assert_masks_follow_logits
 from segment_anything.utils.transforms import ResizeLongestSide
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.model import SegmentationResult, follow_drift, load_model
 from lisa_ros.model.generation import ScriptedReply

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT, CLIP
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.model import LisaLoadError, load_model
 from lisa_ros.model.checkpoint import load_state_dict, split_state_dict

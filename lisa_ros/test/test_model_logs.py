@@ -11,8 +11,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import CHECKPOINT, CLIP
 from fixture_replies import REPLY_WITH_EOS
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.model import LisaLoadError, load_model, logs
 from lisa_ros.model.generation import ScriptedReply

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, device_problem
+from lisa_ros.model.options import DEVICE_FORMS, device_problem
 
 TORCH_FREE = [
     "lisa_ros.model",
@@ -21,17 +21,9 @@ TORCH_FREE = [
     "lisa_ros.model.prompt",
     "lisa_ros.model.errors",
     "lisa_ros.model.result",
-    "lisa_ros.node.parameters",
-    "lisa_ros.node.scheduler",
-    # The node itself: torch comes with the model, on configure (issue: no node module imports it).
-    "lisa_ros.node.lisa_node",
-    "lisa_ros.node.jobs",
-    "lisa_ros.node.segment_action",
-    "lisa_ros.node.outputs",
-    "lisa_ros.node.ask",
     "lisa_ros.visualization",
     "lisa_ros.segment_cli",
-]
+]  # and the node's modules: ros/test_node_options.py
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -40,17 +32,21 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_model_package_options_and_their_users_import_without_torch() -> None:
+def assert_import_without_torch(modules: list[str]) -> None:
     completed = run_python(
         f"""
         import importlib, sys
-        for name in {TORCH_FREE!r}:
+        for name in {modules!r}:
             importlib.import_module(name)
         print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
         """
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]", f"imported at import time: {completed.stdout}"
+
+
+def test_the_model_package_options_and_their_users_import_without_torch() -> None:
+    assert_import_without_torch(TORCH_FREE)
 
 
 def test_the_public_names_still_import_from_the_package() -> None:
@@ -76,24 +72,6 @@ def test_the_public_names_still_import_from_the_package() -> None:
         """
     )
     assert completed.returncode == 0, completed.stderr
-
-
-def test_the_node_and_the_cli_offer_exactly_the_load_options() -> None:
-    from lisa_ros.node.parameters import spec
-    from lisa_ros.segment_cli import build_parser
-
-    assert spec("precision").choices == tuple(PRECISIONS)
-    assert spec("quantization").choices == ("", *QUANTIZATIONS)
-    choices = {action.dest: action.choices for action in build_parser()._actions}
-    assert tuple(choices["precision"]) == tuple(PRECISIONS)
-    assert tuple(choices["quantization"]) == QUANTIZATIONS
-
-
-def test_the_busy_policies_the_node_offers_are_the_ones_the_scheduler_runs() -> None:
-    from lisa_ros.node.parameters import spec
-    from lisa_ros.node.scheduler import BUSY_POLICIES
-
-    assert spec("busy_policy").choices == BUSY_POLICIES
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:0", "cuda:12"])

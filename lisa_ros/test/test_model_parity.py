@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT, CLIP
 from mask_parity import PARITY_TOLERANCE, assert_masks_follow_logits
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.model import SegmentationResult, load_model
 from lisa_ros.model.generation import ScriptedReply

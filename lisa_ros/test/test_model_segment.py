@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT
 from fixture_replies import BABBLE, EOS, NO_SEG_REPLY, REPLY_WITH_EOS
+from tiny_lisa import CHECKPOINT
 from transformers import StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import CHECKPOINT, FIXTURE, IMAGE
+from tiny_lisa import CHECKPOINT, FIXTURE, IMAGE
 
 from lisa_ros.cli_io import write_ply
 from lisa_ros.geometry import depth_to_meters, locate

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT, CLIP
 from mask_parity import assert_masks_follow_logits
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.model import load_model
 from lisa_ros.model.generation import ScriptedReply

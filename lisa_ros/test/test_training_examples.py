@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT
+from tiny_lisa import CHECKPOINT
 
 from lisa_ros.data import Sample
 from lisa_ros.model.teacher_forcing import ImageFeatures

@@ -27,7 +27,7 @@ pytest.importorskip(
 from graph_peers.canned_segment_server import ANSWER, camera_picture  # noqa: E402
 
 LISA_ASK = Path(sys.executable).with_name("lisa-ask")
-CANNED_SERVER = Path(__file__).with_name("graph_peers") / "canned_segment_server.py"
+CANNED_SERVER = Path(__file__).parents[1] / "graph_peers" / "canned_segment_server.py"
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import shutil
 import numpy as np
 import pytest
 from action_msgs.msg import GoalStatus
-from conftest import CHECKPOINT, CLIP
 from lisa_ros_interfaces.action import Segment
 from node_graph import CONFIG, NODE_START_TIMEOUT, LisaClient, bgr8_msg, mono8_array
 from test_finetune import INSTRUCTION, settings, write_squares
+from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.data import load_dataset
 from lisa_ros.evaluation import intersection_and_union, mask_iou

@@ -17,7 +17,7 @@ import yaml
 
 from lisa_ros.node.parameters import PARAMETERS, defaults, descriptor, spec, validate
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]
 README = PACKAGE.parent / "README.md"
 CONFIG = PACKAGE / "config" / "lisa.yaml"
 LAUNCH = PACKAGE / "launch" / "lisa.launch.py"

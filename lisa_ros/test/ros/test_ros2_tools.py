@@ -47,7 +47,7 @@ from sensor_msgs.msg import Image
 BIN = Path(sys.executable).parent
 ROS2 = BIN / "ros2"
 COLCON = BIN / "colcon"
-PACKAGES = Path(__file__).resolve().parents[2]  # the checkout: lisa_ros/ and lisa_ros_interfaces/
+PACKAGES = Path(__file__).resolve().parents[3]  # the checkout: lisa_ros/ and lisa_ros_interfaces/
 CLIP = FIXTURE / "clip"
 REQUIRE_TOOLS = os.environ.get("LISA_ROS_REQUIRE_ROS2_TOOLS") == "1"
 

@@ -22,7 +22,7 @@ from rclpy.action import ActionClient  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-PEERS = Path(__file__).with_name("graph_peers")
+PEERS = Path(__file__).parents[1] / "graph_peers"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 

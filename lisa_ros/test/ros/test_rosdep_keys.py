@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PACKAGE_XMLS = [REPO / "lisa_ros" / "package.xml", REPO / "lisa_ros_interfaces" / "package.xml"]
 SETUP_PY = REPO / "lisa_ros" / "setup.py"
 README = REPO / "README.md"
-FIXTURE = Path(__file__).parent / "fixtures" / "rosdep"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "rosdep"
 DISTRO = "kilted"
 PLATFORMS = {
     "ubuntu": "noble",

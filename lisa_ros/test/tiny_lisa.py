@@ -1,0 +1,15 @@
+"""Where the tiny LISA checkpoint of the reference run lies (fixtures/lisa-tiny-7b, see its README):
+the checkpoint in the released format, its CLIP vision tower, the image of the reference run.
+
+A module of its own rather than conftest.py, which tests must not import: the ROS tests' folder
+has a conftest.py too, and which one ``import conftest`` finds would depend on collection order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FIXTURE = Path(__file__).parent / "fixtures" / "lisa-tiny-7b"
+CHECKPOINT = FIXTURE / "checkpoint"
+CLIP = FIXTURE / "clip"
+IMAGE = FIXTURE / "image.png"
