@@ -573,20 +573,32 @@ def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b).max(axis=-1) > 16
 
 
-def _box_of_largest(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(top, left, bottom, right) of the largest connected region of ``pixels``."""
+def _box_of_largest(pixels: np.ndarray, min_fill: float = 0.0) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of the largest connected region of ``pixels`` that fills at
+    least ``min_fill`` of its bounding box (a box, not an outline)."""
     count, _, stats, _ = cv2.connectedComponentsWithStats(pixels.view(np.uint8), connectivity=8)
-    if count < 2:
+    filled = [s for s in stats[1:count] if s[cv2.CC_STAT_AREA] >= min_fill * s[2] * s[3]]
+    if not filled:
         return None
-    x, y, w, h, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+    x, y, w, h, _ = max(filled, key=lambda s: s[cv2.CC_STAT_AREA])
     return int(y), int(x), int(y + h), int(x + w)
 
 
 def _text_layout(overlay: np.ndarray, plain: np.ndarray, masks: np.ndarray):
     """Where ``overlay`` has text on top of ``plain`` (the same overlay without text): each mask's
     label box (filled in the mask's colour), and the answer box (``plain`` darkened to 30 %)."""
+    # Letters may cut a label's box in pieces: closing joins them (not the [SEG]s in the answer),
+    # and a filled box is told from an outline drawn in the same colour.
+    joining = np.ones((5, 15), np.uint8)
     labels = [
-        _box_of_largest((overlay == color).all(axis=-1) & (plain != color).any(axis=-1))
+        _box_of_largest(
+            cv2.morphologyEx(
+                ((overlay == color).all(axis=-1) & (plain != color).any(axis=-1)).view(np.uint8),
+                cv2.MORPH_CLOSE,
+                joining,
+            ),
+            min_fill=0.6,
+        )
         for color in mask_colors(len(masks))
     ]
     darkened = cv2.convertScaleAbs(plain, alpha=0.3)
