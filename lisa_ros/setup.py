@@ -18,12 +18,15 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     python_requires=">=3.10",
-    # torch and transformers floors: see lisa_ros/model/versions.py (checked again at load). Tested
-    # with torch 2.14.1 and 2.13.0, transformers 5.24, peft 0.21, bitsandbytes 0.50.
+    # Ranges for installing into your own environment; `make setup` installs requirements/dev.lock.
+    # numpy, Pillow and OpenCV floors: Ubuntu 24.04's apt versions under ROS Jazzy, tested by CI
+    # (scripts/test_jazzy.sh) beside the lock's and the newest (scripts/test_newest.sh); no upper
+    # bound, since no release is known to break us. torch and transformers floors: see
+    # lisa_ros/model/versions.py (checked again at load).
     install_requires=[
-        "numpy",
-        "pillow",
-        "opencv-python-headless",
+        "numpy>=1.26",
+        "pillow>=10.2",
+        "opencv-python-headless>=4.6",
         "torch>=2.6",
         "torchvision",  # segment-anything imports it
         "transformers>=5.24,<6",
