@@ -42,6 +42,14 @@ Result = Segment.Result
 # cancel callback returns: microseconds); past it the goal is aborted rather than left open.
 CANCEL_STATE_TIMEOUT = 2.0
 
+# While goals run, their status is published again this often. rclpy publishes it on state changes
+# only (accepted and executing come together, right after the goal response), and its action
+# client drops a status that arrives before that goal's response, which travels on another topic:
+# a client that lost the race knows the goal's status as UNKNOWN until the result, and
+# `ros2 action send_goal` then ignores Ctrl-C for the whole answer. Published again, every client
+# knows it within this period.
+STATUS_REPUBLISH_PERIOD = 1.0
+
 
 class GoalHost(Protocol):
     """What the action server needs from the node that serves the goals."""
@@ -74,7 +82,7 @@ class SegmentActionServer:
         self._host = host
         self._jobs: dict[bytes, GoalJob] = {}  # goal id -> job, while the goal runs or waits
         self._jobs_lock = threading.Lock()
-        ActionServer(  # the node keeps it (and destroys it with itself)
+        self._server = ActionServer(  # the node destroys it with itself
             node,
             Segment,
             "~/segment",
@@ -84,6 +92,17 @@ class SegmentActionServer:
             callback_group=callback_group,
             result_timeout=60,
         )
+        node.create_timer(
+            STATUS_REPUBLISH_PERIOD, self._republish_status, callback_group=callback_group
+        )
+
+    def _republish_status(self) -> None:
+        """Publish the running goals' status again (see STATUS_REPUBLISH_PERIOD)."""
+        with self._jobs_lock:
+            running = bool(self._jobs)
+        if running:
+            # rclpy has no public call for it: this is what ActionServer does on a state change.
+            self._server._handle.publish_status()
 
     def _on_goal(self, goal: Any) -> GoalResponse:
         scheduler = self._host.scheduler

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from action_msgs.msg import GoalStatus
+from action_msgs.msg import GoalStatus, GoalStatusArray
 from diagnostic_msgs.msg import DiagnosticArray
 from fixture_replies import NOTHING_REPLY
 from lisa_ros_interfaces.action import Segment
@@ -207,6 +207,35 @@ def test_cancel_stops_generation_within_a_decoding_step(client) -> None:
     generated = result.text.split().count("and")
     assert tokens_at_cancel <= generated < tokens_at_cancel + 1.0 / SLOW_SECONDS_PER_TOKEN
     assert generated < LONG_REPLY[1] // 2
+
+
+def test_a_running_goals_status_is_published_again_for_clients_that_missed_it(client, graph):
+    # rclpy's action client drops a status that comes before the goal's response, and rclpy's
+    # server publishes one only on a state change: without a second chance, the client (and so
+    # `ros2 action send_goal`'s Ctrl-C) would not know the goal runs until it ends.
+    statuses: list[GoalStatusArray] = []
+    subscription = graph.node.create_subscription(
+        GoalStatusArray, "/lisa/segment/_action/status", statuses.append, 10
+    )
+    try:
+        goal = client.send("a long answer please", bgr8_msg(fixture_rgb()))
+        goal.wait_for_feedback(lambda f: f.tokens_generated >= 3, 30, "3 generated tokens")
+        since = len(statuses)
+        time.sleep(2.5)  # no state change meanwhile: the goal generates
+        goal_id = goal.handle.goal_id
+        executing = [
+            message
+            for message in statuses[since:]
+            if any(
+                s.goal_info.goal_id == goal_id and s.status == GoalStatus.STATUS_EXECUTING
+                for s in message.status_list
+            )
+        ]
+        assert len(executing) >= 2, f"{len(executing)} status messages in 2.5 s"
+        goal.cancel()
+        assert goal.result(timeout=10)[0] == GoalStatus.STATUS_CANCELED
+    finally:
+        graph.node.destroy_subscription(subscription)
 
 
 def test_a_canceled_goal_on_a_camera_frame_keeps_its_camera_info_and_gets_no_later_feedback(

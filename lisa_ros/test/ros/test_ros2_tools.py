@@ -439,9 +439,10 @@ def test_ctrl_c_on_send_goal_cancels_the_goal_on_the_node(
     client.wait_for_output(r"Goal accepted with ID", 30)
     client.wait_for_output(r"tokens_generated: 1\d", 30)
     # send_goal's handler ignores Ctrl-C until the goal's status (a topic of its own, apart from
-    # the feedback) has reached the client as ACCEPTED or EXECUTING; on a loaded machine that can
-    # come many seconds after the feedback (a CI run under load saw none in 15 s). Press again, as
-    # a person would, until it reacts: every 3 s for up to 45 s of the minute-long answer.
+    # the feedback) has reached the client as ACCEPTED or EXECUTING. rclpy's client drops a status
+    # that arrives before the goal response, so the node publishes it again every second while the
+    # goal runs (segment_action.STATUS_REPUBLISH_PERIOD; before that, a CI run saw none in 45 s).
+    # Press again, as a person would, until it reacts: every 3 s for up to 45 s of the answer.
     for _ in range(15):
         client.send_signal(signal.SIGINT)
         try:
