@@ -1,8 +1,9 @@
 """Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs.
 
-ROS-free, like every test in this folder: CI also runs them on the ROS Jazzy user's stack, without
-any ROS package (scripts/test_jazzy.sh). The tests that need ROS 2 live in ros/, whose conftest.py
-brings the graph fixtures."""
+The tests in this folder need no ROS package (where ROS 2 is installed, a few also round-trip
+real messages): CI runs them on the ROS Jazzy user's numpy, OpenCV and Pillow too
+(scripts/test_jazzy.sh). The tests that need ROS 2 live in ros/, whose conftest.py brings the
+graph fixtures."""
 
 from __future__ import annotations
 
