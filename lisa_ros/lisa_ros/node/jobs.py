@@ -104,11 +104,13 @@ class Frame:
         if streams is None:
             return FrameDepth.none("the image came without a depth image")
         stamp = self.msg.header.stamp
-        # The candidates held now, and those that arrive until the lookup: the frame's own depth
-        # image may come a little after it, and a long inference must not push it out meanwhile.
-        held = streams.depths.snapshot()
+        # The candidates held now, the first to arrive stamped at or after the frame, and those
+        # held at the lookup: the frame's own depth image may come a little after it, and a long
+        # inference must not push it out meanwhile.
+        candidates = streams.depths.hold(stamp)
 
         def lookup() -> tuple[Any, CameraInfo, str]:
+            held = candidates.messages()
             depth = streams.depths.nearest(stamp, settings.max_skew_s, also=held)
             if depth is None:
                 reason = _no_depth_reason(streams, held, stamp, settings.max_skew_s)

@@ -22,13 +22,31 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo
 
-__all__ = ["CameraStreams", "StampedBuffer", "nanoseconds"]
+__all__ = ["CameraStreams", "Candidates", "StampedBuffer", "nanoseconds"]
 
 M = TypeVar("M")
 
 
 def nanoseconds(stamp: Time) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+# How many frames at once may wait for a partner stamped at or after them (see StampedBuffer.hold);
+# beyond that, the oldest waiting frame keeps only what was held when it asked.
+MAX_WAITING = 16
+
+
+class Candidates(Generic[M]):
+    """A frame's partner candidates (see :meth:`StampedBuffer.hold`)."""
+
+    def __init__(self, stamp_ns: int, held: list[M]) -> None:
+        self.stamp_ns = stamp_ns
+        self.held = held
+        self.first_at_or_after: M | None = None  # set by the buffer when it arrives
+
+    def messages(self) -> list[M]:
+        late = self.first_at_or_after
+        return self.held if late is None else [*self.held, late]
 
 
 class StampedBuffer(Generic[M]):
@@ -39,16 +57,23 @@ class StampedBuffer(Generic[M]):
         self._lock = threading.Lock()
         self._clock = clock
         self._last_received: float | None = None
+        self._waiting: deque[Candidates[M]] = deque(maxlen=MAX_WAITING)
 
     def add(self, msg: M) -> None:
         with self._lock:
             self._messages.append(msg)
             self._last_received = self._clock()
+            if self._waiting:
+                stamp_ns = nanoseconds(msg.header.stamp)
+                for candidates in [c for c in self._waiting if stamp_ns >= c.stamp_ns]:
+                    candidates.first_at_or_after = msg
+                    self._waiting.remove(candidates)
 
     def clear(self) -> None:
         with self._lock:
             self._messages.clear()
             self._last_received = None
+            self._waiting.clear()
 
     def seconds_since_last(self) -> float | None:
         """Seconds since a message last arrived; None when none has since the last clear."""
@@ -60,7 +85,7 @@ class StampedBuffer(Generic[M]):
         self, stamp: Time, max_skew_s: float | None = None, also: Sequence[M] = ()
     ) -> M | None:
         """The message whose stamp is nearest to ``stamp`` (the newer one on a tie) among those
-        held and ``also`` (an earlier :meth:`snapshot`), or None when there is none or the nearest
+        held and ``also`` (a frame's :meth:`hold`), or None when there is none or the nearest
         is more than ``max_skew_s`` seconds away."""
         with self._lock:
             messages = [*also, *self._messages]
@@ -77,11 +102,19 @@ class StampedBuffer(Generic[M]):
             return None
         return best
 
-    def snapshot(self) -> list[M]:
-        """The messages held now (references, no copies): a frame keeps its candidates this way
-        while a long inference lets newer messages push them out of the buffer."""
+    def hold(self, stamp: Time) -> Candidates[M]:
+        """A frame's candidates for a later :meth:`nearest` (``also=candidates.messages()``): the
+        messages held now and the first to arrive stamped at ``stamp`` or later (which, with the
+        newest held, brackets the stamp: nothing later can be nearer). A long inference lets
+        newer messages push the frame's own partner out of the buffer before the lookup, and an
+        idle node takes a frame before its partner, published a moment after it, has come."""
         with self._lock:
-            return list(self._messages)
+            held = list(self._messages)
+            stamp_ns = nanoseconds(stamp)
+            candidates = Candidates(stamp_ns, held)
+            if not any(nanoseconds(m.header.stamp) >= stamp_ns for m in held):
+                self._waiting.append(candidates)
+            return candidates
 
     def newest(self) -> M | None:
         with self._lock:

@@ -7,7 +7,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from lisa_ros.node.pairing import CameraStreams, StampedBuffer
+from lisa_ros.node.pairing import MAX_WAITING, CameraStreams, StampedBuffer
 
 
 def info(sec: int, nanosec: int = 0, width: int = 640) -> CameraInfo:
@@ -94,3 +94,42 @@ def test_a_frame_keeps_its_depth_partner_while_a_long_inference_fills_the_buffer
     assert streams.depths.nearest(Time(sec=5), 0.5) is None
     loaded = depth.load((4, 4))
     assert loaded.header.stamp.sec == 5 and float(loaded.meters[0, 0]) == 1.0
+
+
+def test_a_frames_partner_that_comes_after_it_is_kept_until_the_lookup() -> None:
+    # An idle node takes a frame before its depth image, published a moment later, has come;
+    # the inference then lets newer ones push that depth image out of the buffer.
+    import numpy as np
+
+    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.node.depth import DepthSettings
+    from lisa_ros.node.jobs import Frame
+
+    def depth_msg(sec: int, millimetres: int) -> Image:
+        header = Header(stamp=Time(sec=sec), frame_id="cam")
+        return fill_image_msg(Image(), np.full((4, 4), millimetres, np.uint16), "16UC1", header)
+
+    streams = CameraStreams(depths=StampedBuffer(3))
+    k = [4.0, 0.0, 1.5, 0.0, 4.0, 1.5, 0.0, 0.0, 1.0]
+    streams.camera_infos.add(CameraInfo(header=Header(stamp=Time(sec=5)), k=k))
+    streams.depths.add(depth_msg(4, 2000))  # the previous frame's, within the skew
+    frame = Frame(Image(header=Header(stamp=Time(sec=5), frame_id="cam")), streams)
+    depth = frame.depth(DepthSettings(max_skew_s=1.5))  # taken when the job starts
+    for sec in range(5, 12):  # its own depth image, then those a long inference lets in
+        streams.depths.add(depth_msg(sec, 1000 if sec == 5 else 3000))
+    assert streams.depths.nearest(Time(sec=5)).header.stamp.sec == 9  # 5 pushed out
+    loaded = depth.load((4, 4))
+    assert loaded.header.stamp.sec == 5 and float(loaded.meters[0, 0]) == 1.0
+
+
+def test_frames_waiting_for_a_partner_are_bounded_and_let_go_when_it_comes() -> None:
+    buffer: StampedBuffer[Image] = StampedBuffer(2)
+    buffer.add(depth(1))
+    assert buffer.hold(Time(sec=1)).messages()[-1].header.stamp.sec == 1  # its partner is there
+    waiting = [buffer.hold(Time(sec=2)) for _ in range(MAX_WAITING + 4)]
+    buffer.add(depth(2))
+    # The oldest four went beyond the bound: they keep what was held when they asked.
+    assert [c.messages()[-1].header.stamp.sec for c in waiting] == [1] * 4 + [2] * MAX_WAITING
+    buffer.add(depth(3))  # nothing later is nearer: the frames that got stamp 2 keep it
+    assert [c.messages()[-1].header.stamp.sec for c in waiting] == [1] * 4 + [2] * MAX_WAITING
+    assert buffer.hold(Time(sec=3)).messages()[-1].header.stamp.sec == 3
