@@ -3,10 +3,14 @@ delivered first."""
 
 from __future__ import annotations
 
+import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from lisa_ros.image_conversion import fill_image_msg
+from lisa_ros.node.depth import DepthSettings
+from lisa_ros.node.jobs import Frame
 from lisa_ros.node.pairing import MAX_WAITING, CameraStreams, StampedBuffer
 
 
@@ -16,6 +20,20 @@ def info(sec: int, nanosec: int = 0, width: int = 640) -> CameraInfo:
 
 def depth(sec: int, nanosec: int = 0, width: int = 640) -> Image:
     return Image(header=Header(stamp=Time(sec=sec, nanosec=nanosec)), width=width)
+
+
+def depth_msg(sec: int, millimetres: int) -> Image:
+    """A 4x4 16UC1 depth image of one reading."""
+    header = Header(stamp=Time(sec=sec), frame_id="cam")
+    return fill_image_msg(Image(), np.full((4, 4), millimetres, np.uint16), "16UC1", header)
+
+
+def calibrated_streams(depth_buffer: int) -> CameraStreams:
+    """Streams with a 4x4 camera's calibration at stamp 5 and a depth buffer of that size."""
+    streams = CameraStreams(depths=StampedBuffer(depth_buffer))
+    k = [4.0, 0.0, 1.5, 0.0, 4.0, 1.5, 0.0, 0.0, 1.0]
+    streams.camera_infos.add(CameraInfo(header=Header(stamp=Time(sec=5)), k=k))
+    return streams
 
 
 def test_exact_stamp_wins_even_when_newer_infos_arrived() -> None:
@@ -73,19 +91,7 @@ def test_time_since_the_last_message_tracks_a_stream_that_stops() -> None:
 
 
 def test_a_frame_keeps_its_depth_partner_while_a_long_inference_fills_the_buffer() -> None:
-    import numpy as np
-
-    from lisa_ros.image_conversion import fill_image_msg
-    from lisa_ros.node.depth import DepthSettings
-    from lisa_ros.node.jobs import Frame
-
-    def depth_msg(sec: int, millimetres: int) -> Image:
-        header = Header(stamp=Time(sec=sec), frame_id="cam")
-        return fill_image_msg(Image(), np.full((4, 4), millimetres, np.uint16), "16UC1", header)
-
-    streams = CameraStreams(depths=StampedBuffer(3))
-    k = [4.0, 0.0, 1.5, 0.0, 4.0, 1.5, 0.0, 0.0, 1.0]
-    streams.camera_infos.add(CameraInfo(header=Header(stamp=Time(sec=5)), k=k))
+    streams = calibrated_streams(depth_buffer=3)
     streams.depths.add(depth_msg(5, 1000))
     frame = Frame(Image(header=Header(stamp=Time(sec=5), frame_id="cam")), streams)
     depth = frame.depth(DepthSettings(max_skew_s=0.5))  # taken when the job starts
@@ -99,19 +105,7 @@ def test_a_frame_keeps_its_depth_partner_while_a_long_inference_fills_the_buffer
 def test_a_frames_partner_that_comes_after_it_is_kept_until_the_lookup() -> None:
     # An idle node takes a frame before its depth image, published a moment later, has come;
     # the inference then lets newer ones push that depth image out of the buffer.
-    import numpy as np
-
-    from lisa_ros.image_conversion import fill_image_msg
-    from lisa_ros.node.depth import DepthSettings
-    from lisa_ros.node.jobs import Frame
-
-    def depth_msg(sec: int, millimetres: int) -> Image:
-        header = Header(stamp=Time(sec=sec), frame_id="cam")
-        return fill_image_msg(Image(), np.full((4, 4), millimetres, np.uint16), "16UC1", header)
-
-    streams = CameraStreams(depths=StampedBuffer(3))
-    k = [4.0, 0.0, 1.5, 0.0, 4.0, 1.5, 0.0, 0.0, 1.0]
-    streams.camera_infos.add(CameraInfo(header=Header(stamp=Time(sec=5)), k=k))
+    streams = calibrated_streams(depth_buffer=3)
     streams.depths.add(depth_msg(4, 2000))  # the previous frame's, within the skew
     frame = Frame(Image(header=Header(stamp=Time(sec=5), frame_id="cam")), streams)
     depth = frame.depth(DepthSettings(max_skew_s=1.5))  # taken when the job starts
