@@ -3,12 +3,13 @@
 A camera driver publishes the colour image, its camera_info and (an RGB-D camera) the depth image
 registered to it on separate topics, each with the stamp of the exposure, and in any order. The node
 keeps the last few messages of each stream in a :class:`StampedBuffer` and looks a frame's stamp up
-when the frame is processed, on the inference thread, by which time its partners have arrived. The
-partner is the message of the nearest stamp: an exact match, as message_filters' ExactTime policy
-would give for a driver that stamps all streams alike, else the closest one, as its
-ApproximateTime policy would; a depth image further away than ``depth_max_skew_s`` is no partner.
-This one mechanism serves both streams: message_filters is not a dependency, and a frame that is
-never processed (frames are dropped, never queued) costs no pairing work.
+when the frame is processed, on the inference thread; a depth image that comes after the frame is
+taken is still caught (:meth:`StampedBuffer.hold`). The partner is the message of the nearest
+stamp: an exact match, as message_filters' ExactTime policy would give for a driver that stamps all
+streams alike, else the closest one, as its ApproximateTime policy would; a depth image further
+away than ``depth_max_skew_s`` is no partner. This one mechanism serves both streams:
+message_filters is not a dependency, and a frame that is never processed (frames are dropped, never
+queued) costs no pairing work.
 """
 
 from __future__ import annotations
