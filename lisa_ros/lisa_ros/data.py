@@ -54,6 +54,8 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
+from lisa_ros.file_modes import default_file_mode
+
 __all__ = [
     "DatasetError",
     "Sample",
@@ -420,10 +422,12 @@ def _json_bytes(record: object) -> bytes:
 
 def write_atomically(path: os.PathLike | str, write: Callable[[BinaryIO], object]) -> Path:
     """Write a file through a hidden temporary file beside it and a rename, so a reader (or a
-    run interrupted half-way) never sees half a file: `write` gets the open binary file."""
+    run interrupted half-way) never sees half a file: `write` gets the open binary file. The file
+    ends with the mode a plain write gives (umask), not mkstemp's owner-only 0600."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
+        os.fchmod(handle, default_file_mode())
         with os.fdopen(handle, "wb") as file:
             write(file)
         os.replace(temporary, path)

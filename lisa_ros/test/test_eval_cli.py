@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from file_mode_check import files_with_other_modes
 from fixture_replies import NO_SEG_REPLY, REPLY_WITH_EOS
 from tiny_lisa import CHECKPOINT, IMAGE
 
@@ -167,6 +168,7 @@ def test_report_files_and_summary(single_run, dataset):
     assert report["model"]["precision"] == "fp32" and report["model"]["device"] == "cpu"
     assert report["versions"]["torch"] and report["versions"]["transformers"]
     assert report["seconds"] > 0
+    assert files_with_other_modes(output) == {}  # report.json, samples.csv, worst/*.png
 
     with (output / "samples.csv").open(newline="", encoding="utf-8") as file:
         table = list(csv.DictReader(file))

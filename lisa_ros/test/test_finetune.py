@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import test_eval_cli
 import torch
+from file_mode_check import files_with_other_modes
 from safetensors.torch import load_file
 from tiny_lisa import CHECKPOINT, CLIP
 
@@ -177,6 +178,8 @@ def test_the_adapter_folder_holds_peft_files_lisa_modules_and_how_it_was_made(tr
     assert {PEFT_WEIGHTS_FILE, LISA_MODULES_FILE, "adapter_config.json"} <= {
         path.name for path in trained.adapter.iterdir()
     }
+    # safetensors alone would leave the weights owner-only: the node may run as another user
+    assert files_with_other_modes(trained.adapter) == {}
 
 
 # --- the loop's parts ---------------------------------------------------------------------

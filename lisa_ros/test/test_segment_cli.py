@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from file_mode_check import files_with_other_modes
 from tiny_lisa import CHECKPOINT, FIXTURE, IMAGE
 
 from lisa_ros.cli_io import write_ply
@@ -128,6 +129,7 @@ def test_cli_answers_and_writes_every_output(tmp_path):
     assert overlay.shape == image.shape
     for mask in record["masks"]:
         assert read_png(output / mask["file"]).shape == image.shape[:2]
+    assert files_with_other_modes(output) == {}
 
 
 def test_cli_help_lists_the_options():

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lisa_ros.file_modes import apply_default_mode
+
 from .checkpoint import resolve_folder
 from .errors import LisaLoadError
 from .logs import without_cpu_kernel_notice
@@ -135,6 +137,8 @@ def save_adapter(lisa: LisaModel, folder: os.PathLike | str, info: dict[str, Any
         metadata={"format": "pt"},
     )
     (folder / ADAPTER_INFO_FILE).write_text(json.dumps(info, indent=1, default=str) + "\n")
+    # safetensors writes owner-only files; an adapter is for other users (a training job, the node)
+    apply_default_mode(folder)
     return folder
 
 

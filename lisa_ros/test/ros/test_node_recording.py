@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from file_mode_check import files_with_other_modes
 
 from lisa_ros.data import detect_format, load_dataset
 from lisa_ros.model.result import SegmentationResult
@@ -93,6 +94,7 @@ def test_a_recorded_answer_is_a_simple_format_sample_with_the_union_mask(tmp_pat
         assert extra["phrases"].tolist() == ["phrase 0", "phrase 1"]
         np.testing.assert_array_equal(extra["scores"], answered.result.scores)
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+    assert files_with_other_modes(tmp_path) == {}  # readable by a labelling tool of another user
 
 
 def test_no_mask_records_an_empty_mask_and_one_mask_no_extra_file(tmp_path: Path) -> None:
