@@ -3,20 +3,40 @@
 The model is not thread-safe and a GPU runs one generation at a time, so the node has exactly one
 inference thread. This module decides what it runs, and keeps every queue bounded by design:
 
-- Camera frames are never queued. A new frame replaces the previous one (which counts as dropped
-  when it was never processed); continuous mode takes the newest frame, at most ``max_rate_hz``
-  times per second, only while a standing instruction is set.
+- Camera frames are never queued. A new frame replaces the previous one; one never looked at
+  counts as dropped when the inference thread was busy while continuous mode or following wanted
+  frames, and as unused otherwise (no standing instruction, or ``max_rate_hz`` not due yet).
+  Continuous mode takes the newest frame, at most ``max_rate_hz`` times per second, only while a
+  standing instruction is set.
 - Goals are admitted by the busy policy (queue up to N / reject / preempt) before they are
   accepted, so a goal the node cannot serve is refused up front instead of piling up.
 - Goals always take precedence over continuous-mode frames: a frame inference running when a goal
   arrives is stopped (its result would only be superseded by the next frame anyway).
 - Between reasoned frames, frames are *followed* (the last answer's [SEG] prompts decoded again by
   SAM on the new frame) at most ``follow_rate_hz`` times per second, while a follow target is set.
-  Following comes last: after goals and after a reasoning step that is due, and a follow starts
-  only when it can end (judged by the last follow's duration) before the next reasoning step is
-  due, so following never delays reasoning. Only the newest frame is ever followed: frames that
+  Following comes after goals and after a reasoning step that is due, and a follow starts only
+  when it can end (judged by the last follow's duration) before the next reasoning step is due,
+  so following never delays reasoning. Only the newest frame is ever followed: frames that
   arrive during a reasoning step are replaced, not followed late. :meth:`request_reasoning` (the
   followed masks degraded) and a new instruction make the next frame a reasoned one at once.
+- *Reasoning's share*: on hardware where a reasoning step takes longer than ``1/max_rate_hz``,
+  reasoning would always be due and no follow would ever fit, which is exactly where following is
+  needed. So while following is on, a reasoning step that took ``d`` seconds reserves the time up
+  to ``d / reasoning_share`` after its start for following: the next reasoning step waits for the
+  reservation's end, and a follow may start at any moment inside it (even one that will run past
+  it: the reserved time is following's). Reasoning then keeps about ``reasoning_share`` of the
+  thread's time and followed frames flow in the rest, at whatever rate the hardware allows, up
+  to ``follow_rate_hz``. A wall-clock share (rather than a number of follows per reasoning step)
+  adapts by itself to how long both take, and needs no tuning per machine; when reasoning is fast
+  enough for ``max_rate_hz``, the reservation has ended before the step is due and changes
+  nothing. ``reasoning_share`` 1 is reasoning first, as before the share existed.
+  :meth:`request_reasoning` waives the reservation too: the followed masks no longer hold, so
+  following has nothing left to publish until the next answer; it cannot starve following
+  either, since only a follow can ask for it (at least one follow runs between two steps).
+- The achieved reasoning and follow rates over the last ``RATE_WINDOW_SECONDS`` are in
+  :class:`SchedulerStats`, with a reason when following is starved: while following was on,
+  reasoning steps ran and new frames came, but not one was followed in the window. (Following
+  cannot starve reasoning: a follow never starts while a reasoning step is due.)
 - Goals stopped by a preemption or a deactivation are handed back to the inference thread on a
   separate "finish" list, ahead of any waiting goal; the running job they wait for stops within one
   decoding step. A cancelled *waiting* goal is taken out and finished by the caller of
@@ -35,13 +55,28 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Generic, Hashable, Protocol, TypeVar
 
-__all__ = ["BUSY_POLICIES", "Job", "SchedulerStats", "StopReason", "WorkScheduler"]
+__all__ = [
+    "BUSY_POLICIES",
+    "DEFAULT_REASONING_SHARE",
+    "RATE_WINDOW_SECONDS",
+    "Job",
+    "SchedulerStats",
+    "StopReason",
+    "WorkScheduler",
+]
 
 TargetT = TypeVar("TargetT")
 
 FrameT = TypeVar("FrameT")
 
 RESERVATION_SECONDS = 10.0
+
+# The window of the achieved rates (and of the starvation check) in SchedulerStats: long enough to
+# hold several reasoning steps of a slow GPU, short enough to show a change of rate soon.
+RATE_WINDOW_SECONDS = 10.0
+
+# Reasoning's share of the inference thread while following is on (the node's reasoning_share).
+DEFAULT_REASONING_SHARE = 0.5
 
 # What a goal arriving while another goal runs gets (see WorkScheduler.admit); the node's
 # busy_policy parameter offers exactly these.
@@ -72,11 +107,15 @@ class Job(Protocol):
 @dataclass(frozen=True)
 class SchedulerStats:
     frames_received: int
-    frames_dropped: int  # replaced by a newer frame before any inference looked at them
-    frames_processed: int  # reasoned (the full model ran on them)
+    frames_dropped_busy: int  # replaced unseen while a job ran and frames were wanted
+    frames_reasoned: int  # continuous mode: the full model ran on them (goals: by outcome)
     goals_waiting: int
     running: str  # "idle", "goal", "frame" or "follow"
     frames_followed: int = 0  # followed (SAM alone, with the last answer's prompts)
+    frames_unused: int = 0  # replaced unseen while nothing wanted them (idle, max_rate_hz)
+    reasoned_hz: float = 0.0  # reasoning steps started per second over RATE_WINDOW_SECONDS
+    followed_hz: float = 0.0  # follows started per second over RATE_WINDOW_SECONDS
+    starvation: str = ""  # why following is starved by reasoning; "" when it is not
 
 
 class WorkScheduler(Generic[FrameT]):
@@ -112,8 +151,9 @@ class WorkScheduler(Generic[FrameT]):
         self._taken_seq = 0
         self._next_frame_time = float("-inf")
         self._frames_received = 0
-        self._frames_dropped = 0
-        self._frames_processed = 0
+        self._frames_dropped_busy = 0
+        self._frames_unused = 0
+        self._frames_reasoned = 0
         self._frames_followed = 0
         self._follow_target: TargetT | None = None
         self._follow_expires = float("inf")
@@ -121,17 +161,33 @@ class WorkScheduler(Generic[FrameT]):
         self._next_follow_time = float("-inf")
         self._follow_seconds = 0.0  # how long the last follow took
         self._follow_started = 0.0
+        self._reasoning_share = DEFAULT_REASONING_SHARE
+        self._reasoning_started = 0.0
+        self._reasoning_seconds = 0.0  # how long the last reasoning step took
+        self._reserved_until = float("-inf")  # the time reserved for following (reasoning_share)
+        self._resumed_at = clock()
+        # Start times (and frame arrivals) within RATE_WINDOW_SECONDS, for the achieved rates.
+        self._reasoning_starts: deque[float] = deque()
+        self._follow_starts: deque[float] = deque()
+        self._arrivals: deque[float] = deque()
 
     # --- producers: camera and standing instruction --------------------------------------------
 
     def offer_frame(self, frame: FrameT) -> None:
-        """Make ``frame`` the newest one; an older frame that was never processed is dropped."""
+        """Make ``frame`` the newest one, replacing an older one (see the module docstring for
+        how a frame never looked at is counted)."""
         with self._cond:
             if self._frame is not None and self._taken_seq < self._frame_seq:
-                self._frames_dropped += 1
+                wanted = self._instruction is not None or self._following_allowed()
+                if self._running is not None and wanted:
+                    self._frames_dropped_busy += 1
+                else:
+                    self._frames_unused += 1
             self._frame = frame
             self._frame_seq += 1
             self._frames_received += 1
+            self._arrivals.append(self._clock())
+            self._prune_rate_windows()
             self._cond.notify_all()
 
     def latest_frame(self) -> FrameT | None:
@@ -151,6 +207,7 @@ class WorkScheduler(Generic[FrameT]):
         with self._cond:
             if (instruction or None) != self._instruction:
                 self._next_frame_time = float("-inf")
+                self._reserved_until = float("-inf")
             self._instruction = instruction or None
             if instruction is None and self._running is not None and not self._running.is_goal:
                 self._running.request_stop(StopReason.SUPERSEDED)
@@ -177,6 +234,15 @@ class WorkScheduler(Generic[FrameT]):
             self._follow_rate_hz = follow_rate_hz
             self._cond.notify_all()
 
+    def set_reasoning_share(self, share: float) -> None:
+        """While following is on, reasoning keeps about this share of the inference thread's time
+        (0 < share <= 1; 1: reasoning first, following gets only the time reasoning leaves)."""
+        with self._cond:
+            if not 0 < share <= 1:
+                raise ValueError(f"reasoning_share must be in (0, 1], got {share}")
+            self._reasoning_share = share
+            self._cond.notify_all()
+
     def set_follow_target(self, target: TargetT | None, seconds: float | None = None) -> None:
         """Follow ``target`` on the frames between reasoning steps, for ``seconds`` (None: until
         it is replaced or cleared); None stops following."""
@@ -191,9 +257,11 @@ class WorkScheduler(Generic[FrameT]):
             return self._follow_target if self._following_allowed() else None
 
     def request_reasoning(self) -> None:
-        """Reason on the next frame at once (the followed masks no longer hold)."""
+        """Reason on the next frame at once (the followed masks no longer hold), waiving both
+        ``max_rate_hz`` and the time reserved for following."""
         with self._cond:
             self._next_frame_time = float("-inf")
+            self._reserved_until = float("-inf")
             self._cond.notify_all()
 
     # --- producers: goals ------------------------------------------------------------------------
@@ -285,6 +353,10 @@ class WorkScheduler(Generic[FrameT]):
         with self._cond:
             self._paused = False
             self._next_frame_time = float("-inf")
+            self._reserved_until = float("-inf")
+            self._resumed_at = self._clock()
+            for starts in (self._reasoning_starts, self._follow_starts, self._arrivals):
+                starts.clear()
             self._cond.notify_all()
 
     def pause(self) -> None:
@@ -330,8 +402,13 @@ class WorkScheduler(Generic[FrameT]):
         """Called by the inference thread when ``job`` has finished."""
         with self._cond:
             if self._running is job:
+                now = self._clock()
                 if getattr(job, "is_follow", False):
-                    self._follow_seconds = self._clock() - self._follow_started
+                    self._follow_seconds = now - self._follow_started
+                elif not job.is_goal:
+                    self._reasoning_seconds = now - self._reasoning_started
+                    share = self._reasoning_share
+                    self._reserved_until = self._reasoning_started + self._reasoning_seconds / share
                 self._running = None
             self._cond.notify_all()
 
@@ -344,12 +421,49 @@ class WorkScheduler(Generic[FrameT]):
                     running = "follow"
             return SchedulerStats(
                 frames_received=self._frames_received,
-                frames_dropped=self._frames_dropped,
-                frames_processed=self._frames_processed,
+                frames_dropped_busy=self._frames_dropped_busy,
+                frames_reasoned=self._frames_reasoned,
+                frames_unused=self._frames_unused,
                 goals_waiting=len(self._goals),
                 running=running,
                 frames_followed=self._frames_followed,
+                **self._achieved_rates(),
             )
+
+    def _achieved_rates(self) -> dict[str, float | str]:
+        """Reasoning steps and follows started per second over the rate window, and why
+        following is starved, if it is."""
+        self._prune_rate_windows()
+        span = min(RATE_WINDOW_SECONDS, self._clock() - self._resumed_at)
+        if span <= 0:
+            return {}
+        reasoned, followed = len(self._reasoning_starts), len(self._follow_starts)
+        starvation = ""
+        # Starved: following is on, reasoning steps ran (two: the window saw one end and another
+        # start) and frames came that were not reasoned, but none was followed.
+        if (
+            self._following_allowed()
+            and self._instruction is not None
+            and reasoned >= 2
+            and followed == 0
+            and len(self._arrivals) > reasoned
+        ):
+            starvation = (
+                f"following starved: {reasoned} reasoning steps of {self._reasoning_seconds:.1f} s "
+                f"and not one followed frame in the last {span:.0f} s (reasoning_share "
+                f"{self._reasoning_share:g}; lower it, or max_rate_hz)"
+            )
+        return {
+            "reasoned_hz": reasoned / span,
+            "followed_hz": followed / span,
+            "starvation": starvation,
+        }
+
+    def _prune_rate_windows(self) -> None:
+        start = self._clock() - RATE_WINDOW_SECONDS
+        for times in (self._reasoning_starts, self._follow_starts, self._arrivals):
+            while times and times[0] < start:
+                times.popleft()
 
     def _expire_reservations(self) -> None:
         now = self._clock()
@@ -367,9 +481,12 @@ class WorkScheduler(Generic[FrameT]):
             return self._goals.popleft()
         if self._frame_due():
             self._taken_seq = self._frame_seq
-            self._frames_processed += 1
+            self._frames_reasoned += 1
             period = 1.0 / self._max_rate_hz if self._max_rate_hz > 0 else 0.0
-            self._next_frame_time = self._clock() + period  # start to start
+            now = self._clock()
+            self._next_frame_time = now + period  # start to start
+            self._reasoning_started = now
+            self._reasoning_starts.append(now)
             assert self._frame is not None and self._instruction is not None
             return self._frame_job(self._frame, self._instruction)
         if self._follow_due():
@@ -378,6 +495,7 @@ class WorkScheduler(Generic[FrameT]):
             self._frames_followed += 1
             now = self._clock()
             self._follow_started = now
+            self._follow_starts.append(now)
             self._next_follow_time = now + 1.0 / self._follow_rate_hz  # start to start
             return self._follow_job(self._frame, self._follow_target)
         return None
@@ -397,11 +515,22 @@ class WorkScheduler(Generic[FrameT]):
         if self._taken_seq >= self._frame_seq:
             return False
         now = self._clock()
-        if now < self._next_follow_time:
-            return False
-        # It must end before the next reasoning step is due (when one is coming at all).
-        reasoning_coming = self._instruction is not None
-        return not reasoning_coming or now + self._follow_seconds <= self._next_frame_time
+        return now >= self._next_follow_time and self._follow_fits(now)
+
+    def _follow_fits(self, start: float) -> bool:
+        """Whether a follow starting at ``start`` leaves the next reasoning step on time: it ends
+        before the step is due (when one is coming at all), or starts in the time reserved for
+        following."""
+        if self._instruction is None or start < self._reserved_until:
+            return True
+        return start + self._follow_seconds <= self._reasoning_due_at()
+
+    def _reasoning_due_at(self) -> float:
+        """When the next reasoning step may start: ``max_rate_hz``'s period after the last one
+        and, while following is on, after the time reserved for following."""
+        if self._following_allowed():
+            return max(self._next_frame_time, self._reserved_until)
+        return self._next_frame_time
 
     def _frame_pending(self) -> bool:
         return (
@@ -411,7 +540,7 @@ class WorkScheduler(Generic[FrameT]):
         )
 
     def _frame_due(self) -> bool:
-        return self._frame_pending() and self._clock() >= self._next_frame_time
+        return self._frame_pending() and self._clock() >= self._reasoning_due_at()
 
     def _seconds_until_frame_due(self) -> float | None:
         """Seconds until a pending frame may run (reasoned or followed); None when no frame is
@@ -421,14 +550,12 @@ class WorkScheduler(Generic[FrameT]):
         now = self._clock()
         waits = []
         if self._instruction is not None:
-            waits.append(self._next_frame_time - now)
+            waits.append(self._reasoning_due_at() - now)
         if self._following_allowed():
             follow_at = max(now, self._next_follow_time)
             # A follow that cannot end before the next reasoning step will not fit later either:
             # then the reasoning step is what to wait for (waiting 0 here would spin).
-            if self._instruction is None or follow_at + self._follow_seconds <= (
-                self._next_frame_time
-            ):
+            if self._follow_fits(follow_at):
                 waits.append(follow_at - now)
             if self._follow_expires < math.inf:
                 waits.append(self._follow_expires - now)
