@@ -4,10 +4,12 @@
         camera_info:=/camera/color/camera_info depth:=/camera/aligned_depth_to_color/image_raw \
         model:=xinlai/LISA-7B-v1 use_rviz:=true
 
-Parameters come from ``params_file`` (default: the package's config/lisa.yaml); the model arguments
-below override it only when given. With the defaults the action is /lisa/segment and the results
-are /lisa/text, /lisa/masks, /lisa/overlay, /lisa/segmentation, /lisa/markers and /lisa/points;
-``namespace:=robot1`` moves them all under /robot1.
+Parameters come from ``params_file`` (default: the package's config/lisa.yaml); the model and
+parameter arguments below override it only when given (``instruction_text:="the red mug"`` starts
+with a standing instruction; ``instruction:=`` remaps the topic instead). With the defaults the
+action is /lisa/segment and the results are /lisa/text, /lisa/masks, /lisa/overlay,
+/lisa/segmentation, /lisa/markers and /lisa/points; ``namespace:=robot1`` moves them all under
+/robot1.
 """
 
 from __future__ import annotations
@@ -25,18 +27,32 @@ from launch.conditions import IfCondition
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 PACKAGE = "lisa_ros"
 NODE_NAME = "lisa"
 
-# Launch arguments that override the node parameter of the same name when they are not empty.
+# Launch arguments that override the node's model parameter of the same name when not empty.
 MODEL_ARGUMENTS = {
     "model": "LISA checkpoint: hub id (xinlai/LISA-7B-v1, xinlai/LISA-13B-llama2-v1) or folder",
     "vision_tower": "CLIP vision tower (hub id or folder); default: the checkpoint's",
     "precision": "bf16, fp16 or fp32",
     "quantization": "int8 or nf4 to quantize the LLM (bitsandbytes); 'none' for no quantization",
     "device": "cpu, cuda, cuda:1, ...; default: the first GPU if any",
+    "adapter": "lisa-finetune output folder (or hub id) to load on the model",
 }
+# Launch arguments that set the node parameter of the same name when they are not empty.
+PARAMETER_ARGUMENTS = {
+    "instruction_text": (
+        "standing instruction to segment continuously from the start, until the instruction "
+        "topic replaces it"
+    ),
+    "max_new_tokens": "longest answer, in tokens",
+    "record_dir": "save every reasoned answer into this folder as a dataset",
+}
+# The overrides whose parameter is an integer; all others are strings, taken as they are written
+# (launch would otherwise read 'yes' or 'a: b' as YAML).
+INTEGER_ARGUMENTS = ("max_new_tokens",)
 # Launch arguments naming the input topics (remappings of the node's relative names).
 TOPIC_ARGUMENTS = {
     "image": (
@@ -56,11 +72,11 @@ def _launch_setup(context: LaunchContext) -> list:
     def argument(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    overrides: dict[str, str] = {}
-    for name in MODEL_ARGUMENTS:
+    overrides: dict[str, ParameterValue] = {}
+    for name in (*MODEL_ARGUMENTS, *PARAMETER_ARGUMENTS):
         value = argument(name)
         if value:
-            overrides[name] = "" if (name == "quantization" and value == "none") else value
+            overrides[name] = _parameter_value(name, value)
     remappings = [(name, argument(name)) for name in TOPIC_ARGUMENTS if argument(name) != name]
 
     lisa = LifecycleNode(
@@ -95,6 +111,17 @@ def _launch_setup(context: LaunchContext) -> list:
     return [lisa, rviz]
 
 
+def _parameter_value(name: str, value: str) -> ParameterValue:
+    if name == "quantization" and value == "none":
+        return ParameterValue("", value_type=str)
+    if name not in INTEGER_ARGUMENTS:
+        return ParameterValue(value, value_type=str)
+    try:
+        return ParameterValue(int(value), value_type=int)
+    except ValueError:
+        raise ValueError(f"{name}:={value!r} is not a whole number") from None
+
+
 def _package_installed(name: str) -> bool:
     try:
         get_package_prefix(name)
@@ -116,7 +143,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 name, default_value="", description=f"{text} (overrides params_file)"
             )
-            for name, text in MODEL_ARGUMENTS.items()
+            for name, text in {**MODEL_ARGUMENTS, **PARAMETER_ARGUMENTS}.items()
         ),
         *(
             DeclareLaunchArgument(name, default_value=name, description=text)

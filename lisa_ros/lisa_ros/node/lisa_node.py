@@ -130,6 +130,8 @@ MODEL_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.read_on_co
 
 DIAGNOSTICS_PERIOD = 1.0
 LOG_REPEAT_SECONDS = 5.0  # the same input error is logged at most this often
+# How log lines name a standing instruction that came from the parameter, not the topic.
+INSTRUCTION_PARAMETER = " (parameter instruction_text)"
 
 
 class ModelSettings:
@@ -270,6 +272,7 @@ class LisaNode(LifecycleNode):
         self._scheduler = WorkScheduler(self._frame_job, self._follow_job)
         self._scheduler.set_max_rate(self._param("max_rate_hz"))
         self._scheduler.set_follow_rate(self._param("follow_rate_hz"))
+        self._set_standing_instruction(self._param("instruction_text"), INSTRUCTION_PARAMETER)
         self._worker = threading.Thread(
             target=self._inference_loop, args=(self._scheduler,), name="lisa-inference", daemon=True
         )
@@ -405,26 +408,34 @@ class LisaNode(LifecycleNode):
             scheduler.offer_frame(Frame(msg, self._streams))
 
     def _on_instruction(self, msg: String) -> None:
+        self._set_standing_instruction(msg.data, "")
+
+    def _set_standing_instruction(self, text: str, source: str) -> None:
+        """Replace (or, with blank ``text``, clear) the continuous-mode instruction: what the
+        ``instruction`` topic and the ``instruction_text`` parameter both do, the latest winning."""
         scheduler = self._scheduler
         if scheduler is None:
             return
-        if not msg.data.strip():
+        if not text.strip():
             if scheduler.instruction is not None:
-                self.get_logger().info("Standing instruction cleared: continuous mode stopped")
+                self.get_logger().info(
+                    f"Standing instruction cleared{source}: continuous mode stopped"
+                )
             self._drop_instruction_target(scheduler)
             scheduler.set_instruction(None)
             return
         try:
-            instruction = check_instruction(msg.data, self._param("max_instruction_chars"))
+            instruction = check_instruction(text, self._param("max_instruction_chars"))
         except InputError as error:
             kept = scheduler.instruction
             self._report_input_error(
+                "instruction",
                 f"standing instruction ignored: {error}"
-                + (f" (still segmenting '{kept}')" if kept else "")
+                + (f" (still segmenting '{kept}')" if kept else ""),
             )
             return
         if instruction != scheduler.instruction:
-            self.get_logger().info(f"Standing instruction: '{instruction}'")
+            self.get_logger().info(f"Standing instruction{source}: '{instruction}'")
             self._drop_instruction_target(scheduler)
             scheduler.set_instruction(instruction)
 
@@ -545,6 +556,8 @@ class LisaNode(LifecycleNode):
             self._scheduler.set_follow_rate(values["follow_rate_hz"])
         if "max_sessions" in values:
             self._sessions.set_capacity(values["max_sessions"])
+        if "instruction_text" in values:
+            self._set_standing_instruction(values["instruction_text"], INSTRUCTION_PARAMETER)
         if "record_dir" in values:
             self._recorder.set_folder(record_folder(values["record_dir"]))
         if self._loaded_settings is not None:

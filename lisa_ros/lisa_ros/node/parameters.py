@@ -189,6 +189,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "context; the model checks that too).",
         int_range=(1, 1_000_000),
     ),
+    ParameterSpec(
+        "instruction_text",
+        "",
+        "A standing instruction to start with: from activation it is segmented continuously, "
+        "exactly as if it had been published on 'instruction', until a message there replaces "
+        "or clears it. Setting it on a running node replaces the standing instruction the same "
+        "way. Applied again on every configure. Empty: none (goals only).",
+    ),
     # --- following (README "Following targets") ------------------------------------------------
     ParameterSpec(
         "follow_rate_hz",
@@ -365,6 +373,12 @@ def validate_together(value: Callable[[str], Any]) -> str | None:
         low, high = value(low_name), value(high_name)
         if low is not None and high is not None and low > high:
             return f"{low_name}={low} is larger than {high_name}={high}"
+    text, limit = value("instruction_text"), value("max_instruction_chars")
+    if text is not None and limit is not None and len(text) > limit:
+        return (
+            f"instruction_text has {len(text)} characters; the limit is "
+            f"max_instruction_chars={limit}: shorten it"
+        )
     return None
 
 

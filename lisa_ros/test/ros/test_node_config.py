@@ -130,7 +130,8 @@ def test_launch_file_compiles(tmp_path: Path) -> None:
 
 def test_launch_arguments_are_the_documented_ones() -> None:
     declared = set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text()))
-    declared |= set(module_constant("MODEL_ARGUMENTS")) | set(module_constant("TOPIC_ARGUMENTS"))
+    for constant in ("MODEL_ARGUMENTS", "PARAMETER_ARGUMENTS", "TOPIC_ARGUMENTS"):
+        declared |= set(module_constant(constant))
     required = {
         "namespace",
         "model",
@@ -142,6 +143,10 @@ def test_launch_arguments_are_the_documented_ones() -> None:
         "camera_info",
         "depth",
         "instruction",
+        "instruction_text",
+        "adapter",
+        "record_dir",
+        "max_new_tokens",
         "params_file",
         "use_rviz",
     }
@@ -151,6 +156,9 @@ def test_launch_arguments_are_the_documented_ones() -> None:
 def test_launch_overrides_only_declared_parameters_and_remaps_only_subscribed_topics() -> None:
     declared = {parameter.name for parameter in PARAMETERS}
     assert set(module_constant("MODEL_ARGUMENTS")) <= declared
+    assert set(module_constant("PARAMETER_ARGUMENTS")) <= declared
+    for name in module_constant("INTEGER_ARGUMENTS"):
+        assert isinstance(spec(name).default, int), name
     assert set(module_constant("TOPIC_ARGUMENTS")) == {
         "image",
         "camera_info",

@@ -313,6 +313,34 @@ def test_a_too_long_standing_instruction_is_refused_and_the_previous_one_kept(li
     instruction.publish(String(data=""))
 
 
+def test_the_instruction_text_parameter_and_the_topic_replace_each_other(lisa, graph) -> None:
+    """`ros2 param set /robot/lisa instruction_text ...` is a standing instruction like a message on
+    the topic, the latest of the two wins, and one too long is refused with the reason."""
+    process, outputs, camera, instruction = lisa
+    client = LisaClient(graph, NODE)
+
+    def next_answer_is_to(expected: str) -> None:
+        started = time.monotonic()
+        camera.publish()
+        graph.wait_until(lambda: outputs.results_after(started), 20, f"an answer to {expected!r}")
+        assert outputs.results_after(started)[0].instruction == expected
+
+    assert client.set_parameters(instruction_text="the parameter's thing")[0].successful
+    process.wait_for_output(r"Standing instruction \(parameter instruction_text\): 'the param", 10)
+    next_answer_is_to("the parameter's thing")
+
+    instruction.publish(String(data="the topic's thing"))
+    process.wait_for_output(r"Standing instruction: 'the topic's thing'", 10)
+    next_answer_is_to("the topic's thing")
+
+    (refused,) = client.set_parameters(instruction_text="x" * 2001)
+    assert not refused.successful and "max_instruction_chars=2000" in refused.reason
+    next_answer_is_to("the topic's thing")
+
+    assert client.set_parameters(instruction_text="")[0].successful
+    process.wait_for_output(r"Standing instruction cleared \(parameter instruction_text\)", 10)
+
+
 def _compressed(rgb: np.ndarray, fmt: str, when: float) -> CompressedImage:
     buffer = io.BytesIO()
     PILImage.fromarray(rgb).save(buffer, format="PNG" if fmt == "png" else "JPEG", quality=95)

@@ -18,6 +18,7 @@ and say why; with ``LISA_ROS_REQUIRE_ROS2_TOOLS=1`` (set by ``.ci/run``) a missi
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -354,6 +355,58 @@ def test_ctrl_c_on_the_launch_ends_every_process_within_seconds(launched) -> Non
     assert not _alive(node_pid), f"lisa_node (pid {node_pid}) outlived the launch\n{launch.output}"
     assert elapsed < 10.0, launch.output
     assert NODE not in ros2("node", "list", "--no-daemon").split()
+
+
+def test_launch_arguments_set_a_standing_instruction_the_answer_length_and_recording(
+    ros2: Ros2, ros_processes: RosProcesses, graph, tmp_path: Path
+) -> None:
+    """The README's loop starts with a standing instruction given at launch: it is segmented
+    from the first frame, recorded, and a colon or a yes in it stays text (no YAML reading)."""
+    instruction = "the cup: red, or yes?"
+    record_dir = tmp_path / "recorded"
+    launch = ros2.start(
+        ros_processes,
+        "launch",
+        "lisa_ros",
+        "lisa.launch.py",
+        f"model:={CHECKPOINT}",
+        f"vision_tower:={CLIP}",
+        "precision:=fp32",
+        "device:=cpu",
+        "namespace:=texted",
+        "image:=/texted/image_raw",
+        f"instruction_text:={instruction}",
+        "max_new_tokens:=8",
+        f"record_dir:={record_dir}",
+        name="ros2_launch_texted",
+    )
+    launch.wait_for_output(r"Active: serving ~/segment goals and segmenting '.*' continuously", 120)
+    assert f"segmenting '{instruction}' continuously" in launch.output, launch.output
+    assert ros2("param", "get", "/texted/lisa", "max_new_tokens").strip() == "Integer value is: 8"
+    camera = graph.node.create_publisher(Image, "/texted/image_raw", SENSOR)
+    graph.wait_for_subscribers(camera)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(record_dir.glob("*.json")) and time.monotonic() < deadline:
+            camera.publish(bgr8_msg(fixture_rgb(), frame_id="cam_optical"))
+            time.sleep(0.2)
+    finally:
+        graph.node.destroy_publisher(camera)
+    (recorded, *_) = sorted(record_dir.glob("*.json")) or [None]
+    assert recorded is not None, launch.output
+    assert json.loads(recorded.read_text())["instruction"] == instruction
+    launch.send_signal(signal.SIGINT)
+    assert launch.wait(timeout=30) == 0, launch.output
+    assert "[ERROR]" not in launch.output and "Traceback" not in launch.output, launch.output
+
+
+def test_a_bad_integer_launch_argument_is_one_clear_line(ros2: Ros2) -> None:
+    output = ros2(
+        "launch", "lisa_ros", "lisa.launch.py", "max_new_tokens:=many", f"model:={CHECKPOINT}",
+        check=False, timeout=60,
+    )  # fmt: skip
+    assert "max_new_tokens:='many' is not a whole number" in output, output
+    assert "lisa_node" not in output or "process started" not in output, output
 
 
 def _alive(pid: int) -> bool:
