@@ -33,7 +33,7 @@ import numpy as np
 
 from lisa_ros.model.prompt import SEG_TOKEN, seg_phrases
 
-__all__ = ["SEG_TOKEN", "draw_overlay", "label_image", "mask_colors", "mask_phrases"]
+__all__ = ["SEG_TOKEN", "draw_overlay", "label_image", "mask_colors", "mask_label", "mask_phrases"]
 
 _SEG_APART = re.compile(f"({re.escape(SEG_TOKEN)})")  # splits "[SEG]." into "[SEG]", "."
 
@@ -115,6 +115,15 @@ def mask_phrases(text: str) -> list[str]:
     ``SegmentationResult.phrases`` for an answer text (``lisa_ros.model.prompt.seg_phrases``).
     """
     return seg_phrases(text)[0]
+
+
+def mask_label(phrase: str) -> str:
+    """The words of a mask's phrase that name it, on one line: LISA's fixed answer words ("Sure,",
+    "it is", a joining "and") and the punctuation around them left out, so "Sure, it is the red
+    box" is labelled "the red box" and "It is" nothing. The overlay's labels and the node's RViz
+    markers both say this, so the 2D and the 3D view name a mask alike.
+    """
+    return _FILLER.sub("", " ".join(phrase.split())).strip(" ,.;:")
 
 
 def draw_overlay(
@@ -465,7 +474,7 @@ def _label_text(phrase: str, max_width: int, font: _Font) -> str:
     that starts with an article ("beside the white package" -> "the white package"), then its
     last words after "...".
     """
-    text = _FILLER.sub("", _printable(phrase).replace("\n", " ")).strip(" ,.;:")
+    text = mask_label(_printable(phrase))
     if _text_width(text, font) <= max_width:
         return text
     words = re.split(r"[,;:]", text)[-1].split() or text.split()

@@ -25,6 +25,7 @@ from lisa_ros.visualization import (
     draw_overlay,
     label_image,
     mask_colors,
+    mask_label,
     mask_phrases,
 )
 
@@ -423,6 +424,21 @@ def test_labels_of_neighbouring_masks_do_not_overlap():
     )
     boxes = _components(changed)
     assert len(boxes) == 2  # two separate labels, not one merged block
+
+
+@pytest.mark.parametrize(
+    "phrase,label",
+    [
+        ("Sure, it is the red box", "the red box"),
+        ("It is", ""),
+        ("  and\nthe   mug ", "the mug"),
+        ("Sure, the segmentation result is", ""),
+        ("Andy's cup", "Andy's cup"),
+    ],
+)
+def test_mask_label_leaves_out_lisas_fixed_words(phrase, label):
+    """What the overlay's labels and the RViz markers both show for a mask's phrase."""
+    assert mask_label(phrase) == label
 
 
 @pytest.mark.parametrize(

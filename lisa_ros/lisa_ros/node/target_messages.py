@@ -30,7 +30,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from lisa_ros.visualization import mask_colors
+from lisa_ros.visualization import mask_colors, mask_label
 
 from .headers import copy_header
 
@@ -116,8 +116,12 @@ def fill_target(info: MaskInfo, target: Target3D | None, status: str = "") -> Ma
 
 
 def label_text(index: int, phrase: str) -> str:
-    """The RViz label of mask ``index``: ``"index: phrase"`` on one line, cut to a short length."""
-    phrase = " ".join(phrase.split())  # newlines would stack lines over the scene
+    """The RViz label of mask ``index``: ``"index: words"`` on one line, cut to a short length.
+
+    The words are the overlay's label of the mask (:func:`lisa_ros.visualization.mask_label`: the
+    phrase without LISA's "Sure, it is"), so the 3D view names a mask as the 2D one does.
+    """
+    phrase = mask_label(phrase)  # one line, too: newlines would stack lines over the scene
     text = f"{index}: {phrase}" if phrase else f"{index}"
     if len(text) > _MAX_LABEL_CHARS:
         # ASCII dots: RViz's text font has no glyph for the ellipsis character.

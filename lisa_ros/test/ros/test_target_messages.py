@@ -246,6 +246,27 @@ def test_marker_namespace_and_phrase_edge_cases() -> None:
     assert {m.ns for m in markers[1:]} == {"left_cam/centroid", "left_cam/extent", "left_cam/label"}
     assert [m.text for m in markers if m.type == Marker.TEXT_VIEW_FACING] == ["0: one", "1"]
     assert label_text(3, "  the\nred   mug ") == "3: the red mug"
+
+
+@pytest.mark.parametrize(
+    "phrase,label",
+    [
+        ("Sure, it is the red box", "0: the red box"),
+        ("It is", "0"),
+        ("Sure,", "0"),
+        ("and the mug", "0: the mug"),
+        ("Sure, the segmentation result is", "0"),
+        ("Andy's cup", "0: Andy's cup"),
+    ],
+)
+def test_marker_labels_name_masks_as_the_overlay_does(phrase: str, label: str) -> None:
+    """LISA's fixed words ("Sure, it is") name nothing: the overlay leaves them out, and so do
+    the markers, whose label is the overlay's words after the mask's index."""
+    markers = marker_array([target(6, 10, (0.0, 0.0, 1.0))], [phrase], header()).markers
+    assert [m.text for m in markers if m.type == Marker.TEXT_VIEW_FACING] == [label]
+
+
+def test_marker_labels_are_cut_short() -> None:
     long = label_text(0, "the very long description of an object " * 3)
     assert len(long) <= 40 and long.endswith("...") and long.isascii()
 
