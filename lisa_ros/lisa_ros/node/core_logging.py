@@ -5,18 +5,45 @@ lowered ...", the steps of a model load, a library's warning. In the node those 
 log lines like any other: with a severity, the node's name, the ``--log-level`` filter, and on
 ``/rosout`` where ``rqt_console`` and ``ros2 bag`` see them. Without this they went to stderr
 bare (or, below WARNING, nowhere).
+
+Python warnings (e.g. rclpy's ``RuntimeWarning: failed to send response (timeout)`` when a
+``ros2 lifecycle get`` gave up during a model load) become one WARN line each: the message, then
+the category and where it was raised in brackets. ``logging.captureWarnings`` would log what
+``warnings.formatwarning`` makes of it: a path-first line plus the offending source line.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import warnings
+from typing import Any, TextIO
 
-__all__ = ["CoreLogRoute", "ROUTED_LOGGERS"]
+__all__ = ["CoreLogRoute", "ROUTED_LOGGERS", "warning_line"]
 
 # The core's own loggers, bitsandbytes' (its int8 cast warning, let through once by the core), and
-# the logger that `logging.captureWarnings` sends Python warnings to.
+# the logger Python warnings go to (the name `logging.captureWarnings` uses).
 ROUTED_LOGGERS = ("lisa_ros", "bitsandbytes", "py.warnings")
+
+
+def warning_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int
+) -> str:
+    """A Python warning as one log line: "<message> (<Category> at <file>:<line>)"."""
+    text = " ".join(str(message).split())  # one line, whatever the message holds
+    return f"{text} ({category.__name__} at {os.path.basename(filename)}:{lineno})"
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A ``warnings.showwarning`` that logs one line to the "py.warnings" logger."""
+    logging.getLogger("py.warnings").warning(warning_line(message, category, filename, lineno))
 
 
 class _RosLogHandler(logging.Handler):
@@ -55,7 +82,7 @@ class CoreLogRoute:
         self._handler = _RosLogHandler(ros_logger)
         self._level = level
         self._saved: list[tuple[logging.Logger, int, bool]] = []
-        self._captured_warnings = False
+        self._saved_showwarning: Any = None
 
     def attach(self) -> None:
         if self._saved:
@@ -66,8 +93,8 @@ class CoreLogRoute:
             logger.addHandler(self._handler)
             logger.setLevel(self._level)
             logger.propagate = False  # not also printed bare by Python's last-resort handler
-        logging.captureWarnings(True)
-        self._captured_warnings = True
+        self._saved_showwarning = warnings.showwarning
+        warnings.showwarning = _log_warning
 
     def detach(self) -> None:
         for logger, level, propagate in self._saved:
@@ -75,6 +102,6 @@ class CoreLogRoute:
             logger.setLevel(level)
             logger.propagate = propagate
         self._saved = []
-        if self._captured_warnings:
-            logging.captureWarnings(False)
-            self._captured_warnings = False
+        if self._saved_showwarning is not None:
+            warnings.showwarning = self._saved_showwarning
+            self._saved_showwarning = None
