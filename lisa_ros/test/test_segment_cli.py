@@ -285,6 +285,14 @@ def test_empty_instruction(instruction):
     assert_one_line_error(completed, "instruction is empty")
 
 
+def test_an_instruction_longer_than_the_context_says_so_without_the_tokenizer_warning():
+    # The fixture's context is 512 tokens: about 700 here. transformers would add "Token indices
+    # sequence length is longer than the specified maximum ... indexing errors" on stderr.
+    completed = run_cli("--model", CHECKPOINT, "--image", IMAGE, "where is it? " * 175, *CPU_FP32)
+    assert_one_line_error(completed, "the instruction is too long", "shorten it")
+    assert "Token indices" not in completed.stderr and "indexing errors" not in completed.stderr
+
+
 def test_missing_model_folder(tmp_path):
     completed = run_cli(
         "--model", tmp_path / "no_such_model", "--image", IMAGE, INSTRUCTION, *CPU_FP32

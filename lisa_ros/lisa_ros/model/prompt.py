@@ -41,8 +41,16 @@ def build_prompt(instruction: str, history: Sequence[Turn] | None = None) -> str
 
 
 def tokenize_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Ids with IMAGE_TOKEN_INDEX where `<image>` was, BOS once (LLaVA's tokenizer_image_token)."""
-    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(IMAGE_PLACEHOLDER)]
+    """Ids with IMAGE_TOKEN_INDEX where `<image>` was, BOS once (LLaVA's tokenizer_image_token).
+
+    ``verbose=False``: transformers would warn "Token indices sequence length is longer than the
+    specified maximum sequence length ... indexing errors" for a long prompt; the model checks the
+    prompt against its real context before generating and says what to shorten (a ValueError),
+    which the CLIs and the node report instead.
+    """
+    chunks = [
+        tokenizer(chunk, verbose=False).input_ids for chunk in prompt.split(IMAGE_PLACEHOLDER)
+    ]
     ids: list[int] = []
     bos = tokenizer.bos_token_id
     for number, chunk in enumerate(chunks):
