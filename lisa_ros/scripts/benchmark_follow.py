@@ -4,12 +4,16 @@
 Starts lisa_node (the real node, on the tiny fixture checkpoint, its answers scripted to
 "Sure, [SEG] and [SEG] ." as in the graph tests, each decoding step slowed by ``--step-delay`` to
 stand for a real LLM) with a standing instruction, publishes a 30 Hz camera from this process
-and reads ~/segmentation for ``--seconds``. Prints, for following on and off in the same run:
-how many frames were reasoned and followed per second, and how old each frame was when its answer
-arrived (publish to receipt, medians and p90), over the same localhost-only graph set-up as the
-graph tests (shared-memory Fast DDS, a private domain).
+and reads ~/segmentation for ``--seconds``. Prints, for following on (with ``--reasoning-share``
+and with reasoning_share 1, reasoning first as before the share existed) and off in the same run:
+how many frames were reasoned and followed per second, the rates /diagnostics reported at the end
+(``reasoned_hz``, ``followed_hz`` over its 10 s window) and whether it said following starved, and
+how old each frame was when its answer arrived (publish to receipt, medians and p90), over the same
+localhost-only graph set-up as the graph tests (shared-memory Fast DDS, a private domain).
 
     python lisa_ros/scripts/benchmark_follow.py --seconds 20
+    # slow reasoning (steps longer than 1/max_rate_hz), where following used to starve:
+    python lisa_ros/scripts/benchmark_follow.py --seconds 30 --max-rate 1 --step-delay 0.2
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ CONFIG = PACKAGE_ROOT / "config" / "lisa.yaml"
 NAMESPACE = "/benchmark_follow"
 
 
-def start_node(args: argparse.Namespace, follow_rate_hz: float) -> subprocess.Popen:
+def start_node(
+    args: argparse.Namespace, follow_rate_hz: float, reasoning_share: float
+) -> subprocess.Popen:
     command = [
         sys.executable,
         str(LAUNCHER),
@@ -53,6 +59,7 @@ def start_node(args: argparse.Namespace, follow_rate_hz: float) -> subprocess.Po
         "device:=cpu",
         f"max_rate_hz:={args.max_rate}",
         f"follow_rate_hz:={follow_rate_hz}",
+        f"reasoning_share:={reasoning_share}",
     ):
         command += ["-p", parameter]
     env = {**os.environ, "PYTHONPATH": f"{PACKAGE_ROOT / 'test'}:{PACKAGE_ROOT}"}
@@ -74,8 +81,11 @@ def wait_active(process: subprocess.Popen, timeout: float = 120.0) -> None:
     sys.exit("lisa_node did not become active")
 
 
-def run_once(args: argparse.Namespace, follow_rate_hz: float) -> dict[str, Any]:
+def run_once(
+    args: argparse.Namespace, follow_rate_hz: float, reasoning_share: float
+) -> dict[str, Any]:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from lisa_ros_interfaces.msg import Segmentation
     from PIL import Image as PILImage
     from rclpy.executors import SingleThreadedExecutor
@@ -89,12 +99,20 @@ def run_once(args: argparse.Namespace, follow_rate_hz: float) -> dict[str, Any]:
     rgb = np.asarray(
         PILImage.open(TINY_FIXTURE / "image.png").convert("RGB").resize((width, height))
     )
-    process = start_node(args, follow_rate_hz)
+    process = start_node(args, follow_rate_hz, reasoning_share)
     node = rclpy.create_node("benchmark_follow_camera")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     published: dict[tuple[int, int], float] = {}
     received: list[tuple[float, Segmentation]] = []
+    diagnostics: list[tuple[float, str, dict[str, str]]] = []
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == f"{NAMESPACE}/lisa":
+                values = {kv.key: kv.value for kv in status.values}
+                diagnostics.append((time.monotonic(), status.message, values))
+
     try:
         wait_active(process)
         camera = node.create_publisher(
@@ -110,6 +128,7 @@ def run_once(args: argparse.Namespace, follow_rate_hz: float) -> dict[str, Any]:
             lambda msg: received.append((time.monotonic(), msg)),
             reliable,
         )
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, reliable)
 
         def publish_frame() -> None:
             header = Header(stamp=node.get_clock().now().to_msg(), frame_id="camera")
@@ -125,8 +144,14 @@ def run_once(args: argparse.Namespace, follow_rate_hz: float) -> dict[str, Any]:
             executor.spin_once(timeout_sec=0.05)
         start = time.monotonic()
         end = start + args.seconds
-        print(f"[benchmark] following at {follow_rate_hz} Hz ...", file=sys.stderr, flush=True)
+        print(
+            f"[benchmark] following at {follow_rate_hz} Hz, reasoning_share {reasoning_share} ...",
+            file=sys.stderr,
+            flush=True,
+        )
         while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        while not any(when > end for when, _, _ in diagnostics) and time.monotonic() < end + 3:
             executor.spin_once(timeout_sec=0.05)
     finally:
         node.destroy_node()
@@ -144,7 +169,13 @@ def run_once(args: argparse.Namespace, follow_rate_hz: float) -> dict[str, Any]:
             if msg.followed == followed
         ]
 
-    return {"reasoned": ages(False), "followed": ages(True), "seconds": args.seconds}
+    last = next(((m, v) for when, m, v in reversed(diagnostics) if "reasoned_hz" in v), None)
+    return {
+        "reasoned": ages(False),
+        "followed": ages(True),
+        "seconds": args.seconds,
+        "diagnostics": last,
+    }
 
 
 def table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
@@ -168,6 +199,16 @@ def table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
     lines.append(cells("reasoned answers per second", rate("reasoned")))
     lines.append(cells("followed frames per second", rate("followed")))
+
+    def reported(key: str) -> Any:
+        return lambda results: results["diagnostics"][1][key] if results["diagnostics"] else "-"
+
+    def starved(results: dict[str, Any]) -> str:
+        return "-" if not results["diagnostics"] else str("starved" in results["diagnostics"][0])
+
+    lines.append(cells("/diagnostics reasoned_hz (last 10 s)", reported("reasoned_hz")))
+    lines.append(cells("/diagnostics followed_hz (last 10 s)", reported("followed_hz")))
+    lines.append(cells("/diagnostics: following starved", starved))
     lines.append(cells("frame age at answer, reasoned (ms, median (p90))", age("reasoned")))
     lines.append(cells("frame age at answer, followed (ms, median (p90))", age("followed")))
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
@@ -180,6 +221,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per setting")
     parser.add_argument("--max-rate", type=float, default=0.5, help="max_rate_hz (reasoning)")
     parser.add_argument("--follow-rate", type=float, default=10.0, help="follow_rate_hz")
+    parser.add_argument(
+        "--reasoning-share", type=float, default=0.5, help="reasoning_share of the first setting"
+    )
     parser.add_argument(
         "--step-delay", type=float, default=0.1, help="seconds added to each decoding step"
     )
@@ -196,9 +240,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     rclpy.init()
     try:
+        share = args.reasoning_share
         rows = [
-            (f"follow_rate_hz {args.follow_rate:g}", run_once(args, args.follow_rate)),
-            ("follow_rate_hz 0 (off)", run_once(args, 0.0)),
+            (
+                f"follow_rate_hz {args.follow_rate:g}, reasoning_share {share:g}",
+                run_once(args, args.follow_rate, share),
+            ),
+            (
+                f"follow_rate_hz {args.follow_rate:g}, reasoning_share 1 (reasoning first)",
+                run_once(args, args.follow_rate, 1.0),
+            ),
+            ("follow_rate_hz 0 (off)", run_once(args, 0.0, 1.0)),
         ]
     finally:
         rclpy.try_shutdown()

@@ -34,6 +34,7 @@ from std_msgs.msg import String
 NODE = "/follow/lisa"
 # The reference instruction, answered slowly: each of its 7 decoding steps takes 0.15 s.
 SLOW_INSTRUCTION = REFERENCE_INSTRUCTION + " slowly"
+MAX_REASONING_AGE = 5.0  # s: see test_frames_between_reasoning_steps_are_followed_and_say_so
 
 
 class Camera:
@@ -136,7 +137,9 @@ def test_frames_between_reasoning_steps_are_followed_and_say_so(following, graph
         rested_on = stamp_seconds(msg.reasoned_header.stamp)
         assert rested_on in reasoned_stamps
         age = stamp_seconds(msg.header.stamp) - rested_on
-        assert msg.reasoning_age == pytest.approx(age, abs=1e-6) and 0 < age < 3.0
+        # Reasoned every max(1/max_rate_hz, step / reasoning_share): ~3 s for the ~1.5 s steps here
+        # (reasoning's share), and the frame is as old as that plus a step at most.
+        assert msg.reasoning_age == pytest.approx(age, abs=1e-6) and 0 < age < MAX_REASONING_AGE
         # The same answer; the scene does not move, so neither do the masks.
         assert msg.text == reasoned[0].text and msg.instruction == SLOW_INSTRUCTION
         assert [info.phrase for info in msg.mask_info] == [i.phrase for i in reasoned[0].mask_info]
@@ -168,7 +171,7 @@ def test_frames_between_reasoning_steps_are_followed_and_say_so(following, graph
         10,
         "a diagnostic counting the followed answers",
     )
-    assert 0.0 < float(diagnostic["reasoning_age_s"]) < 3.0
+    assert 0.0 < float(diagnostic["reasoning_age_s"]) < MAX_REASONING_AGE
 
 
 def test_a_goals_targets_are_followed_for_follow_goal_seconds(following, graph) -> None:
