@@ -94,11 +94,15 @@ def run_command(prog: str, run: Callable[[], int], *, interrupted: str = "interr
 
 
 def add_model_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, max_new_tokens: bool = True
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    max_new_tokens: bool = True,
+    adapter_help: str | None = None,
 ) -> None:
     """Add the model options to ``parser``: ``--model`` (required) and how to load and run it.
 
-    ``max_new_tokens=False`` leaves out ``--max-new-tokens`` for a tool that never generates.
+    ``max_new_tokens=False`` leaves out ``--max-new-tokens`` for a tool that never generates;
+    ``adapter_help`` replaces the help of ``--adapter`` for a tool that treats it differently.
     """
     parser.add_argument(
         "--model", required=True, help="LISA checkpoint: Hugging Face hub id or local folder"
@@ -116,7 +120,8 @@ def add_model_arguments(
     )
     parser.add_argument(
         "--adapter",
-        help="a lisa-finetune output folder (or hub id): restores its LoRA, embeddings, lm_head, "
+        help=adapter_help
+        or "a lisa-finetune output folder (or hub id): restores its LoRA, embeddings, lm_head, "
         "text_hidden_fcs and SAM mask decoder",
     )
     parser.add_argument(

@@ -55,8 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Fine-tune LISA on a dataset folder (ReasonSeg or the node's recordings) "
         "with LoRA; writes an adapter folder.",
+        epilog="Starting from an earlier adapter: --init-adapter DIR begins a new run (its own "
+        "--output, step 0, a fresh optimizer and learning-rate schedule) from DIR's trained "
+        "weights, e.g. to go on training on new recordings; --resume continues an interrupted "
+        "run in --output where it stopped (same schedule, optimizer state). --adapter, which "
+        "lisa-segment, lisa-eval and the node take to USE an adapter, is refused here.",
     )
-    add_model_arguments(parser, max_new_tokens=False)
+    add_model_arguments(
+        parser,
+        max_new_tokens=False,
+        adapter_help="not accepted for training (it loads an adapter to use, merged into the "
+        "model): train on from an adapter with --init-adapter",
+    )
     parser.add_argument("--data", required=True, type=Path, help="training dataset folder")
     parser.add_argument(
         "--output", required=True, type=Path, help="adapter folder (checkpoints go inside)"
@@ -108,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=non_negative_int, default=run.seed, help="(%(default)s)")
     train.add_argument(
-        "--init-adapter", help="start from this lisa-finetune adapter's weights (same LoRA shape)"
+        "--init-adapter",
+        metavar="DIR",
+        help="start this run from a lisa-finetune adapter's trained weights (same base model "
+        "and LoRA shape) instead of fresh LoRA; the result goes to --output, DIR is not changed",
     )
 
     lora_group = parser.add_argument_group("LoRA")

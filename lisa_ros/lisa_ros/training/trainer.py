@@ -34,6 +34,7 @@ from lisa_ros.model.lisa import LisaModel
 from lisa_ros.model.logs import resolve_progress
 from lisa_ros.model.teacher_forcing import image_features
 
+from .adapter_card import write_adapter_card
 from .examples import ExampleSource
 from .settings import FinetuneSettings
 from .trainable import LisaForTraining, TrainingExample, make_trainable
@@ -202,6 +203,9 @@ class FinetuneRun:
         make_trainable(
             self.lisa, settings.lora, gradient_checkpointing=settings.gradient_checkpointing
         )
+        # peft records "None" otherwise (it cannot tell where the weights came from)
+        for config in self.lisa.llm.peft_config.values():
+            config.base_model_name_or_path = settings.model
         if settings.init_adapter:
             load_adapter_weights(self.lisa, resolve_folder(settings.init_adapter, what="adapter"))
         self.source = ExampleSource(
@@ -245,7 +249,7 @@ class FinetuneRun:
         self.accelerator.wait_for_everyone()
         if self.main:
             folder = self.settings.output / f"{CHECKPOINT_PREFIX}{self.step}"
-            save_adapter(self.lisa, folder, self.info())
+            self.save_adapter(folder)
             torch.save(
                 {
                     "step": self.step,
@@ -261,6 +265,12 @@ class FinetuneRun:
                 shutil.rmtree(old, ignore_errors=True)
             logger.info("Saved %s", folder)
         self.accelerator.wait_for_everyone()
+
+    def save_adapter(self, folder: Path) -> None:
+        """The adapter, its record and its card (peft's own card knows nothing of the run)."""
+        info = self.info()
+        save_adapter(self.lisa, folder, info)
+        write_adapter_card(folder, info)
 
     def restore(self, folder: Path) -> None:
         load_adapter_weights(self.lisa, folder)
@@ -371,7 +381,7 @@ class FinetuneRun:
             self.run_evaluation()
         self.accelerator.wait_for_everyone()
         if self.main:
-            save_adapter(self.lisa, settings.output, self.info())
+            self.save_adapter(settings.output)
         self.accelerator.wait_for_everyone()
         return FinetuneResult(settings.output, self.step, self.losses, self.evaluations, self.lisa)
 
