@@ -5,7 +5,9 @@ output needs 3D: a node whose ~/segmentation, result and ~/markers nobody reads 
 Then it is checked in the order that costs least (frame, size from the headers, then the pixels),
 so a wrong stream is refused before a decompression, and every refusal is one sentence that says
 what to fix. For topic frames a refusal leaves the answer 2D with the sentence as its
-``depth_status``; a goal that brings an unusable depth image is refused with INVALID_INPUT.
+``depth_status`` and is also reported (``on_refused``: a log line and a WARN on /diagnostics), as
+an unusable stream is a setup to fix, not one frame's bad luck; a goal that brings an unusable
+depth image is refused with INVALID_INPUT.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class DepthFrame:
 
 #: Finds a frame's depth partner when it is needed: (depth message or None, camera info, why
 #: there is no depth).
-PartnerLookup = Callable[[], "tuple[Any, CameraInfo, str]"]
+PartnerLookup = Callable[[], "tuple[Any, CameraInfo, InputError | None]"]
 
 
 class FrameDepth:
@@ -90,9 +92,10 @@ class FrameDepth:
         self._camera_info = camera_info if camera_info is not None else CameraInfo()
         self._image_header = image_header if image_header is not None else Header()
         self._settings = settings
-        self._missing = missing if msg is None else ""
+        self._missing = InputError(missing) if msg is None else None
         self._loaded: DepthFrame | InputError | None = None
         self._lookup: PartnerLookup | None = None
+        self._on_refused: Callable[[InputError], None] | None = None
 
     @classmethod
     def none(cls, reason: str) -> FrameDepth:
@@ -101,11 +104,17 @@ class FrameDepth:
 
     @classmethod
     def paired_later(
-        cls, lookup: PartnerLookup, image_header: Header, settings: DepthSettings
+        cls,
+        lookup: PartnerLookup,
+        image_header: Header,
+        settings: DepthSettings,
+        on_refused: Callable[[InputError], None] | None = None,
     ) -> FrameDepth:
-        """The depth ``lookup()`` finds for the frame of ``image_header``, on first use."""
+        """The depth ``lookup()`` finds for the frame of ``image_header``, on first use;
+        ``on_refused`` is told once when the streams gave none usable (an error with a cause)."""
         depth = cls(image_header=image_header, settings=settings, missing="not looked up")
         depth._lookup = lookup
+        depth._on_refused = on_refused
         return depth
 
     @property
@@ -118,14 +127,17 @@ class FrameDepth:
         if self._lookup is not None:
             msg, self._camera_info, missing = self._lookup()
             self._lookup = None
-            self._msg, self._missing = msg, missing if msg is None else ""
-        if self._msg is None:
-            raise InputError(self._missing)
+            self._msg, self._missing = msg, missing if msg is None else None
         if self._loaded is None:
-            try:
-                self._loaded = self._decode(image_hw)
-            except InputError as error:
-                self._loaded = error
+            if self._missing is not None:
+                self._loaded = self._missing
+            else:
+                try:
+                    self._loaded = self._decode(image_hw)
+                except InputError as error:
+                    self._loaded = error
+            if isinstance(self._loaded, InputError) and self._loaded.cause and self._on_refused:
+                self._on_refused(self._loaded)
         if isinstance(self._loaded, InputError):
             raise self._loaded
         return self._loaded
@@ -137,7 +149,8 @@ class FrameDepth:
             raise InputError(
                 f"the depth image is in frame '{depth_frame}' but the colour image in "
                 f"'{image_frame}': 3D targets need depth registered (aligned) to the colour "
-                "camera, e.g. a RealSense's aligned_depth_to_color/image_raw"
+                "camera, e.g. a RealSense's aligned_depth_to_color/image_raw",
+                cause="depth",
             )
         compressed = isinstance(msg, CompressedImage)
         try:
@@ -149,7 +162,7 @@ class FrameDepth:
             unit = self._settings.unit_scale if pixels.dtype == np.uint16 else 0.0
             meters = depth_to_meters(pixels, unit or None)
         except (DepthConversionError, GeometryError) as error:
-            raise InputError(f"depth image not usable: {error}") from error
+            raise InputError(f"depth image not usable: {error}", cause="depth") from error
         return DepthFrame(header=msg.header, meters=meters, camera_matrix=camera_matrix)
 
 
@@ -159,7 +172,8 @@ def _camera_matrix(camera_info: CameraInfo) -> np.ndarray:
     except GeometryError as error:
         raise InputError(
             f"the colour camera's camera_info cannot place depth in 3D ({error}): is "
-            "'camera_info' remapped to the colour camera's calibration?"
+            "'camera_info' remapped to the colour camera's calibration?",
+            cause="camera_info",
         ) from error
 
 

@@ -25,7 +25,16 @@ __all__ = ["ImageLimits", "InputError", "check_instruction", "compressed_to_rgb"
 
 
 class InputError(ValueError):
-    """Input the node cannot use; the message is meant for the person who sent it."""
+    """Input the node cannot use; the message is meant for the person who sent it.
+
+    ``cause`` names the input at fault ("image", "depth", "camera_info", "instruction") when it
+    is a stream to report as a whole (logged once per cause, see :mod:`.diagnostics`); "" when
+    nothing is wrong with the streams (e.g. a camera without depth answers in 2D).
+    """
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)

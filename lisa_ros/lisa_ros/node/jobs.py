@@ -85,6 +85,9 @@ class Frame:
     msg: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage
     streams: CameraStreams | None = None  # None: an image without a camera (goal image)
     received: float = field(default_factory=time.perf_counter)  # when the node got it
+    # When the node got it by the node's clock (seconds; sim time when use_sim_time is set), for
+    # the age that max_frame_age_s bounds; None: unknown (never too old).
+    received_at: float | None = None
 
     @property
     def header(self) -> Header:
@@ -109,15 +112,18 @@ class Frame:
         # inference must not push it out meanwhile.
         candidates = streams.depths.hold(stamp)
 
-        def lookup() -> tuple[Any, CameraInfo, str]:
+        def lookup() -> tuple[Any, CameraInfo, InputError | None]:
             held = candidates.messages()
             depth = streams.depths.nearest(stamp, settings.max_skew_s, also=held)
             if depth is None:
                 reason = _no_depth_reason(streams, held, stamp, settings.max_skew_s)
                 return None, CameraInfo(), reason
-            return depth, streams.camera_info_for(stamp), ""
+            return depth, streams.camera_info_for(stamp), None
 
-        return FrameDepth.paired_later(lookup, self.msg.header, settings)
+        def refused(error: InputError) -> None:
+            streams.report(error.cause, f"no 3D targets: {error}")
+
+        return FrameDepth.paired_later(lookup, self.msg.header, settings, refused)
 
     def to_rgb(self, limits: ImageLimits) -> np.ndarray:
         if isinstance(self.msg, CompressedImage):
@@ -125,17 +131,22 @@ class Frame:
         return image_to_rgb(self.msg, limits)
 
 
-def _no_depth_reason(streams: CameraStreams, held: list[Any], stamp: Any, max_skew_s: float) -> str:
+def _no_depth_reason(
+    streams: CameraStreams, held: list[Any], stamp: Any, max_skew_s: float
+) -> InputError:
+    """Why a frame has no depth partner; a stream problem (cause "depth") only when depth comes
+    but not with the frame's stamp: a camera without depth is a 2D camera, not a fault."""
     nearest = streams.depths.nearest(stamp, also=held)
     if nearest is None:
-        return (
+        return InputError(
             "no depth image has arrived on the depth topic: remap 'depth' to the depth image "
             "registered to the colour camera for 3D targets"
         )
     skew = abs(nanoseconds(nearest.header.stamp) - nanoseconds(stamp)) / 1e9
-    return (
+    return InputError(
         f"no depth image within depth_max_skew_s={max_skew_s:g} s of the image (the nearest is "
-        f"{skew:.3f} s away): is the depth stream running, and stamped like the colour images?"
+        f"{skew:.3f} s away): is the depth stream running, and stamped like the colour images?",
+        cause="depth",
     )
 
 
@@ -147,6 +158,7 @@ class JobSettings:
     limits: ImageLimits
     max_instruction_chars: int
     depth: DepthSettings = field(default_factory=DepthSettings)
+    max_frame_age_s: float = 0.0  # a goal on an older latest camera frame: NO_IMAGE; 0: off
     follow: FollowSettings = field(default_factory=lambda: FollowSettings())
 
 
@@ -157,7 +169,7 @@ class Pipeline:
     model: LisaModel
     outputs: ResultPublishers
     sessions: SessionStore
-    report_input_error: Callable[[str], None]  # log line + diagnostic, for topic input
+    report_input_error: Callable[[str, str], None]  # (cause, message): log line + diagnostic
     logger: Any
     # Told of every answer LISA reasoned (is_goal): the node makes it the target to follow.
     on_reasoned: Callable[[Answer, bool], None] = lambda answer, is_goal: None
@@ -205,7 +217,7 @@ class _CameraFrameJob(_StoppableJob):
         try:
             image = self._frame.to_rgb(self._settings.limits)
         except InputError as error:
-            self._pipeline.report_input_error(f"camera frame dropped: {error}")
+            self._pipeline.report_input_error("image", f"camera frame dropped: {error}")
             return None
         # "queued" stays under one camera period: frames are never queued.
         self._node_timings = {
@@ -257,7 +269,7 @@ class FrameJob(_CameraFrameJob):
                 max_new_tokens=self._settings.max_new_tokens,
             )
         except ValueError as error:
-            pipeline.report_input_error(f"standing instruction not usable: {error}")
+            pipeline.report_input_error("instruction", f"standing instruction not usable: {error}")
             return
         except Exception as error:  # noqa: BLE001 - the node must survive e.g. GPU out-of-memory
             _recover_from_failure(pipeline, error)
@@ -379,11 +391,13 @@ def resolve_turn(
     latest_frame: Frame | None,
     sessions: SessionStore,
     settings: JobSettings,
+    now: float | None = None,
 ) -> GoalTurn:
     """Check a Segment goal and gather its image and history; GoalError when it cannot run.
 
     Order of precedence for the image: the session's frame (follow-up turns), the goal's image,
-    the latest camera frame.
+    the latest camera frame, which must be younger than ``settings.max_frame_age_s`` at ``now``
+    (the node's clock, seconds) when both are given (see :func:`_check_frame_age`).
     """
     try:
         instruction = check_instruction(goal.instruction, settings.max_instruction_chars)
@@ -407,6 +421,7 @@ def resolve_turn(
     if own_image:
         frame = Frame(goal.image)
     elif latest_frame is not None:
+        _check_frame_age(latest_frame, settings.max_frame_age_s, now)
         frame = latest_frame
     else:
         raise GoalError(
@@ -434,6 +449,28 @@ def resolve_turn(
         node_timings={"image_conversion": time.perf_counter() - started},
         on_camera_frame=not own_image,
     )
+
+
+def _check_frame_age(frame: Frame, max_age_s: float, now: float | None) -> None:
+    """GoalError NO_IMAGE when the camera's latest frame is older than ``max_age_s`` (0: off).
+
+    The age is the time since the node *received* the frame, by the node's clock, not since its
+    header stamp: camera clocks are often not synchronised with the robot's (a stamp seconds off
+    would refuse every goal, or accept stale ones), while a stopped camera, the case this guards
+    against, shows as a receive time that no longer moves. The node's clock follows /clock under
+    use_sim_time, so a paused or slowed simulation does not age its frames. A driver's own latency
+    before publishing is not counted.
+    """
+    if max_age_s <= 0 or now is None or frame.received_at is None:
+        return
+    age = now - frame.received_at
+    if age > max_age_s:
+        raise GoalError(
+            Result.NO_IMAGE,
+            f"the camera's latest frame is {age:.1f} s old (max_frame_age_s={max_age_s:g}): "
+            "is the camera still publishing on the image topic? Put an image in the goal, or "
+            "raise max_frame_age_s (0: off)",
+        )
 
 
 def _has_pixels(image: Any) -> bool:

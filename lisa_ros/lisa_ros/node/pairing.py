@@ -122,9 +122,15 @@ class StampedBuffer(Generic[M]):
             return self._messages[-1] if self._messages else None
 
 
+def _ignore(cause: str, message: str) -> None:
+    pass
+
+
 @dataclass
 class CameraStreams:
-    """The streams that accompany the colour images of one camera: calibration and depth.
+    """The streams that accompany the colour images of one camera: calibration and depth, and
+    ``report(cause, message)``, told when they cannot serve a frame (e.g. a depth image of the
+    wrong size, a camera_info with K all zeros): the node logs and diagnoses it.
 
     Depth images are large (1.8 MB at 1280x720): the buffer holds about half a second of a 30 Hz
     stream, longer than a frame waits before the inference thread takes it.
@@ -132,6 +138,7 @@ class CameraStreams:
 
     camera_infos: StampedBuffer[CameraInfo] = field(default_factory=lambda: StampedBuffer(30))
     depths: StampedBuffer[Any] = field(default_factory=lambda: StampedBuffer(15))
+    report: Callable[[str, str], None] = _ignore
 
     def camera_info_for(self, stamp: Time) -> CameraInfo:
         """The camera info nearest to ``stamp`` (calibration rarely changes: no skew limit), or an

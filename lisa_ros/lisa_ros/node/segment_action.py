@@ -5,12 +5,17 @@ It exists in every lifecycle state: a goal sent to an unconfigured or inactive n
 at once with MODEL_NOT_READY and the reason, instead of waiting for a server that never comes.
 The goal coroutine holds no executor thread while the inference thread works: it awaits a future
 that the job completes.
+
+Every goal ends through :meth:`SegmentActionServer._end`, which counts it (:class:`GoalTally`, shown
+on /diagnostics) and logs each aborted goal in one line with its result code and message: the
+client has the result, but whoever reads the node's log should see why goals fail too.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Generator
 from typing import Any, Callable, Protocol
 
@@ -34,9 +39,21 @@ from .jobs import (
 from .scheduler import StopReason, WorkScheduler
 from .sessions import SessionStore
 
-__all__ = ["GoalHost", "SegmentActionServer"]
+__all__ = ["GoalHost", "GoalTally", "SegmentActionServer", "result_code_name"]
 
 Result = Segment.Result
+
+# Result code -> its name in Segment.action (SUCCESS, NO_IMAGE, ...), for logs and diagnostics.
+_CODE_NAMES = {
+    value: name
+    for name in dir(Result)
+    if name.isupper() and isinstance(value := getattr(Result, name), int)
+}
+
+
+def result_code_name(code: int) -> str:
+    return _CODE_NAMES.get(code, str(code))
+
 
 # How long a canceled goal may wait for rclpy to put it into CANCELING (it does so right after the
 # cancel callback returns: microseconds); past it the goal is aborted rather than left open.
@@ -74,12 +91,39 @@ class GoalHost(Protocol):
     def max_queued_goals(self) -> int: ...
 
 
+class GoalTally:
+    """How goals ended: per outcome (succeeded, aborted, canceled, rejected) and per result code.
+
+    A goal that succeeded may still have found nothing (NOTHING_FOUND): the codes tell.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
+        self._codes: Counter[str] = Counter()
+
+    def count(self, outcome: str, code: int | None = None) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+            if code is not None:
+                self._codes[result_code_name(code)] += 1
+
+    def outcomes(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._outcomes)
+
+    def codes(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._codes)
+
+
 class SegmentActionServer:
     """Serves ``~/segment`` goals of ``node`` (which is also the :class:`GoalHost`)."""
 
     def __init__(self, node: Node, host: GoalHost, callback_group: CallbackGroup) -> None:
         self._node = node
         self._host = host
+        self.tally = GoalTally()
         self._jobs: dict[bytes, GoalJob] = {}  # goal id -> job, while the goal runs or waits
         self._jobs_lock = threading.Lock()
         self._server = ActionServer(  # the node destroys it with itself
@@ -111,6 +155,7 @@ class SegmentActionServer:
         reason = scheduler.admit(self._host.busy_policy(), self._host.max_queued_goals(), id(goal))
         if reason is not None:
             self._node.get_logger().warning(f"Goal rejected: {reason}")
+            self.tally.count("rejected")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
@@ -131,23 +176,21 @@ class SegmentActionServer:
         if scheduler is None or pipeline is None or not host.is_active():
             if scheduler is not None:
                 scheduler.release(slot)
-            goal_handle.abort()
-            return goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
+            result = goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
+            return self._end(goal_handle, GoalOutcome.ABORTED, result)
         settings = host.job_settings()
+        now = self._node.get_clock().now().nanoseconds / 1e9
         try:
             turn = resolve_turn(
-                goal_handle.request, scheduler.latest_frame(), host.sessions, settings
+                goal_handle.request, scheduler.latest_frame(), host.sessions, settings, now
             )
         except GoalError as error:
             scheduler.release(slot)
-            self._node.get_logger().warning(f"Goal aborted: {error}")
-            goal_handle.abort()
-            return goal_result(error.code, str(error))
+            return self._end(goal_handle, GoalOutcome.ABORTED, goal_result(error.code, str(error)))
         except Exception as error:  # noqa: BLE001 - re-raised, rclpy would send an empty SUCCESS
             scheduler.release(slot)
-            self._node.get_logger().error(f"Goal aborted by an unexpected error: {error!r}")
-            goal_handle.abort()
-            return goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
+            result = goal_result(Result.INFERENCE_FAILED, f"internal error: {error!r}")
+            return self._end(goal_handle, GoalOutcome.ABORTED, result)
 
         done = _Completion(self._node.executor)
         job = GoalJob(pipeline, turn, settings, goal_handle.publish_feedback, done.set)
@@ -156,8 +199,8 @@ class SegmentActionServer:
             self._jobs[key] = job
         try:
             if not scheduler.submit(job, slot, preempt=host.busy_policy() == "preempt"):
-                goal_handle.abort()
-                return goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
+                result = goal_result(Result.MODEL_NOT_READY, host.not_ready_reason())
+                return self._end(goal_handle, GoalOutcome.ABORTED, result)
             if goal_handle.is_cancel_requested and scheduler.stop(job, StopReason.CANCELED):
                 job.run()
             ahead = scheduler.goals_ahead_of(job)
@@ -167,12 +210,26 @@ class SegmentActionServer:
         finally:
             with self._jobs_lock:
                 self._jobs.pop(key, None)
+        if outcome is GoalOutcome.CANCELED and not await _cancel_acknowledged(goal_handle):
+            outcome = GoalOutcome.ABORTED
+        return self._end(goal_handle, outcome, result)
+
+    def _end(self, goal_handle: ServerGoalHandle, outcome: GoalOutcome, result: Any) -> Any:
+        """End the goal in ``outcome``, count it, log it when aborted; returns ``result``."""
         if outcome is GoalOutcome.SUCCEEDED:
             goal_handle.succeed()
-        elif outcome is GoalOutcome.CANCELED and await _cancel_acknowledged(goal_handle):
+        elif outcome is GoalOutcome.CANCELED:
             goal_handle.canceled()
         else:
             goal_handle.abort()
+            line = f"Goal aborted ({result_code_name(result.error_code)}): {result.error_message}"
+            # An internal error is the node's fault, the other codes the request's or the setup's.
+            # (One call site per severity: rclpy refuses a call site that changes severity.)
+            if result.error_code == Result.INFERENCE_FAILED:
+                self._node.get_logger().error(line)
+            else:
+                self._node.get_logger().warning(line)
+        self.tally.count(outcome.value, result.error_code)
         return result
 
 

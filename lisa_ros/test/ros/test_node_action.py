@@ -361,7 +361,7 @@ def test_busy_policy_preempt_aborts_the_running_goal_for_the_new_one(client) -> 
 
 
 def test_running_out_of_gpu_memory_fails_the_goal_with_the_reason_and_the_next_goal_is_answered(
-    client,
+    client, lisa
 ) -> None:
     status, result, _ = client.run(
         "exhaust the gpu: where is the cup?", bgr8_msg(fixture_rgb(), when=6000.0)
@@ -371,6 +371,8 @@ def test_running_out_of_gpu_memory_fails_the_goal_with_the_reason_and_the_next_g
     assert (
         "memory during inference" in result.error_message and "quantization" in result.error_message
     )
+    # The node's log says it too, in one line with the code (an ERROR: the node's own failure).
+    lisa[1].wait_for_output(r"\[ERROR\].*Goal aborted \(INFERENCE_FAILED\): .*memory", 10)
     status, result, _ = client.run("the cup", bgr8_msg(fixture_rgb(), when=6001.0))
     assert status == GoalStatus.STATUS_SUCCEEDED and result.error_code == Result.SUCCESS
     assert result.text == DEFAULT_TEXT and result.header.stamp.sec == 6001

@@ -17,6 +17,7 @@ import shutil
 import numpy as np
 import pytest
 from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from lisa_ros_interfaces.action import Segment
 from node_graph import CONFIG, NODE_START_TIMEOUT, LisaClient, bgr8_msg, mono8_array
 from test_finetune import INSTRUCTION, settings, write_squares
@@ -100,6 +101,7 @@ def test_an_adapter_that_does_not_fit_fails_configure_naming_it_and_the_node_sta
     status, result = ask(setup, "tuned")
     assert result.error_code == Result.MODEL_NOT_READY
     assert "the model is not loaded" in result.error_message and str(broken) in result.error_message
+    process.wait_for_output(r"\[WARN\].*Goal aborted \(MODEL_NOT_READY\): the model is not", 10)
     assert process.running
 
 
@@ -115,6 +117,25 @@ def test_the_node_with_the_trained_adapter_answers_as_the_fine_tuned_model(setup
     assert "[SEG]" in result.text
     assert len(result.masks) == 1
     assert iou_with_square(setup, result) > 0.9
+
+
+def test_diagnostics_show_the_loaded_adapter_beside_the_model(setup, graph):
+    values: dict[str, dict[str, str]] = {}
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values[status.name] = {kv.key: kv.value for kv in status.values}
+
+    subscription = graph.node.create_subscription(
+        DiagnosticArray, "/diagnostics", on_diagnostics, 10
+    )
+    try:
+        graph.wait_until(lambda: {"/tuned", "/base"} <= values.keys(), 10, "both nodes' status")
+    finally:
+        graph.node.destroy_subscription(subscription)
+    tuned, base = values["/tuned"], values["/base"]
+    assert (tuned["model"], tuned["adapter"]) == (str(CHECKPOINT), str(setup["adapter"]))
+    assert (base["model"], base["adapter"]) == (str(CHECKPOINT), "")
 
 
 def test_the_node_without_the_adapter_finds_no_square(setup):

@@ -8,6 +8,7 @@ each answered clearly and followed by a good answer.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from lisa_ros.depth_conversion import compressed_depth_fields
 from lisa_ros.geometry import depth_to_meters, locate
+from lisa_ros.node.diagnostics import LOG_REPEAT_SECONDS
 
 NODE = "/rgbd/lisa"
 FRAME = "cam_color_optical_frame"
@@ -189,6 +191,38 @@ class Outputs:
             return stamp_seconds(msg.header.stamp) >= first_stamp - 1e-6 and predicate(msg)
 
         return self.result_after(graph, 0.0, from_then_on, what)
+
+    def warn_after(self, graph: Any, when: float, text: str) -> DiagnosticStatus:
+        """The first WARN status received after ``when`` (monotonic) whose message has ``text``."""
+
+        def find() -> DiagnosticStatus | None:
+            with self.lock:
+                return next(
+                    (
+                        s
+                        for t, s in self.diagnostics
+                        if t > when and s.level == DiagnosticStatus.WARN and text in s.message
+                    ),
+                    None,
+                )
+
+        return graph.wait_until(find, 15, f"a WARN diagnostic saying {text!r}")
+
+    def values_after(self, graph: Any, when: float) -> dict[str, str]:
+        """The values of the first status received after ``when`` (monotonic)."""
+
+        def find() -> dict[str, str] | None:
+            with self.lock:
+                return next(
+                    (
+                        {kv.key: kv.value for kv in s.values}
+                        for t, s in self.diagnostics
+                        if t > when
+                    ),
+                    None,
+                )
+
+        return graph.wait_until(find, 5, "a /diagnostics status")
 
     def for_header(self, graph: Any, topic: str, header: Header) -> Any:
         def find() -> Any:
@@ -366,12 +400,21 @@ def test_bad_depth_on_the_topics_is_explained_and_good_depth_works_again(
 ) -> None:
     process, outputs, camera, _ = rgbd
     make_depth, k, says = TOPIC_FAULTS[fault]
+    started = time.monotonic()
     first_bad = camera.set_depth(make_depth, k)
     try:
         msg = outputs.result_of_frames_from(
             graph, first_bad, lambda m: says in m.depth_status, f"depth_status {says!r}"
         )
         assert len(msg.masks) == 2 and not any(info.has_target for info in msg.mask_info)
+        # Loud, not only in the result: /diagnostics turns WARN with the reason, and the log
+        # says it in one WARN line, not one per frame (at most once per LOG_REPEAT_SECONDS).
+        status = outputs.warn_after(graph, started, says)
+        assert "no 3D targets" in status.message
+        line = rf"\[WARN\].*no 3D targets: [^\n]*{re.escape(says)}"
+        process.wait_for_output(line, 10)
+        repeats = 1 + (time.monotonic() - started) // LOG_REPEAT_SECONDS
+        assert 1 <= len(re.findall(line, process.output)) <= repeats
     finally:
         camera.set_depth(full_depth)
     outputs.result_after(graph, time.monotonic(), has_targets, "3D targets after the fault")
@@ -485,3 +528,87 @@ def test_a_goal_on_the_camera_frame_gets_that_frames_depth(goals_only) -> None:
     depth = camera.depth_sent_at(result.header)
     assert result.depth_header == depth.header
     assert_targets_equal(result, expected_targets(result, depth))
+
+
+# --- loud, not silent: a camera that stops, and what /diagnostics counts -------------------------
+
+
+@pytest.fixture
+def idle_camera(rgbd, graph):
+    """The rgbd node with the camera running and nothing to do: no standing instruction, no
+    following (frames are wanted by nobody)."""
+    process, outputs, camera, instruction = rgbd
+    outputs.result_after(graph, 0.0, lambda m: True, "a first result: the camera is seen")
+    client = LisaClient(graph, NODE)
+    instruction.publish(String(data=""))
+    assert client.set_parameters(follow_rate_hz=0.0)[0].successful
+    time.sleep(1.5)  # a frame inference running when the instruction was cleared ends
+    yield process, outputs, camera, client
+    assert client.set_parameters(follow_rate_hz=10.0, max_frame_age_s=1.0)[0].successful
+    instruction.publish(String(data=REFERENCE_INSTRUCTION))
+
+
+def result_counts(values: dict[str, str]) -> dict[str, int]:
+    pairs = [item.split(": ") for item in values["goal_results"].split(", ") if item]
+    return {code: int(count) for code, count in pairs}
+
+
+def test_idle_frames_are_not_dropped_and_goals_are_counted_by_outcome(idle_camera, graph) -> None:
+    process, outputs, camera, client = idle_camera
+    before = outputs.values_after(graph, time.monotonic())
+    time.sleep(3.0)
+    idle = outputs.values_after(graph, time.monotonic())
+    received = int(idle["frames_received"]) - int(before["frames_received"])
+    assert received >= 15, (before, idle)  # a 30 Hz camera for 3 s (fewer on a busy machine)
+    # Nobody wanted those frames: none was dropped for want of time, none reasoned.
+    for key in ("frames_dropped_busy", "frames_reasoned", "frames_followed"):
+        assert idle[key] == before[key], key
+    assert int(idle["frames_unused"]) - int(before["frames_unused"]) >= received - 1
+
+    status, result, _ = client.run(REFERENCE_INSTRUCTION)  # on the camera's latest frame
+    assert (status, result.error_code) == (GoalStatus.STATUS_SUCCEEDED, Segment.Result.SUCCESS)
+    after = outputs.values_after(graph, time.monotonic())
+    assert int(after["goals_succeeded"]) == int(idle["goals_succeeded"]) + 1
+    assert result_counts(after).get("SUCCESS", 0) == result_counts(idle).get("SUCCESS", 0) + 1
+    assert after["goals_aborted"] == idle["goals_aborted"]
+    assert after["frames_dropped_busy"] == idle["frames_dropped_busy"]
+
+
+def test_a_stopped_camera_is_diagnosed_and_its_last_frame_refused_to_goals(
+    idle_camera, graph
+) -> None:
+    process, outputs, camera, client = idle_camera
+    before = outputs.values_after(graph, time.monotonic())
+    camera.timer.cancel()
+    stopped = time.monotonic()
+    try:
+        status = outputs.warn_after(graph, stopped, "no image for")
+        seconds = float(re.match(r"no image for ([\d.]+) s", status.message).group(1))
+        assert seconds > 2.0 and "depth missing" not in status.message  # colour comes first
+
+        sent = time.monotonic()
+        status, result, _ = client.run(REFERENCE_INSTRUCTION)
+        answered = time.monotonic()
+        assert (status, result.error_code) == (GoalStatus.STATUS_ABORTED, Segment.Result.NO_IMAGE)
+        age = float(re.search(r"latest frame is ([\d.]+) s old", result.error_message).group(1))
+        assert sent - stopped - 0.5 <= age <= answered - stopped + 0.5, (age, result.error_message)
+        assert "max_frame_age_s=1" in result.error_message
+        process.wait_for_output(
+            r"\[WARN\].*Goal aborted \(NO_IMAGE\): the camera's latest frame is [\d.]+ s old", 10
+        )
+        after = outputs.values_after(graph, time.monotonic())
+        assert int(after["goals_aborted"]) == int(before["goals_aborted"]) + 1
+        assert result_counts(after)["NO_IMAGE"] == result_counts(before).get("NO_IMAGE", 0) + 1
+
+        # A goal that brings its image does not need the camera; max_frame_age_s 0 turns it off.
+        status, result, _ = client.run(REFERENCE_INSTRUCTION, _goal_image())
+        assert result.error_code == Segment.Result.SUCCESS
+        assert client.set_parameters(max_frame_age_s=0.0)[0].successful
+        status, result, _ = client.run(REFERENCE_INSTRUCTION)
+        assert result.error_code == Segment.Result.SUCCESS, result.error_message
+    finally:
+        camera.timer.reset()
+    assert client.set_parameters(max_frame_age_s=1.0)[0].successful
+    time.sleep(0.5)
+    status, result, _ = client.run(REFERENCE_INSTRUCTION)
+    assert result.error_code == Segment.Result.SUCCESS, result.error_message

@@ -52,7 +52,7 @@ class Outputs:
         self.overlay: list[Image] = []
         self.text: list[str] = []
         self.diagnostics: list[DiagnosticStatus] = []
-        # (the node's clock when it reported, frames it had processed), from /diagnostics
+        # (the node's clock when it reported, frames it had reasoned), from /diagnostics
         self.frames_processed: list[tuple[float, int]] = []
         self.node = node
         node_ = graph.node
@@ -78,9 +78,9 @@ class Outputs:
             self.diagnostics.extend(ours)
             for status in ours:
                 values = {kv.key: kv.value for kv in status.values}
-                if "frames_processed" in values:
+                if "frames_reasoned" in values:
                     when = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                    self.frames_processed.append((when, int(values["frames_processed"])))
+                    self.frames_processed.append((when, int(values["frames_reasoned"])))
 
     def results_after(self, when: float) -> list[Segmentation]:
         with self.lock:
@@ -281,7 +281,7 @@ def test_a_bad_frame_is_logged_and_reported_and_the_next_frame_is_segmented(
             continue
     assert status is not None, f"no WARN diagnostic with {expected!r}\n{process.output[-3000:]}"
     assert "camera frame dropped" in status.message
-    process.wait_for_output(f"camera frame dropped: .*{expected}", 5)
+    process.wait_for_output(rf"\[WARN\].*camera frame dropped: .*{expected}", 5)
     assert outputs.results_after(sent) == []
 
     good = camera.publish()
