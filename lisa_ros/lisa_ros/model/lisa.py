@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import StoppingCriteriaList
 
+from . import host_memory
 from .checkpoint import TokenLayout
 from .errors import LisaOutOfMemoryError
 from .generation import AnswerStreamer, StopOnEvent, TextCallback
@@ -556,7 +557,10 @@ class LisaModel:
 
 def free_device_memory() -> None:
     """Collect unreachable tensors and return the CUDA memory PyTorch keeps cached, so a dropped
-    model or a failed step actually frees the GPU (for this process's next load or another's)."""
+    model or a failed step actually frees the GPU (for this process's next load or another's).
+    The host memory the dropped tensors held goes back to the system too (:mod:`.host_memory`).
+    """
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    host_memory.trim()
