@@ -2,7 +2,7 @@
 # CI (.ci/run) also runs make test-jazzy: the ROS-free tests on a ROS Jazzy user's numpy/OpenCV/Pillow.
 VENV ?= .venv
 
-.PHONY: setup test test-jazzy test-newest lock
+.PHONY: setup test test-jazzy test-newest lock demo
 
 setup:
 	./scripts/setup.sh $(VENV)
@@ -18,3 +18,11 @@ test-newest:
 
 lock:
 	./scripts/lock.sh
+
+# README "Try it": lisa_node on the bundled tiny model, a rendered RGB-D scene, one goal; ends by itself.
+# DDS stays on this machine unless ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise. DEMO_ARGS: launch
+# arguments, e.g. DEMO_ARGS="model:=xinlai/LISA-7B-v1 adapter:= device:=cuda".
+demo:
+	AMENT_PREFIX_PATH="$(abspath $(VENV))$${AMENT_PREFIX_PATH:+:$$AMENT_PREFIX_PATH}" \
+	ROS_AUTOMATIC_DISCOVERY_RANGE="$${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}" \
+	$(VENV)/bin/ros2 launch lisa_ros demo.launch.py $(DEMO_ARGS)

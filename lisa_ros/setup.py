@@ -1,10 +1,20 @@
 """ament_python package of lisa_ros: the ROS-free LISA core (lisa_ros.model) and the ROS 2 node."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "lisa_ros"
+# The demo (demo.launch.py): its scene, its toy adapter and the tiny checkpoint they run on
+# (demo/lisa-tiny-7b links to the test fixture; only the model and its CLIP are installed).
+DEMO_FOLDERS = (
+    "demo",
+    "demo/scene",
+    "demo/red_box_adapter",
+    "demo/lisa-tiny-7b/checkpoint",
+    "demo/lisa-tiny-7b/clip",
+)
 
 setup(
     name=PACKAGE,
@@ -16,6 +26,10 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        *(
+            (f"share/{PACKAGE}/{folder}", [p for p in glob(f"{folder}/*") if os.path.isfile(p)])
+            for folder in DEMO_FOLDERS
+        ),
     ],
     python_requires=">=3.10",
     # Ranges for installing into your own environment; `make setup` installs requirements/dev.lock.
@@ -57,6 +71,7 @@ setup(
             "lisa-eval = lisa_ros.eval_cli:main",
             "lisa-finetune = lisa_ros.finetune_cli:main",
             "lisa-ask = lisa_ros.node.ask:main",
+            "rgbd_player = lisa_ros.node.rgbd_player:main",
         ],
     },
 )

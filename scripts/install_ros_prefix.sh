@@ -16,7 +16,7 @@ VENV=$(realpath -m "${1:-.venv}")
 PACKAGE=lisa_ros
 SOURCE=$(realpath "$PACKAGE")
 
-for script in lisa_node lisa-ask lisa-segment lisa-eval; do
+for script in lisa_node lisa-ask lisa-segment lisa-eval rgbd_player; do
     if [[ ! -x "$VENV/bin/$script" ]]; then
         echo "[ros-prefix] $VENV/bin/$script is missing: pip install -e ./lisa_ros first (make setup)" >&2
         exit 1
@@ -36,7 +36,9 @@ for folder in launch config rviz; do
         ln -sfn "$file" "$VENV/share/$PACKAGE/$folder/"
     done
 done
-for script in lisa_node lisa-ask lisa-segment lisa-eval; do
+# The demo's data (scene, adapter, tiny model) is read, not searched: one link to the folder.
+ln -sfn "$SOURCE/demo" "$VENV/share/$PACKAGE/demo"
+for script in lisa_node lisa-ask lisa-segment lisa-eval rgbd_player; do
     ln -sfn "../../bin/$script" "$VENV/lib/$PACKAGE/$script"
 done
 
