@@ -194,10 +194,9 @@ class LisaNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self._sessions.set_capacity(self._param("max_sessions"))
-        self._streams = CameraStreams()
+        self._streams = CameraStreams(report=self._report_input_error)
         self._inputs: list[Any] = []
         self._result_publishers: list[Any] = []
-        self._last_logged: tuple[float, str] = (float("-inf"), "")
 
         # The action server and diagnostics exist in every state: a goal sent to an unconfigured
         # or inactive node gets MODEL_NOT_READY with the reason, instead of waiting for a server.
@@ -272,6 +271,7 @@ class LisaNode(LifecycleNode):
         self._scheduler = WorkScheduler(self._frame_job, self._follow_job)
         self._scheduler.set_max_rate(self._param("max_rate_hz"))
         self._scheduler.set_follow_rate(self._param("follow_rate_hz"))
+        self._scheduler.set_reasoning_share(self._param("reasoning_share"))
         self._set_standing_instruction(self._param("instruction_text"), INSTRUCTION_PARAMETER)
         self._worker = threading.Thread(
             target=self._inference_loop, args=(self._scheduler,), name="lisa-inference", daemon=True
@@ -405,7 +405,8 @@ class LisaNode(LifecycleNode):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.offer_frame(Frame(msg, self._streams))
+            received_at = self.get_clock().now().nanoseconds / 1e9  # max_frame_age_s
+            scheduler.offer_frame(Frame(msg, self._streams, received_at=received_at))
 
     def _on_instruction(self, msg: String) -> None:
         self._set_standing_instruction(msg.data, "")
@@ -528,6 +529,7 @@ class LisaNode(LifecycleNode):
             max_new_tokens=self._param("max_new_tokens"),
             limits=ImageLimits(self._param("min_image_side"), self._param("max_image_side")),
             max_instruction_chars=self._param("max_instruction_chars"),
+            max_frame_age_s=self._param("max_frame_age_s"),
             follow=FollowSettings(
                 min_score_ratio=self._param("follow_min_score_ratio"),
                 max_area_change=self._param("follow_max_area_change"),
@@ -554,6 +556,8 @@ class LisaNode(LifecycleNode):
             self._scheduler.set_max_rate(values["max_rate_hz"])
         if "follow_rate_hz" in values and self._scheduler is not None:
             self._scheduler.set_follow_rate(values["follow_rate_hz"])
+        if "reasoning_share" in values and self._scheduler is not None:
+            self._scheduler.set_reasoning_share(values["reasoning_share"])
         if "max_sessions" in values:
             self._sessions.set_capacity(values["max_sessions"])
         if "instruction_text" in values:
@@ -593,13 +597,11 @@ class LisaNode(LifecycleNode):
             return "the node is inactive: activate it (lifecycle transition 'activate')"
         return f"the node is {state}: configure and activate it (or start it with autostart:=true)"
 
-    def _report_input_error(self, message: str) -> None:
-        """A problem with topic input: log it (without flooding) and report it on /diagnostics."""
-        self._health.input_error(message)
-        now = time.monotonic()
-        if message != self._last_logged[1] or now - self._last_logged[0] >= LOG_REPEAT_SECONDS:
-            self._last_logged = (now, message)
-            self.get_logger().error(message)
+    def _report_input_error(self, cause: str, message: str) -> None:
+        """A problem with topic input (``cause``: image, depth, camera_info, instruction): a WARN
+        line, once per cause in a while (see diagnostics), and a WARN on /diagnostics at once."""
+        if self._health.input_error(cause, message):
+            self.get_logger().warning(message)
         self._publish_diagnostics()
 
     def _publish_diagnostics(self) -> None:
@@ -609,6 +611,7 @@ class LisaNode(LifecycleNode):
         snapshot = HealthSnapshot(
             lifecycle_state=self.state_label(),
             model=loaded.model if loaded is not None else "",
+            adapter=loaded.adapter if loaded is not None else "",
             pending_parameters=loaded.changed(ModelSettings(self)) if loaded is not None else [],
             device=str(self._model.device)
             if self._model is not None
@@ -622,6 +625,9 @@ class LisaNode(LifecycleNode):
             last_followed=pipeline.last_followed if pipeline is not None else False,
             last_reasoning_age=pipeline.last_reasoning_age if pipeline is not None else 0.0,
             recording=self._recorder.stats(),
+            image_silence_s=self._image_silence_s(scheduler),
+            goal_outcomes=self._action_server.tally.outcomes(),
+            goal_results=self._action_server.tally.codes(),
         )
         try:
             self._diagnostics.publish(
@@ -629,6 +635,11 @@ class LisaNode(LifecycleNode):
             )
         except Exception as error:  # noqa: BLE001 - e.g. during shutdown
             self.get_logger().debug(f"diagnostics not published: {error}")
+
+    def _image_silence_s(self, scheduler: WorkScheduler[Frame] | None) -> float | None:
+        """Seconds since the last colour frame; None before the first since activation."""
+        frame = scheduler.latest_frame() if scheduler is not None and self._inputs else None
+        return None if frame is None else time.perf_counter() - frame.received
 
 
 def spin(node: LisaNode) -> bool:

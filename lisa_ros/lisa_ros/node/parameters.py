@@ -183,6 +183,15 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         int_range=(16, 65536),
     ),
     ParameterSpec(
+        "max_frame_age_s",
+        1.0,
+        "A goal without an image of its own runs on the camera's latest frame only when the node "
+        "received it at most this many seconds ago (node clock: sim time under use_sim_time; "
+        "the receive time, not the header stamp, so cameras with unsynchronised clocks work); "
+        "older: NO_IMAGE, saying how old. 0: off (any latest frame).",
+        float_range=(0.0, 3600.0),
+    ),
+    ParameterSpec(
         "max_instruction_chars",
         2000,
         "Longer instructions are rejected with a clear error (prompts must also fit the model's "
@@ -205,6 +214,15 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "decodes its [SEG] prompts again; no CLIP, no LLM) at most this often. 0: off, every "
         "output is reasoned as before.",
         float_range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        "reasoning_share",
+        0.5,
+        "While following is on, reasoning keeps about this share of the inference thread's time: "
+        "a reasoning step of d seconds leaves the next d * (1 - share) / share seconds to "
+        "following, so followed frames keep coming when a step takes longer than 1/max_rate_hz "
+        "(slow hardware). 1: reasoning first, following only gets what max_rate_hz leaves.",
+        float_range=(0.05, 1.0),
     ),
     ParameterSpec(
         "follow_goal_seconds",

@@ -79,7 +79,24 @@ def test_frames_are_never_queued_only_the_newest_is_processed(
     finish(scheduler, job)
     assert take(scheduler) is None  # nothing new arrived: the same frame is not processed twice
     stats = scheduler.stats()
-    assert (stats.frames_received, stats.frames_processed, stats.frames_dropped) == (100, 1, 99)
+    # Nothing ran while they came: the 99 replaced frames were not dropped for want of time.
+    counts = (stats.frames_received, stats.frames_reasoned, stats.frames_dropped_busy)
+    assert counts == (100, 1, 0) and stats.frames_unused == 99
+
+
+def test_frames_count_as_dropped_only_when_the_busy_thread_made_them_wait(
+    scheduler: WorkScheduler[str],
+) -> None:
+    for index in range(5):  # idle, no instruction: nobody wanted them
+        scheduler.offer_frame(f"idle{index}")
+    scheduler.set_instruction("the cup")
+    running = take(scheduler)
+    for index in range(3):  # the thread reasons on idle4: these wait for it and are replaced
+        scheduler.offer_frame(f"busy{index}")
+    finish(scheduler, running)
+    stats = scheduler.stats()
+    assert (stats.frames_received, stats.frames_reasoned) == (8, 1)
+    assert (stats.frames_unused, stats.frames_dropped_busy) == (4, 2)  # busy2 is still waiting
 
 
 def test_no_standing_instruction_means_no_frame_work(scheduler: WorkScheduler[str]) -> None:
@@ -124,7 +141,7 @@ def test_rate_zero_means_as_fast_as_frames_come(scheduler: WorkScheduler[str]) -
     for index in range(3):
         scheduler.offer_frame(f"f{index}")
         finish(scheduler, take(scheduler))
-    assert scheduler.stats().frames_processed == 3
+    assert scheduler.stats().frames_reasoned == 3
 
 
 def test_goals_run_before_frames_and_supersede_a_running_frame(
