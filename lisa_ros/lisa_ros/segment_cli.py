@@ -67,7 +67,7 @@ from lisa_ros.geometry import (
     depth_to_meters,
     locate,
 )
-from lisa_ros.visualization import draw_overlay
+from lisa_ros.visualization import draw_overlay, mask_title
 
 if TYPE_CHECKING:  # the model stack imports torch and transformers: seconds, only when needed
     from lisa_ros.model import LisaModel, SegmentationResult
@@ -205,7 +205,7 @@ def describe_targets(phrases: Sequence[str], targets: Sequence[Target3D]) -> str
     """One line per mask for the terminal: its centroid (m, camera frame), or why it has none."""
     lines = []
     for position, (phrase, target) in enumerate(zip(phrases, targets, strict=True)):
-        label = f"mask {position}" + (f' "{phrase}"' if phrase else "")
+        label = mask_title(position, phrase)
         if target.ok:
             x, y, z = target.centroid
             lines.append(

@@ -126,6 +126,13 @@ def mask_label(phrase: str) -> str:
     return _FILLER.sub("", " ".join(phrase.split())).strip(" ,.;:")
 
 
+def mask_title(index: int, phrase: str) -> str:
+    """How the CLIs name mask ``index`` in a line of text: ``mask 0 "the red box"``, by the same
+    words as the overlay's label (just ``mask 1`` when the phrase has none)."""
+    label = mask_label(phrase)
+    return f'mask {index} "{label}"' if label else f"mask {index}"
+
+
 def draw_overlay(
     image_rgb: np.ndarray,
     masks: np.ndarray,

@@ -24,7 +24,7 @@ from tiny_lisa import CHECKPOINT, FIXTURE, IMAGE
 from lisa_ros.cli_io import write_ply
 from lisa_ros.geometry import depth_to_meters, locate
 from lisa_ros.segment_cli import write_outputs
-from lisa_ros.visualization import draw_overlay, mask_colors
+from lisa_ros.visualization import draw_overlay, mask_colors, mask_title
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTION = "Where is the thing? Please output segmentation mask."
@@ -407,7 +407,7 @@ def check_targets(folder: Path, record: dict, depth_m: np.ndarray, stdout: str) 
         assert target["reason"] == expected.reason
         assert target["num_points"] == expected.num_points
         assert target["valid_ratio"] == pytest.approx(expected.valid_ratio, abs=1e-12)
-        assert lines[1 + position].startswith(f'mask {position} "{entry["phrase"]}": ')
+        assert lines[1 + position].startswith(f"{mask_title(position, entry['phrase'])}: ")
         ply = folder / f"points_{position}.ply"
         found.append(expected.ok)
         if not expected.ok:
@@ -556,7 +556,8 @@ def test_without_output_the_answer_lists_the_targets(tmp_path):
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.rstrip("\n").split("\n")
     assert lines[0] == "Sure, [SEG] and [SEG] ."
-    assert [line.split(":")[0] for line in lines[1:]] == ['mask 0 "Sure"', 'mask 1 "and"']
+    # named as the overlay labels them: "Sure" and "and" are LISA's fixed words, no name
+    assert [line.split(":")[0] for line in lines[1:]] == ["mask 0", "mask 1"]
 
 
 # --- 3D targets: refused before the model loads ----------------------------------------------

@@ -27,6 +27,7 @@ from lisa_ros.visualization import (
     mask_colors,
     mask_label,
     mask_phrases,
+    mask_title,
 )
 
 HEIGHT, WIDTH = 240, 320
@@ -439,6 +440,11 @@ def test_labels_of_neighbouring_masks_do_not_overlap():
 def test_mask_label_leaves_out_lisas_fixed_words(phrase, label):
     """What the overlay's labels and the RViz markers both show for a mask's phrase."""
     assert mask_label(phrase) == label
+
+
+def test_the_clis_name_a_mask_by_its_label():
+    assert mask_title(0, "Sure, it is the red box") == 'mask 0 "the red box"'
+    assert mask_title(2, "It is") == "mask 2"
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ from lisa_ros.image_conversion import (
     to_rgb8,
 )
 from lisa_ros.model.result import MaskRecord
-from lisa_ros.visualization import draw_overlay
+from lisa_ros.visualization import draw_overlay, mask_title
 
 PROG = "lisa-ask"
 DEFAULT_ACTION = "/lisa/segment"
@@ -593,7 +593,8 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
     name = constant_names(Segment.Result).get(code, f"error code {code}")
     if code == Segment.Result.SUCCESS:
         masks = ", ".join(
-            f"{info.phrase!r}: {info.area} px, score {info.score:.2f}" for info in result.mask_info
+            f"{mask_title(info.seg_index, info.phrase)}: {info.area} px, score {info.score:.2f}"
+            for info in result.mask_info
         )
         printer.message(f"SUCCESS: {len(result.masks)} mask(s)" + (f" ({masks})" if masks else ""))
         for line in target_lines(result):
@@ -623,14 +624,14 @@ def target_lines(result: Any) -> list[str]:
         if info.has_target:
             c, low, high = info.centroid, info.extent_min, info.extent_max
             lines.append(
-                f"mask {info.seg_index} {info.phrase!r}: centroid x={c.x:.3f} y={c.y:.3f} "
+                f"{mask_title(info.seg_index, info.phrase)}: centroid x={c.x:.3f} y={c.y:.3f} "
                 f"z={c.z:.3f} m in {frame}, size {high.x - low.x:.3f} x {high.y - low.y:.3f} x "
                 f"{high.z - low.z:.3f} m, {info.num_points} points, depth on "
                 f"{info.valid_ratio:.0%} of the mask"
             )
         else:
             reason = info.target_status or result.depth_status or "the node sent no depth status"
-            lines.append(f"mask {info.seg_index} {info.phrase!r}: no 3D target ({reason})")
+            lines.append(f"{mask_title(info.seg_index, info.phrase)}: no 3D target ({reason})")
     return lines
 
 

@@ -74,14 +74,14 @@ def test_image_file_goal_prints_the_answer_and_saves_masks_overlay_and_json(
     assert done.returncode == 0, done.stderr
     assert done.stdout == ANSWER + "\n"  # stdout holds the answer only
     assert "[generating] Sure, the left part" in done.stderr
-    assert "SUCCESS: 2 mask(s) ('Sure, the left part': 1560 px" in done.stderr
+    assert 'SUCCESS: 2 mask(s) (mask 0 "the left part": 1560 px' in done.stderr
     # Where each mask is in 3D (the canned node placed the first one only), and why not.
     assert (
-        "mask 0 'Sure, the left part': centroid x=0.125 y=-0.250 z=0.750 m in "
+        'mask 0 "the left part": centroid x=0.125 y=-0.250 z=0.750 m in '
         "camera_color_optical_frame, size 0.250 x 0.500 x 0.100 m, 1234 points, depth on 88% "
         "of the mask" in done.stderr
     )
-    assert "mask 1 'and the right part': no 3D target (no usable depth in the mask)" in done.stderr
+    assert 'mask 1 "the right part": no 3D target (no usable depth in the mask)' in done.stderr
     masks = [cv2.imread(str(output / f"mask_{k}.png"), cv2.IMREAD_UNCHANGED) for k in range(2)]
     # the masks are of the image that was sent
     for saved, expected in zip(masks, thirds(60, 80), strict=True):

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 ROS2 = BIN / "ros2"
 SCENE = Path(__file__).resolve().parents[2] / "demo" / "scene"
 CENTROID = re.compile(
-    r"mask (\d+) '.*': centroid x=(-?[\d.]+) y=(-?[\d.]+) z=(-?[\d.]+) m in (\S+),"
+    r'mask (\d+) "the red box": centroid x=(-?[\d.]+) y=(-?[\d.]+) z=(-?[\d.]+) m in (\S+),'
 )
 # Generous: on a loaded 2-core machine the load alone can take a minute.
 DEMO_TIMEOUT_S = 300
