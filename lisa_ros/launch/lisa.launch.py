@@ -24,6 +24,7 @@ from ament_index_python.packages import (
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
+from launch.events.process import ProcessExited
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -88,8 +89,7 @@ def _launch_setup(context: LaunchContext) -> list:
         remappings=remappings,
         output="screen",
         emulate_tty=True,
-        # Without the node there is nothing to run: end the launch (RViz included) with it.
-        on_exit=Shutdown(reason="lisa_node exited"),
+        on_exit=_end_the_launch,
     )
     if not IfCondition(LaunchConfiguration("use_rviz")).evaluate(context):
         return [lisa]
@@ -120,6 +120,15 @@ def _parameter_value(name: str, value: str) -> ParameterValue:
         return ParameterValue(int(value), value_type=int)
     except ValueError:
         raise ValueError(f"{name}:={value!r} is not a whole number") from None
+
+
+def _end_the_launch(event: ProcessExited, context: LaunchContext) -> list | None:
+    """Without the node there is nothing to run: end the launch (RViz included) with it. Unless
+    the launch is already ending (Ctrl-C): a second Shutdown makes launch_ros stop its ROS adapter
+    twice ("Cannot shutdown a ROS adapter that is not running") and launch exit with status 1."""
+    if context.is_shutdown:
+        return None
+    return [Shutdown(reason="lisa_node exited")]
 
 
 def _package_installed(name: str) -> bool:

@@ -544,4 +544,5 @@ def test_lifecycle_get_and_param_get_answer_while_the_model_loads(
     node.send_signal(signal.SIGINT)
     assert node.wait(timeout=10) == 0, node.output
     assert time.monotonic() - interrupted < 5.0, node.output
-    assert "Shut down while configuring: exiting without waiting for it to end" in node.output
+    assert "SIGINT: shutting down, interrupting the model load (configuring)" in node.output
+    assert "Still configuring: exiting without waiting for it to end" in node.output
