@@ -25,7 +25,8 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -278,8 +279,9 @@ class SegmentClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            # Short waits: a Ctrl-C is raised here within 0.1 s.
-            self.executor.spin_once(timeout_sec=min(0.1, remaining))
+            # Short waits: a Ctrl-C is raised here, between two steps, within 0.1 s.
+            with INTERRUPTS.deferred():
+                self.executor.spin_once(timeout_sec=min(0.1, remaining))
         return True
 
     def wait_for_server(self, timeout: float) -> None:
@@ -447,8 +449,43 @@ def write_outputs(
 # --- main ------------------------------------------------------------------------------------
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class Interrupts:
+    """Ctrl-C and SIGTERM as KeyboardInterrupt, but never from inside rclpy's executor.
+
+    Python raises KeyboardInterrupt wherever the main thread is, so a Ctrl-C could land inside
+    ``spin_once`` after it took a message (a goal response, a cancel answer) and before the
+    future it completes saw it: the cancel that follows would then wait out its timeouts for an
+    answer already lost. Inside :meth:`deferred` a signal is only noted, and raised when the
+    executor step is done.
+    """
+
+    def __init__(self) -> None:
+        self._deferring = False
+        self._pending = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: `timeout`, systemd
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._deferring:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
+INTERRUPTS = Interrupts()
 
 
 def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter) -> int:
@@ -641,8 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     full_argv = list(sys.argv if argv is None else [PROG, *argv])
     args = build_parser().parse_args(remove_ros_args(full_argv)[1:])
     printer = FeedbackPrinter(sys.stderr, enabled=not args.quiet)
-    # `timeout`, systemd: cancel like Ctrl-C
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    INTERRUPTS.install()
     try:
         return run(args, full_argv, printer)
     except CommandError as error:
