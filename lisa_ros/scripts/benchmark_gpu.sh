@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU table of the model benchmark in one go: a random full-size LISA-7B (no download), a
-# 30-token answer with one [SEG], cached vs reference-style, at bf16, then int8 and nf4 LLMs; last,
-# the cost of fine-tuning: lisa-finetune's LoRA step on the same shapes (benchmark_finetune.py).
+# 30-token answer with one [SEG], cached vs reference-style, at bf16, then int8 and nf4 LLMs; then
+# the cost of fine-tuning: lisa-finetune's LoRA step on the same shapes (benchmark_finetune.py);
+# last, lisa_node's model reloads: CUDA memory allocated after each cleanup (benchmark_reload.py,
+# needs rclpy and lisa_ros_interfaces; without CUDA the same script reports host memory only).
 # Usage: lisa_ros/scripts/benchmark_gpu.sh [OUT_DIR] [extra benchmark_model.py options]
 # Needs torch with CUDA, transformers, peft, accelerate, segment-anything (and bitsandbytes for the
 # quantised rows; a row whose packages are missing fails on its own and the next one still runs).
@@ -24,3 +26,8 @@ done
 echo "=== fine-tuning step (LoRA), bf16, gradient checkpointing on vs off ==="
 "$PYTHON" scripts/benchmark_finetune.py --full-size-7b --precision bf16 --device cuda \
     --warmup 1 --steps 3 --json "$OUT/finetune.json" 2>&1 | tee "$OUT/finetune.txt"
+# The node's cleanup -> configure -> activate, a goal each time: what PyTorch has allocated on the
+# GPU before each configure must come back to the first cycle's figure (a reload leaves nothing).
+echo "=== lisa_node reloads: CUDA memory after each cleanup, bf16 ==="
+"$PYTHON" scripts/benchmark_reload.py --full-size-7b --precision bf16 --device cuda --cycles 5 \
+    --json "$OUT/reload.json" 2>&1 | tee "$OUT/reload.txt"
