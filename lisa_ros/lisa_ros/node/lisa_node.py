@@ -63,12 +63,13 @@ from rclpy.lifecycle import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from lisa_ros import model as lisa_model  # lazy: torch is imported by the first configure
-from lisa_ros.model import LisaLoadError
+from lisa_ros.model import LisaLoadError, host_memory
 
 from .core_logging import CoreLogRoute
 from .depth import DepthSettings
@@ -90,6 +91,8 @@ from .recording import AnswerRecorder, record_folder
 from .scheduler import WorkScheduler
 from .segment_action import SegmentActionServer
 from .sessions import SessionStore
+from .shutdown import ShutdownRequest
+from .shutdown import install as install_shutdown_request
 
 __all__ = ["LisaNode", "ModelSettings", "main", "run", "spin"]
 
@@ -129,7 +132,8 @@ RESULT_IMAGE_QOS = QoSProfile(
 MODEL_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.read_on_configure)
 
 DIAGNOSTICS_PERIOD = 1.0
-LOG_REPEAT_SECONDS = 5.0  # the same input error is logged at most this often
+# How long a shutdown waits for the executor's callbacks to end (launch sends SIGTERM after 5 s).
+SHUTDOWN_TIMEOUT_S = 3.0
 # How log lines name a standing instruction that came from the parameter, not the topic.
 INSTRUCTION_PARAMETER = " (parameter instruction_text)"
 
@@ -586,6 +590,23 @@ class LisaNode(LifecycleNode):
         """Whether a lifecycle transition (e.g. a model load in configure) is running."""
         return self._state_machine.current_state[0] >= StateMsg.TRANSITION_STATE_CONFIGURING
 
+    def interrupted_work(self) -> str:
+        """What a shutdown now would interrupt, for the log ('' when nothing runs)."""
+        if self.in_transition():
+            state = self.state_label()
+            return "the model load (configuring)" if state == "configuring" else f"'{state}'"
+        scheduler = self._scheduler
+        if scheduler is None:
+            return ""
+        stats = scheduler.stats()
+        waiting = f" ({stats.goals_waiting} more goals waiting)" if stats.goals_waiting else ""
+        running = {
+            "goal": "the answer to a goal",
+            "frame": f"reasoning on a camera frame for '{scheduler.instruction}'",
+            "follow": "following the last answer's masks",
+        }.get(stats.running, "")
+        return running + waiting if running else waiting.strip(" ()")
+
     def not_ready_reason(self) -> str:
         state = self.state_label()
         load_error = self._health.load_error
@@ -642,32 +663,59 @@ class LisaNode(LifecycleNode):
         return None if frame is None else time.perf_counter() - frame.received
 
 
-def spin(node: LisaNode) -> bool:
-    """Spin ``node`` on a multi-threaded executor until shutdown (Ctrl-C or SIGTERM).
+def spin(node: LisaNode, shutdown: ShutdownRequest) -> bool:
+    """Spin ``node`` on a multi-threaded executor until ``shutdown`` is requested (Ctrl-C or
+    SIGTERM), then stop its work in order while the context is still valid.
 
-    Returns False when a lifecycle transition was still running at shutdown (a model load cannot
-    be interrupted): its executor thread is left behind, and the caller should exit without it.
+    The executor spins on a thread of its own: the main thread only waits for the request, so the
+    signal handler never interrupts rclpy (see :mod:`~lisa_ros.node.shutdown`). Returns False when
+    a lifecycle transition was still running (a model load cannot be interrupted): its executor
+    thread is left behind, and the caller should exit without it.
     """
     # Threads for callbacks only: inference has its own thread, and waiting goals are coroutines
     # that hold no thread, so a few threads keep topics, cancel and lifecycle services responsive.
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=4, context=node.context)
     executor.add_node(node)
+    spinner = threading.Thread(
+        target=_spin_executor, args=(executor, shutdown), name="lisa-executor", daemon=True
+    )
+    spinner.start()
+    reason = shutdown.wait()
+    interrupted = node.interrupted_work()
+    node.get_logger().info(
+        f"{reason}: shutting down"
+        + (f", interrupting {interrupted}" if interrupted else " (nothing was running)")
+    )
+    if node.in_transition():
+        return False
+    # Inference first, while the executor still spins: an answered goal's result still goes out.
+    node.release()
+    executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
+    spinner.join(SHUTDOWN_TIMEOUT_S)
+    return not spinner.is_alive()
+
+
+def _spin_executor(executor: MultiThreadedExecutor, shutdown: ShutdownRequest) -> None:
     try:
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:  # the context was shut down by someone else
         pass
     finally:
-        # The context is gone (no more lifecycle transitions); stop inference and free the model.
-        busy = node.in_transition()
-        node.release()
-        executor.shutdown(wait_for_threads=not busy)
-    return not busy
+        shutdown.request("the executor stopped")
 
 
 def run(make_node: Callable[[], LisaNode], args: list[str] | None = None) -> None:
-    """Create the node with ``make_node`` and spin it; exit with status 1 and the reason when it
-    cannot start (e.g. an invalid value in the parameters file)."""
-    rclpy.init(args=args if args is not None else sys.argv)
+    """Create the node with ``make_node`` and spin it until Ctrl-C or SIGTERM, then exit with
+    status 0; exit with status 1 and the reason when it cannot start (e.g. an invalid value in the
+    parameters file)."""
+    shutdown = install_shutdown_request()  # a signal from now on is served in order
+    # Models loaded again on configure must not pile up in the allocator's arenas.
+    host_memory.return_large_blocks_on_free()
+    # Not rclpy's handlers: they shut the context down under the running executor.
+    rclpy.init(
+        args=args if args is not None else sys.argv,
+        signal_handler_options=SignalHandlerOptions.NO,
+    )
     try:
         node = make_node()
     except Exception as error:  # noqa: BLE001 - one line saying why, not a traceback
@@ -676,11 +724,12 @@ def run(make_node: Callable[[], LisaNode], args: list[str] | None = None) -> Non
         sys.exit(1)
     finished = False
     try:
-        finished = spin(node)
+        finished = spin(node, shutdown)
     finally:
+        shutdown.ignore_further()
         if not finished:
             node.get_logger().warning(
-                f"Shut down while {node.state_label()}: exiting without waiting for it to end"
+                f"Still {node.state_label()}: exiting without waiting for it to end"
             )
         node.destroy_node()
         rclpy.try_shutdown()
