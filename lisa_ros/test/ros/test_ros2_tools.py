@@ -426,6 +426,8 @@ def _alive(pid: int) -> bool:
 def scripted(module_processes: RosProcesses, graph) -> Iterator[RosProcess]:
     process = start_lisa(
         module_processes,
+        # The frames below are published once, and these goals run on them minutes later.
+        "max_frame_age_s:=0.0",
         name="acting_lisa",
         replies={"describe": GROWING_REPLY, "long": LONG_REPLY},
         # "long": 400 tokens at 0.15 s, a minute: room for Ctrl-C on a loaded machine
