@@ -66,7 +66,7 @@ setup(
     license_files=["LICENSE"],
     entry_points={
         "console_scripts": [
-            "lisa_node = lisa_ros.node.lisa_node:main",
+            "lisa_node = lisa_ros.node.entry_point:main",
             "lisa-segment = lisa_ros.segment_cli:main",
             "lisa-eval = lisa_ros.eval_cli:main",
             "lisa-finetune = lisa_ros.finetune_cli:main",
