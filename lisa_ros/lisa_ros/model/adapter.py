@@ -59,13 +59,14 @@ def apply_adapter(
     The LLM becomes a PeftModel, merged into plain weights when `merge` (a quantised LLM cannot
     be merged and keeps the adapter layers). The modules outside the LLM are loaded in place.
     """
-    with without_cpu_kernel_notice(relevant=False):  # peft imports bitsandbytes: not about 4-bit
-        from peft import PeftModel
+    from peft import PeftModel
 
     folder = resolve_folder(adapter, what="LoRA adapter")
     logger.info("Applying the adapter %s", folder)
     try:
-        with quiet_peft_deprecation():
+        # peft imports bitsandbytes when it builds the LoRA layers: its notice about a 4-bit CPU
+        # kernel is not about this model
+        with quiet_peft_deprecation(), without_cpu_kernel_notice(relevant=False):
             llm = PeftModel.from_pretrained(llm, os.fspath(folder), is_trainable=False)
     except Exception as error:  # peft raises ValueError, OSError, KeyError...
         raise LisaLoadError(
