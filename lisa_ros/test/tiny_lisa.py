@@ -13,3 +13,12 @@ FIXTURE = Path(__file__).parent / "fixtures" / "lisa-tiny-7b"
 CHECKPOINT = FIXTURE / "checkpoint"
 CLIP = FIXTURE / "clip"
 IMAGE = FIXTURE / "image.png"
+
+# The node's model parameters for the tiny checkpoint on the CPU, as `ros2 launch` arguments (and,
+# each after a "-p", as `ros2 run ... --ros-args` parameters).
+ON_CPU = (f"model:={CHECKPOINT}", f"vision_tower:={CLIP}", "precision:=fp32", "device:=cpu")
+
+
+def ros_parameters(*assignments: str) -> list[str]:
+    """``name:=value`` assignments as the ``-p name:=value`` pairs of ``--ros-args``."""
+    return [word for assignment in assignments for word in ("-p", assignment)]

@@ -33,16 +33,16 @@ from pathlib import Path
 
 import pytest
 from lisa_ros_interfaces.action import Segment
-from node_graph import CHECKPOINT, FIXTURE, SENSOR, _ActionClient, bgr8_msg, fixture_rgb
+from node_graph import SENSOR, _ActionClient, bgr8_msg, fixture_rgb
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import RclpyNode, RosProcess, RosProcesses
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+from tiny_lisa import ON_CPU
 
 pytestmark = pytest.mark.slow
 
 ROS2 = Path(sys.executable).parent / "ros2"
-CLIP = FIXTURE / "clip"
 SEED = 19
 PHASES = ("starting", "loading", "idle", "answering", "following")
 STOPS = ("SIGINT to the process group", "SIGINT to ros2 launch", "SIGTERM to lisa_node")
@@ -69,10 +69,7 @@ def launch(processes: RosProcesses, namespace: str) -> RosProcess:
         "launch",
         "lisa_ros",
         "lisa.launch.py",
-        f"model:={CHECKPOINT}",
-        f"vision_tower:={CLIP}",
-        "precision:=fp32",
-        "device:=cpu",
+        *ON_CPU,
         f"namespace:={namespace}",
         name=f"launch_{namespace}",
     )

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lisa_ros_interfaces.action import Segment
-from node_graph import CHECKPOINT, CONFIG, FIXTURE, LisaClient, bgr8_msg, fixture_rgb
+from node_graph import CONFIG, LisaClient, bgr8_msg, fixture_rgb
 from ros_harness import RosProcess
+from tiny_lisa import CHECKPOINT, CLIP, ON_CPU, ros_parameters
 
-CLIP = FIXTURE / "clip"
 CYCLES = 10
 # Growth allowed from the second cycle to the last, in all (RSS after cleanup). Measured on a
 # 2-core CPU with the tiny checkpoint: +50 MB before the fix (+6 MB a cycle; 27 MB a cycle with
@@ -58,16 +58,7 @@ def reloading(module_processes, graph) -> Iterator[tuple[RosProcess, LisaClient]
         str(CONFIG),
         "-r",
         "__node:=reloading_lisa",
-        "-p",
-        f"model:={CHECKPOINT}",
-        "-p",
-        f"vision_tower:={CLIP}",
-        "-p",
-        "precision:=fp32",
-        "-p",
-        "device:=cpu",
-        "-p",
-        "max_new_tokens:=16",
+        *ros_parameters(*ON_CPU, "max_new_tokens:=16"),
     )
     process.wait_for_output(r"Active: serving", 120)
     client = LisaClient(graph, "/reloading_lisa")

@@ -34,7 +34,6 @@ import pytest
 from fixture_replies import AND, COMMA, DOT, SEG, SURE
 from node_graph import (
     CHECKPOINT,
-    FIXTURE,
     LONG_REPLY,
     SENSOR,
     bgr8_msg,
@@ -44,12 +43,12 @@ from node_graph import (
 )
 from ros_harness import RosProcess, RosProcesses
 from sensor_msgs.msg import Image
+from tiny_lisa import CLIP, ON_CPU, ros_parameters
 
 BIN = Path(sys.executable).parent
 ROS2 = BIN / "ros2"
 COLCON = BIN / "colcon"
 PACKAGES = Path(__file__).resolve().parents[3]  # the checkout: lisa_ros/ and lisa_ros_interfaces/
-CLIP = FIXTURE / "clip"
 REQUIRE_TOOLS = os.environ.get("LISA_ROS_REQUIRE_ROS2_TOOLS") == "1"
 
 CLI_TIMEOUT = 60.0
@@ -186,14 +185,7 @@ def test_the_venv_is_a_ros_prefix_for_lisa_ros(ros2: Ros2, ros_processes: RosPro
         "--ros-args",
         "-r",
         "__node:=run_lisa",
-        "-p",
-        f"model:={CHECKPOINT}",
-        "-p",
-        f"vision_tower:={CLIP}",
-        "-p",
-        "precision:=fp32",
-        "-p",
-        "device:=cpu",
+        *ros_parameters(*ON_CPU),
         name="ros2_run",
     )
     wait_active(node)
@@ -222,10 +214,7 @@ def launched(
         "launch",
         "lisa_ros",
         "lisa.launch.py",
-        f"model:={CHECKPOINT}",
-        f"vision_tower:={CLIP}",
-        "precision:=fp32",
-        "device:=cpu",
+        *ON_CPU,
         f"namespace:={NAMESPACE}",
         f"image:={CAMERA}",
         "camera_info:=/cam/camera_info",
@@ -369,10 +358,7 @@ def test_launch_arguments_set_a_standing_instruction_the_answer_length_and_recor
         "launch",
         "lisa_ros",
         "lisa.launch.py",
-        f"model:={CHECKPOINT}",
-        f"vision_tower:={CLIP}",
-        "precision:=fp32",
-        "device:=cpu",
+        *ON_CPU,
         "namespace:=texted",
         "image:=/texted/image_raw",
         f"instruction_text:={instruction}",
