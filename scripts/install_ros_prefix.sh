@@ -15,8 +15,10 @@ cd "$(dirname "$0")/.."
 VENV=$(realpath -m "${1:-.venv}")
 PACKAGE=lisa_ros
 SOURCE=$(realpath "$PACKAGE")
+# The executables `ros2 run lisa_ros ...` finds (console scripts of lisa_ros/setup.py).
+SCRIPTS=(lisa_node lisa-ask lisa-segment lisa-eval rgbd_player)
 
-for script in lisa_node lisa-ask lisa-segment lisa-eval rgbd_player; do
+for script in "${SCRIPTS[@]}"; do
     if [[ ! -x "$VENV/bin/$script" ]]; then
         echo "[ros-prefix] $VENV/bin/$script is missing: pip install -e ./lisa_ros first (make setup)" >&2
         exit 1
@@ -38,7 +40,7 @@ for folder in launch config rviz; do
 done
 # The demo's data (scene, adapter, tiny model) is read, not searched: one link to the folder.
 ln -sfn "$SOURCE/demo" "$VENV/share/$PACKAGE/demo"
-for script in lisa_node lisa-ask lisa-segment lisa-eval rgbd_player; do
+for script in "${SCRIPTS[@]}"; do
     ln -sfn "../../bin/$script" "$VENV/lib/$PACKAGE/$script"
 done
 
