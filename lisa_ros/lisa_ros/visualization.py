@@ -33,7 +33,15 @@ import numpy as np
 
 from lisa_ros.model.prompt import SEG_TOKEN, seg_phrases
 
-__all__ = ["SEG_TOKEN", "draw_overlay", "label_image", "mask_colors", "mask_label", "mask_phrases"]
+__all__ = [
+    "SEG_TOKEN",
+    "draw_overlay",
+    "label_image",
+    "mask_colors",
+    "mask_label",
+    "mask_phrases",
+    "mask_title",
+]
 
 _SEG_APART = re.compile(f"({re.escape(SEG_TOKEN)})")  # splits "[SEG]." into "[SEG]", "."
 

@@ -83,9 +83,9 @@ class Health:
         self._clock = clock
         self._lock = threading.Lock()
         self._load_error: str | None = None
-        self._input_errors: dict[str, tuple[float, str]] = {}  # cause -> (when, latest message)
+        # cause -> (when, latest message), the cause reported last at the end
+        self._input_errors: dict[str, tuple[float, str]] = {}
         self._logged: dict[tuple[str, str], float] = {}  # (cause, problem) -> when last logged
-        self._last_input_error = ""
         self._errors_total = 0
 
     def set_load_error(self, message: str | None) -> None:
@@ -103,8 +103,8 @@ class Health:
         problem = (cause, _NUMBER.sub("#", message))
         with self._lock:
             now = self._clock()
+            self._input_errors.pop(cause, None)
             self._input_errors[cause] = (now, message)
-            self._last_input_error = message
             self._errors_total += 1
             if now - self._logged.get(problem, -math.inf) < LOG_REPEAT_SECONDS:
                 return False
@@ -163,8 +163,8 @@ class Health:
         with self._lock:
             if self._load_error:
                 values["load_error"] = self._load_error
-            if self._last_input_error:
-                values["last_input_error"] = self._last_input_error
+            if self._input_errors:  # the latest of any cause
+                values["last_input_error"] = next(reversed(self._input_errors.values()))[1]
         status = DiagnosticStatus(
             level=level,
             name=self._name,
