@@ -3,8 +3,10 @@
 The real launch (the venv is a ROS prefix, see test_ros2_tools.py) with the tiny checkpoint is
 started again and again and signalled at a seeded random moment of one of its phases:
 
-- starting: launch has started the node, which has not printed anything yet (imports,
-  rclpy.init, node construction);
+- starting: the node's process runs our code, which has not printed anything yet (imports,
+  rclpy.init, node construction). It begins when the process has installed its SIGTERM handler,
+  the first thing its code does: in the ~0.1 s before, the interpreter is still starting and no
+  program can answer a signal (the kernel's default action ends it, exit code -15);
 - loading: during the model load (the lifecycle configure, on an executor thread);
 - idle: active, nothing to do;
 - answering: a ~segment goal is being answered (the tiny model babbles for seconds);
@@ -89,6 +91,8 @@ class Phases:
             # Launch has started the node, which imports, initialises rclpy, builds the node.
             # (Before this, `ros2` itself is importing: a Ctrl-C there is the ros2 CLI's business.)
             self.launched.wait_for_output(r"process started with pid", 60)
+            (pid,) = node_pids(self.launched.output)
+            self.graph.wait_until(lambda: catches(pid, signal.SIGTERM), 30, "signal handlers")
             return
         if phase == "loading":
             self.launched.wait_for_output(r"Loading LISA", 60)
@@ -161,6 +165,16 @@ def stop(launched: RosProcess, how: str) -> None:
 
 def node_pids(output: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"process started with pid \[(\d+)\]", output)]
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)
+    return bool(caught >> (signum - 1) & 1)
 
 
 def alive(pid: int) -> bool:
