@@ -147,6 +147,8 @@ class WorkScheduler(Generic[FrameT]):
         self._instruction: str | None = None
         self._max_rate_hz = 0.0
         self._frame: FrameT | None = None
+        # The inference thread waits with no timeout: only news (e.g. a frame) can give it work.
+        self._consumer_awaits_news = False
         self._frame_seq = 0
         self._taken_seq = 0
         self._next_frame_time = float("-inf")
@@ -188,7 +190,18 @@ class WorkScheduler(Generic[FrameT]):
             self._frames_received += 1
             self._arrivals.append(self._clock())
             self._prune_rate_windows()
-            self._cond.notify_all()
+            if self._frame_may_start_work():
+                self._cond.notify_all()
+
+    def _frame_may_start_work(self) -> bool:
+        """Whether a new frame can give the waiting inference thread work. A camera's every
+        frame waking it (30 a second, each a GIL hand-off) cost an idle node more than taking the
+        frame: it is woken only when it waits for news and frames are wanted. A thread that is
+        running a job, or waiting for a reasoning step or a follow to be due, looks at the newest
+        frame when it comes back, whatever arrived meanwhile."""
+        if not self._consumer_awaits_news or self._paused:
+            return False
+        return self._instruction is not None or self._following_allowed()
 
     def latest_frame(self) -> FrameT | None:
         """The newest frame received (processed or not), for goals without an image."""
@@ -391,12 +404,17 @@ class WorkScheduler(Generic[FrameT]):
                 if self._closed:
                     return None
                 wait = self._seconds_until_frame_due()
+                awaits_news = wait is None
                 if deadline is not None:
                     remaining = deadline - self._clock()
                     if remaining <= 0:
                         return None
                     wait = remaining if wait is None else min(wait, remaining)
-                self._cond.wait(wait)
+                self._consumer_awaits_news = awaits_news
+                try:
+                    self._cond.wait(wait)
+                finally:
+                    self._consumer_awaits_news = False
 
     def job_done(self, job: Job) -> None:
         """Called by the inference thread when ``job`` has finished."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -285,6 +286,57 @@ def test_a_blocked_inference_thread_wakes_for_new_work_and_for_close() -> None:
         time.sleep(0.01)
     assert [job.name for job in taken] == ["frame|x"]
     scheduler.job_done(taken[0])  # type: ignore[arg-type]
+    scheduler.close()
+    consumer.join(timeout=5)
+    assert not consumer.is_alive()
+
+
+class WakeCountingScheduler(WorkScheduler[str]):
+    """Counts the inference thread's looks at the frames (one per wake-up of next_job)."""
+
+    looks = 0
+
+    def _seconds_until_frame_due(self) -> float | None:
+        self.looks += 1
+        return super()._seconds_until_frame_due()
+
+
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_frames_nobody_wants_do_not_wake_the_inference_thread() -> None:
+    # A 30 Hz camera used to wake it for every frame: a GIL hand-off each, for nothing.
+    scheduler = WakeCountingScheduler(frame_job)
+    scheduler.resume()
+    scheduler.set_max_rate(1.0)
+    taken: list[object] = []
+    consumer = threading.Thread(target=lambda: taken.extend(iter(scheduler.next_job, None)))
+    consumer.start()
+    wait_for(lambda: scheduler.looks == 1, "the inference thread waits")
+    for number in range(100):
+        scheduler.offer_frame(f"f{number}")  # no standing instruction, nothing to follow
+    time.sleep(0.2)
+    assert scheduler.looks == 1
+    assert not taken
+    scheduler.set_instruction("x")  # now frames are wanted: the newest one runs
+    wait_for(lambda: taken, "the frame job")
+    assert [job.name for job in taken] == ["f99|x"]  # type: ignore[attr-defined]
+    scheduler.job_done(taken[0])  # type: ignore[arg-type]
+    time.sleep(0.1)
+    # The next frame wakes it; it then sleeps until the next reasoning step is due (max_rate_hz),
+    # and the frames that come meanwhile replace each other without waking it.
+    looks = scheduler.looks
+    for number in range(100, 110):
+        scheduler.offer_frame(f"f{number}")
+    time.sleep(0.2)
+    assert scheduler.looks == looks + 1
+    wait_for(lambda: len(taken) == 2, "the next reasoning step, when due")
+    assert taken[1].name == "f109|x"  # type: ignore[attr-defined]
+    scheduler.job_done(taken[1])  # type: ignore[arg-type]
     scheduler.close()
     consumer.join(timeout=5)
     assert not consumer.is_alive()
