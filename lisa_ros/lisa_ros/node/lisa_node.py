@@ -26,11 +26,12 @@ Interfaces (names relative, so namespaces and remapping apply):
 Recording: with ``record_dir`` set, every reasoned answer is saved as a dataset sample by
 :class:`~lisa_ros.node.recording.AnswerRecorder`, on a writer thread of its own.
 
-Threading: callbacks run on a MultiThreadedExecutor; the model runs on one dedicated inference
-thread fed by :class:`~lisa_ros.node.scheduler.WorkScheduler`. The action server and the
-diagnostics timer are in a reentrant group. The input subscriptions share a mutually exclusive
-group, so the messages of a topic are handled in the order they arrived (a reentrant group may
-run two messages of one subscription at once, letting an older frame or instruction win).
+Threading: the model runs on one dedicated inference thread fed by
+:class:`~lisa_ros.node.scheduler.WorkScheduler`. The topic inputs are taken on a thread of their
+own, by a hidden node's single-threaded executor (:class:`~lisa_ros.node.input_node.InputNode`):
+in arrival order, and at what a bare subscription costs, where this node's executor spent
+milliseconds of CPU per camera frame. The other callbacks run on a MultiThreadedExecutor. The
+action server and the diagnostics timer are in a reentrant group.
 The lifecycle services (and the autostart timer) have a reentrant group of their own: a configure
 that loads a model for minutes holds one executor thread, while ``get_state`` and the parameter
 services (the node's default group) keep answering. Transitions still never interleave: the rcl
@@ -52,7 +53,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State as StateMsg
 from lisa_ros_interfaces.msg import Segmentation
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import (
     LifecycleNode,
@@ -74,6 +75,7 @@ from lisa_ros.model import LisaLoadError, host_memory
 from .core_logging import CoreLogRoute
 from .depth import DepthSettings
 from .diagnostics import Health, HealthSnapshot
+from .input_node import InputNode
 from .inputs import ImageLimits, InputError, check_instruction
 from .jobs import (
     FollowJob,
@@ -93,6 +95,7 @@ from .segment_action import SegmentActionServer
 from .sessions import SessionStore
 from .shutdown import ShutdownRequest
 from .shutdown import install as install_shutdown_request
+from .thread_names import name_this_thread
 
 __all__ = ["LisaNode", "ModelSettings", "main", "run", "spin"]
 
@@ -181,7 +184,6 @@ class LisaNode(LifecycleNode):
         )
         self._core_logs.attach()
         self._callback_group = ReentrantCallbackGroup()
-        self._input_group = MutuallyExclusiveCallbackGroup()  # callbacks take microseconds
         self._health = Health(self.get_fully_qualified_name())
         self._model: lisa_model.LisaModel | None = None
         self._loaded_settings: ModelSettings | None = None  # what self._model was loaded with
@@ -199,6 +201,7 @@ class LisaNode(LifecycleNode):
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self._sessions.set_capacity(self._param("max_sessions"))
         self._streams = CameraStreams(report=self._report_input_error)
+        self._input_node = InputNode(self)
         self._inputs: list[Any] = []
         self._result_publishers: list[Any] = []
 
@@ -345,6 +348,7 @@ class LisaNode(LifecycleNode):
             self.trigger_activate()
 
     def destroy_node(self) -> None:
+        self._input_node.close(SHUTDOWN_TIMEOUT_S)
         self._core_logs.detach()
         super().destroy_node()
 
@@ -372,13 +376,7 @@ class LisaNode(LifecycleNode):
     # --- subscriptions -----------------------------------------------------------------------
 
     def _subscribe(self) -> None:
-        def subscribe(
-            msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile
-        ) -> Any:
-            return self.create_subscription(
-                msg_type, topic, callback, qos, callback_group=self._input_group
-            )
-
+        subscribe = self._input_node.subscribe
         if self._param("image_transport") == "compressed":
             # Follow the remapped name of 'image', as image_transport does for its subtopics.
             topic = self.resolve_topic_name("image") + "/compressed"
@@ -403,7 +401,7 @@ class LisaNode(LifecycleNode):
 
     def _unsubscribe(self) -> None:
         for subscription in self._inputs:
-            self.destroy_subscription(subscription)
+            self._input_node.unsubscribe(subscription)
         self._inputs = []
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -447,6 +445,7 @@ class LisaNode(LifecycleNode):
     # --- inference thread --------------------------------------------------------------------
 
     def _inference_loop(self, scheduler: WorkScheduler[Frame]) -> None:
+        name_this_thread(threading.current_thread().name)  # e.g. for top -H: the model's CPU
         while (job := scheduler.next_job()) is not None:
             try:
                 job.run()
@@ -696,6 +695,7 @@ def spin(node: LisaNode, shutdown: ShutdownRequest) -> bool:
 
 
 def _spin_executor(executor: MultiThreadedExecutor, shutdown: ShutdownRequest) -> None:
+    name_this_thread(threading.current_thread().name)
     try:
         executor.spin()
     except ExternalShutdownException:  # the context was shut down by someone else

@@ -143,6 +143,21 @@ def lisa(module_processes, graph):
     camera.stop()
 
 
+def test_inputs_are_taken_by_a_hidden_node_of_the_same_name_and_namespace(lisa, graph) -> None:
+    # The inputs have a thread and an executor of their own (lisa_ros.node.input_node): a hidden
+    # node, which `ros2 node list` leaves out, named after the node (`__node:=lisa` given on the
+    # command line renames the node, not the hidden one: it would be a second 'lisa').
+    nodes = graph.node.get_node_names_and_namespaces()
+    assert nodes.count(("lisa", "/robot")) == 1, nodes
+    assert ("_lisa_inputs", "/robot") in nodes, nodes
+    for topic in (CAMERA, "/robot/camera_info", "/robot/depth", "/robot/instruction"):
+        takers = {
+            (info.node_namespace, info.node_name)
+            for info in graph.node.get_subscriptions_info_by_topic(topic)
+        }
+        assert takers == {("/robot", "_lisa_inputs")}, (topic, takers)
+
+
 def test_standing_instruction_segments_the_camera_on_every_output_with_the_frame_header(
     lisa, graph
 ) -> None:
