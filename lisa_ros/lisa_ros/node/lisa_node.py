@@ -247,6 +247,7 @@ class LisaNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - e.g. out of GPU memory; stay alive, say why
             return self._configure_failed(settings, f"{type(error).__name__}: {error}")
         self._health.set_load_error(None)
+        host_memory.keep_free_for_reuse()  # frames to come: their buffers reuse the same pages
         self._model = model
         self._loaded_settings = settings
         self.get_logger().info(
@@ -369,6 +370,7 @@ class LisaNode(LifecycleNode):
         had_model = self._model is not None
         self._model = None
         self._loaded_settings = None
+        host_memory.give_back_free_at_once()
         gc.collect()
         if had_model:
             lisa_model.free_device_memory()

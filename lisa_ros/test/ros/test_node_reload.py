@@ -33,10 +33,12 @@ from ros_harness import RosProcess
 from tiny_lisa import CHECKPOINT, CLIP, ON_CPU, ros_parameters
 
 CYCLES = 10
-# Growth allowed from the second cycle to the last, in all (RSS after cleanup). Measured on a
-# 2-core CPU with the tiny checkpoint: +50 MB before the fix (+6 MB a cycle; 27 MB a cycle with
-# 512-token answers), 0 to +6 MB after it, with single readings up to 11 MB above the trend while
-# other processes load the machine.
+# Growth allowed from cycles 2-4 to cycles 8-10 (the median RSS after cleanup of each three).
+# Measured on a 2-core CPU with the tiny checkpoint: +50 MB from the second cycle to the last
+# before the fix (+6 MB a cycle; 27 MB a cycle with 512-token answers), 0 to +6 MB after it. Single
+# readings sit up to 13 MB above the trend (other processes' load; since the heap keeps memory
+# free for camera frames while a model serves, host_memory.keep_free_for_reuse, the reading of
+# one cycle may catch some of it): medians, not single readings.
 RSS_GROWTH_LIMIT_MB = 12.0
 
 pytestmark = pytest.mark.slow
@@ -90,9 +92,10 @@ def test_cleanup_configure_activate_cycles_keep_memory_flat(reloading) -> None:
     print("lisa_node RSS after each cleanup (MB):", " ".join(f"{mb:.0f}" for mb in unloaded))
     print("lisa_node RSS after each goal (MB):   ", " ".join(f"{mb:.0f}" for mb in loaded))
     assert process.output.count("Cleaned up: model unloaded") == CYCLES
-    growth = unloaded[-1] - unloaded[1]
+    growth = float(np.median(unloaded[-3:]) - np.median(unloaded[1:4]))
     assert growth < RSS_GROWTH_LIMIT_MB, (
-        f"RSS after cleanup grew {growth:.1f} MB over cycles 2..{CYCLES}: {unloaded}"
+        f"RSS after cleanup grew {growth:.1f} MB from cycles 2-4 to {CYCLES - 2}-{CYCLES}: "
+        f"{unloaded}"
     )
 
 
