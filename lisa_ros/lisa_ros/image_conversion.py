@@ -14,6 +14,7 @@ order must change. :func:`to_rgb8` then makes the RGB picture the model needs.
 
 from __future__ import annotations
 
+import array
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "array_to_image_fields",
     "compressed_msg_to_array",
     "fill_image_msg",
+    "image_msg_pixels",
     "image_msg_to_array",
     "pixel_format",
     "to_rgb8",
@@ -377,6 +379,35 @@ def array_to_image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
         "step": width * layout.bytes_per_pixel,
         "data": little_endian.tobytes(),
     }
+
+
+def image_msg_pixels(msg: Any, height: int, width: int, encoding: str) -> np.ndarray:
+    """Size the ``sensor_msgs/Image`` ``msg`` for ``height`` x ``width`` pixels of ``encoding``
+    and return its ``data`` as a writable ``(height, width[, channels])`` array.
+
+    For pixels computed straight into the message (``np.multiply(..., out=pixels)``,
+    ``cv2.cvtColor(..., dst=pixels)``): :func:`fill_image_msg` copies an array into a bytes object
+    and rclpy copies that again into the message, two fresh buffers a frame, which at 1280x720
+    cost more than computing the pixels (each new page of a buffer is faulted in). ``data`` is an
+    ``array.array('B')``, what rclpy keeps for a ``uint8[]`` field; its contents are undefined
+    until written.
+    """
+    layout = pixel_format(encoding)
+    step = width * layout.bytes_per_pixel
+    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = (
+        height,
+        width,
+        encoding,
+        0,
+        step,
+    )
+    # rclpy keeps a copy of what is assigned (unless ROS_PYTHON_CHECK_FIELDS is set): one byte,
+    # then grown in place to the image's size, so the message's own array is the only buffer.
+    msg.data = array.array("B", b"\0")
+    data = msg.data
+    data *= step * height
+    shape = (height, width) if layout.channels == 1 else (height, width, layout.channels)
+    return np.frombuffer(data, dtype=layout.dtype.newbyteorder("<")).reshape(shape)
 
 
 def fill_image_msg(msg: Any, array: np.ndarray, encoding: str, header: Any = None) -> Any:

@@ -102,8 +102,9 @@ def mask_colors(n: int) -> np.ndarray:
     return colors
 
 
-def label_image(masks: np.ndarray) -> np.ndarray:
-    """Flatten ``(N, H, W)`` bool masks into an ``(H, W)`` uint8 label image.
+def label_image(masks: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Flatten ``(N, H, W)`` bool masks into an ``(H, W)`` uint8 label image (written into
+    ``out`` when given, e.g. a message's pixels).
 
     0 is background and ``k`` (1-based) marks mask ``k - 1``; where masks overlap, the later mask
     wins, as it does in the overlay. This is the ``mono8`` label image the ROS node publishes.
@@ -114,7 +115,7 @@ def label_image(masks: np.ndarray) -> np.ndarray:
     # Mask k-1 contributes k where it is set; the maximum over masks is then the latest mask
     # covering each pixel. One pass over the stack: indexing mask by mask cost ~10x more.
     numbers = np.arange(1, masks.shape[0] + 1, dtype=np.uint8)[:, None, None]
-    return (numbers * masks.view(np.uint8)).max(axis=0, initial=0)
+    return (numbers * masks.view(np.uint8)).max(axis=0, initial=0, out=out)
 
 
 def mask_phrases(text: str) -> list[str]:
@@ -278,9 +279,11 @@ def _draw_masks(
         canvas[rows, cols],
     )
 
-    lut = np.zeros((1, 256, 3), dtype=np.uint8)
-    lut[0, 1 : len(colors) + 1] = colors
-    color_layer = cv2.LUT(cv2.cvtColor(labels, cv2.COLOR_GRAY2RGB), lut)
+    # Each label's colour, one channel at a time: a look-up per channel on the single-channel
+    # labels, merged, costs half of expanding the labels to three channels first.
+    lut = np.zeros((3, 256), dtype=np.uint8)
+    lut[:, 1 : len(colors) + 1] = colors.T
+    color_layer = cv2.merge([cv2.LUT(labels, channel) for channel in lut])
     blended = cv2.addWeighted(image, 1.0 - alpha, color_layer, alpha, 0.0)
     cv2.copyTo(blended, inside.view(np.uint8), canvas)  # in place; much faster than np.copyto
 

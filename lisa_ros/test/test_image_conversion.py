@@ -22,6 +22,7 @@ from lisa_ros.image_conversion import (
     array_to_image_fields,
     compressed_msg_to_array,
     fill_image_msg,
+    image_msg_pixels,
     image_msg_to_array,
     to_rgb8,
 )
@@ -77,6 +78,24 @@ def _image(encoding: str, height: int, width: int, step: int, data: bytes, is_bi
 
 
 # --- raw images: exact round trips ------------------------------------------------------------
+
+
+@needs_ros
+@pytest.mark.parametrize("check_fields", [False, True])
+@pytest.mark.parametrize("encoding", ["mono8", "bgr8", "16UC1", "32FC1"])
+def test_pixels_written_into_a_message_are_what_it_carries(encoding, check_fields):
+    # rclpy copies an array assigned to `data` unless fields are checked (ROS_PYTHON_CHECK_FIELDS):
+    # either way the pixels written must be the message's.
+    expected = _random_pixels(encoding, np.random.default_rng(7))
+    msg = Image(header=Header(frame_id="camera"), check_fields=check_fields)
+    pixels = image_msg_pixels(msg, HEIGHT, WIDTH, encoding)
+    pixels[...] = expected
+    received = _over_the_wire(msg)
+    assert (received.height, received.width, received.encoding) == (HEIGHT, WIDTH, encoding)
+    assert received.step == WIDTH * expected[0, 0].nbytes and received.is_bigendian == 0
+    assert received.header.frame_id == "camera"
+    _assert_same_pixels(image_msg_to_array(received), expected)
+    assert isinstance(msg.data, array.array) and len(msg.data) == expected.nbytes
 
 
 @needs_ros

@@ -26,7 +26,7 @@ from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from lisa_ros.geometry import Target3D
-from lisa_ros.image_conversion import fill_image_msg
+from lisa_ros.image_conversion import image_msg_pixels
 from lisa_ros.model.follow_quality import MaskDrift
 from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import draw_overlay, label_image
@@ -165,28 +165,35 @@ class Answer:
         return point_cloud(self._cloud_targets, self.image_rgb, self.depth_header)
 
 
+# The images below are computed straight into their messages' data (image_msg_pixels): one buffer
+# a message instead of an array, a bytes object and rclpy's copy of it.
+
+
 def mask_images(masks: np.ndarray, header: Header) -> list[Image]:
     """One mono8 image per mask: 255 inside, 0 outside, with the source ``header``."""
     images = []
     for mask in masks:
-        image = Image()
-        fill_image_msg(
-            image, mask.view(np.uint8) * np.uint8(255), "mono8", header=copy_header(header)
-        )
+        image = Image(header=copy_header(header))
+        pixels = image_msg_pixels(image, *mask.shape, "mono8")
+        np.multiply(mask.view(np.uint8), np.uint8(255), out=pixels)
         images.append(image)
     return images
 
 
 def label_image_msg(masks: np.ndarray, header: Header) -> Image:
     """All masks in one mono8 image: 0 background, ``k`` for mask ``k`` (1-based), later wins."""
-    return fill_image_msg(Image(), label_image(masks), "mono8", header=copy_header(header))
+    image = Image(header=copy_header(header))
+    label_image(masks, out=image_msg_pixels(image, *masks.shape[1:], "mono8"))
+    return image
 
 
 def overlay_msg(image_rgb: np.ndarray, masks: np.ndarray, text: str, header: Header) -> Image:
     """The frame with the masks in distinct colours and the answer written on it, as bgr8."""
+    image = Image(header=copy_header(header))
+    pixels = image_msg_pixels(image, *image_rgb.shape[:2], "bgr8")
     # cvtColor swaps the channels many times faster than copying a reversed numpy view.
-    overlay_bgr = cv2.cvtColor(draw_overlay(image_rgb, masks, text), cv2.COLOR_RGB2BGR)
-    return fill_image_msg(Image(), overlay_bgr, "bgr8", header=copy_header(header))
+    cv2.cvtColor(draw_overlay(image_rgb, masks, text), cv2.COLOR_RGB2BGR, dst=pixels)
+    return image
 
 
 def mask_info(record: MaskRecord, drift: MaskDrift | None = None) -> MaskInfo:
