@@ -6,7 +6,8 @@ deserialisation), converting it to RGB, drawing the overlay, building the result
 (Segmentation with one mono8 image per mask, the label image, the overlay, the text) and
 publishing them. Each stage is timed with the node's own code (lisa_ros.node.jobs/outputs) on
 real messages; publishing goes through rclpy to a subscriber in another process, over the same
-localhost-only shared-memory Fast DDS set-up the graph tests use. The model's time on the same
+localhost-only shared-memory Fast DDS set-up the graph tests use. The stages run as in the node:
+on a thread of their own, with lisa_node's allocator settings. The model's time on the same
 frames (the tiny fixture checkpoint by default, two [SEG] scripted) is printed beside it, in the
 same run, with the node/model ratio. The node builds messages only for topics with subscribers,
 so a second total gives a frame's cost when ~/segmentation is the only output anyone reads.
@@ -22,6 +23,13 @@ someone reads 3D (~/segmentation, a goal, ~/markers, ~/points), and the cloud on
     python lisa_ros/scripts/benchmark_node.py
     python lisa_ros/scripts/benchmark_node.py --model xinlai/LISA-7B-v1 --precision bf16 \\
         --device cuda
+
+``--cpu`` measures instead what the running node costs the machine: the real lisa_node's CPU
+share, idle and in continuous mode, for camera streams of each size, rate and transport, beside a
+bare rclpy subscriber to the same stream in the same run (see node_cpu_share.py):
+
+    python lisa_ros/scripts/benchmark_node.py --cpu
+    python lisa_ros/scripts/benchmark_node.py --cpu --rates 30 --sizes 1280x720 --no-continuous
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,7 @@ import numpy as np
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 TINY_FIXTURE = PACKAGE_ROOT / "test" / "fixtures" / "lisa-tiny-7b"
 FASTDDS_PROFILE = PACKAGE_ROOT / "test" / "fastdds_shm_profile.xml"
+DEMO_ADAPTER = PACKAGE_ROOT / "demo" / "red_box_adapter"
 INSTRUCTION = "Where is the thing? Please output segmentation mask."
 REPLY = [368, 432, 503, 290, 503, 402, 416]  # "Sure, [SEG] and [SEG] ." in the fixture's vocabulary
 SIZES = ((640, 480), (1280, 720))
@@ -96,6 +106,14 @@ def timed(function: Callable[[], object], repeats: int) -> list[float]:
         function()
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def on_a_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` on a thread of its own, as the node works on frames: off the main
+    thread, with a malloc arena of its own (where freed frames were once given back to the system
+    and faulted in again, a cost the main thread's arena never showed)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
 
 
 def camera_frames(rgb: np.ndarray, count: int) -> list[np.ndarray]:
@@ -211,7 +229,12 @@ def benchmark_size(
         return next(iterator) % len(messages)
 
     results: dict[str, list[float]] = {}
-    results[TAKE] = timed(lambda: deserialize_message(wire[next_index()], Image), args.frames)
+    newest: list[Any] = [None]  # the node holds the newest frame until the next replaces it
+
+    def take() -> None:
+        newest[0] = deserialize_message(wire[next_index()], Image)
+
+    results[TAKE] = timed(take, args.frames)
     results[CONVERT] = timed(lambda: Frame(messages[next_index()]).to_rgb(limits), args.frames)
 
     scripted = LogitsProcessorList([ScriptedReply(REPLY, lisa.layout.eos)])
@@ -301,12 +324,65 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model-frames", type=int, default=5, help="frames through the model per size"
     )
-    return parser.parse_args(argv)
+    cpu = parser.add_argument_group("CPU mode (--cpu): the running node's CPU share")
+    cpu.add_argument("--cpu", action="store_true", help="measure the node's CPU share instead")
+    cpu.add_argument(
+        "--adapter",
+        default=str(DEMO_ADAPTER),
+        help="the node's adapter; the default (the demo's) makes the tiny model answer with masks",
+    )
+    cpu.add_argument("--vision-tower", default="", help="the node's vision_tower parameter")
+    cpu.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"], help="WIDTHxHEIGHT")
+    cpu.add_argument("--rates", nargs="+", type=float, default=[5.0, 15.0, 30.0], help="Hz")
+    cpu.add_argument(
+        "--transports", nargs="+", choices=("raw", "compressed"), default=["raw", "compressed"]
+    )
+    cpu.add_argument("--seconds", type=float, default=4.0, help="length of one window")
+    cpu.add_argument("--windows", type=int, default=3, help="windows per figure (medians)")
+    cpu.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    cpu.add_argument(
+        "--no-continuous", dest="continuous", action="store_false", help="idle figures only"
+    )
+    args = parser.parse_args(argv)
+    if (
+        args.cpu
+        and args.model != str(TINY_FIXTURE / "checkpoint")
+        and "--adapter" not in (argv if argv is not None else sys.argv)
+    ):
+        args.adapter = ""  # the demo adapter is the tiny model's
+    return args
+
+
+def cpu_streams(args: argparse.Namespace) -> list[Any]:
+    from node_cpu_share import Stream
+
+    sizes = [tuple(int(side) for side in size.lower().split("x")) for size in args.sizes]
+    return [
+        Stream(transport, width, height, rate)
+        for transport in args.transports
+        for width, height in sizes
+        for rate in args.rates
+    ]
+
+
+def main_cpu(args: argparse.Namespace) -> None:
+    import node_cpu_share
+
+    results = node_cpu_share.run(args, cpu_streams(args))
+    print(
+        f"lisa_node CPU share (% of one core; medians of {args.windows} windows of "
+        f"{args.seconds:g} s), model {args.model} ({args.precision}, {args.device}), "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print(node_cpu_share.table(results))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     use_localhost_graph()
+    if args.cpu:
+        main_cpu(args)
+        return
     import rclpy
     from lisa_ros_interfaces.msg import Segmentation
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -314,8 +390,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from std_msgs.msg import String
     from visualization_msgs.msg import MarkerArray
 
-    from lisa_ros.model import load_model
+    from lisa_ros.model import host_memory, load_model
 
+    # The allocator settings lisa_node runs with, a model loaded.
+    host_memory.return_large_blocks_on_free()
+    host_memory.keep_free_for_reuse()
     lisa = load_model(args.model, precision=args.precision, device=args.device)
     subscriber = subprocess.Popen(
         [sys.executable, "-c", SUBSCRIBER],
@@ -346,9 +425,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = []
         for width, height in SIZES:
             print(f"[benchmark] {width}x{height} ...", file=sys.stderr, flush=True)
-            rows.append(
-                (f"{width}x{height}", benchmark_size(width, height, args, lisa, publishers))
-            )
+            results = on_a_thread(benchmark_size, width, height, args, lisa, publishers)
+            rows.append((f"{width}x{height}", results))
         print(
             f"lisa_node per-frame cost, model {args.model} ({args.precision}, {lisa.device}); "
             f"{args.frames} frames per node stage, {args.model_frames} through the model\n"

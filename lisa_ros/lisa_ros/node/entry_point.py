@@ -16,3 +16,7 @@ def main(args: list[str] | None = None) -> None:
     from .lisa_node import main as run_node
 
     run_node(args)
+
+
+if __name__ == "__main__":  # python -m lisa_ros.node.entry_point (e.g. benchmark_node.py --cpu)
+    main()
