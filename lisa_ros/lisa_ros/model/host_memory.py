@@ -45,7 +45,7 @@ __all__ = [
 LARGE_BLOCK_BYTES = 4 * 1024 * 1024
 # Free memory the heap keeps at its top for the next blocks: several camera frames below
 # LARGE_BLOCK_BYTES (image and depth, each taken, converted and published).
-KEPT_FREE_BYTES = 8 * 1024 * 1024
+KEPT_FREE_BYTES = 32 * 1024 * 1024
 # glibc's mallopt parameter numbers (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
