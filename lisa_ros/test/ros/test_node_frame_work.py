@@ -151,8 +151,9 @@ def test_frames_nobody_uses_are_neither_converted_nor_decoded(
         graph.wait_for_subscribers(instruction)
         instruction.publish(String(data=REFERENCE_INSTRUCTION))
         graph.wait_until(
-            lambda: scheduler.stats().frames_followed >= 5
-            and scheduler.stats().frames_reasoned >= 2,
+            lambda: (
+                scheduler.stats().frames_followed >= 5 and scheduler.stats().frames_reasoned >= 2
+            ),
             120,
             "reasoned and followed frames",
         )
