@@ -110,8 +110,8 @@ def timed(function: Callable[[], object], repeats: int) -> list[float]:
 
 def on_a_thread(function: Callable[..., Any], *args: Any) -> Any:
     """``function(*args)`` on a thread of its own, as the node works on frames: off the main
-    thread, with a malloc arena of its own (where freed frames were once given back to the system
-    and faulted in again, a cost the main thread's arena never showed)."""
+    thread (whose heap behaved differently: freed frames that a thread gave back to the system
+    and faulted in again, the main thread kept)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(function, *args).result()
 
@@ -328,8 +328,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     cpu.add_argument("--cpu", action="store_true", help="measure the node's CPU share instead")
     cpu.add_argument(
         "--adapter",
-        default=str(DEMO_ADAPTER),
-        help="the node's adapter; the default (the demo's) makes the tiny model answer with masks",
+        help="the node's adapter; default: the demo's with the tiny model (it then answers with "
+        "masks), none with another model",
     )
     cpu.add_argument("--vision-tower", default="", help="the node's vision_tower parameter")
     cpu.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"], help="WIDTHxHEIGHT")
@@ -344,12 +344,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-continuous", dest="continuous", action="store_false", help="idle figures only"
     )
     args = parser.parse_args(argv)
-    if (
-        args.cpu
-        and args.model != str(TINY_FIXTURE / "checkpoint")
-        and "--adapter" not in (argv if argv is not None else sys.argv)
-    ):
-        args.adapter = ""  # the demo adapter is the tiny model's
+    if args.adapter is None:
+        args.adapter = str(DEMO_ADAPTER) if args.model == str(TINY_FIXTURE / "checkpoint") else ""
     return args
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -160,7 +161,7 @@ class Process:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            self.popen.send_signal(2)  # SIGINT: lisa_node shuts down cleanly
+            self.popen.send_signal(signal.SIGINT)  # lisa_node shuts down cleanly
             try:
                 self.popen.wait(15)
             except subprocess.TimeoutExpired:
@@ -174,10 +175,10 @@ def start_node(args: Any, transport: str) -> Process:
         "precision": args.precision,
         "device": args.device,
         "image_transport": transport,
-        "adapter": args.adapter,
     }
-    if args.vision_tower:
-        parameters["vision_tower"] = args.vision_tower
+    for name in ("adapter", "vision_tower"):
+        if getattr(args, name):
+            parameters[name] = getattr(args, name)
     command = [sys.executable, "-m", "lisa_ros.node.entry_point", "--ros-args"]
     command += ["-r", "__node:=lisa", "-r", f"__ns:={NAMESPACE}", "-r", f"image:={CAMERA_TOPIC}"]
     command += ["--params-file", str(CONFIG)]
@@ -189,9 +190,13 @@ def start_node(args: Any, transport: str) -> Process:
     return node
 
 
+def camera_topic(transport: str) -> str:
+    """The camera's topic for ``transport``, as image_transport names its subtopics."""
+    return CAMERA_TOPIC + ("/compressed" if transport == "compressed" else "")
+
+
 def start_bare_subscriber(transport: str) -> Process:
-    topic = CAMERA_TOPIC + ("/compressed" if transport == "compressed" else "")
-    bare = Process([sys.executable, "-c", BARE_SUBSCRIBER, topic, transport])
+    bare = Process([sys.executable, "-c", BARE_SUBSCRIBER, camera_topic(transport), transport])
     bare.wait_for(r"^subscribed$", 60)
     return bare
 
@@ -244,12 +249,12 @@ class Camera:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
 
-        kind, topic = (Image, CAMERA_TOPIC)
-        if transport == "compressed":
-            kind, topic = (CompressedImage, CAMERA_TOPIC + "/compressed")
+        kind = CompressedImage if transport == "compressed" else Image
         self._node = node
         self._transport = transport
-        self._publisher = node.create_publisher(kind, topic, qos_profile_sensor_data)
+        self._publisher = node.create_publisher(
+            kind, camera_topic(transport), qos_profile_sensor_data
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

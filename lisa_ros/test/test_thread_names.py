@@ -7,9 +7,18 @@ import threading
 
 import pytest
 
-from lisa_ros.node.thread_names import name_this_thread, os_thread_name
+from lisa_ros.node.thread_names import name_this_thread
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+
+
+def os_thread_name(native_id: int) -> str | None:
+    """The OS name of a thread of this process (``threading.get_native_id()``), where readable."""
+    try:
+        with open(f"/proc/self/task/{native_id}/comm", encoding="utf-8") as comm:
+            return comm.read().strip()
+    except OSError:
+        return None
 
 
 def test_a_thread_gets_its_name_cut_to_what_the_kernel_keeps() -> None:

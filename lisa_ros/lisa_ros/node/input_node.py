@@ -56,11 +56,6 @@ class InputNode:
         self._thread = threading.Thread(target=self._spin, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
-    @property
-    def node(self) -> Node:
-        """The hidden node that holds the subscriptions."""
-        return self._node
-
     def subscribe(
         self, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: QoSProfile
     ) -> Subscription:

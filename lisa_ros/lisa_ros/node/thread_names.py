@@ -13,7 +13,7 @@ import functools
 import sys
 from typing import Any
 
-__all__ = ["name_this_thread", "os_thread_name"]
+__all__ = ["name_this_thread"]
 
 _PR_SET_NAME = 15  # linux/prctl.h
 _MAX_BYTES = 15  # the kernel's TASK_COMM_LEN less the terminating NUL
@@ -25,15 +25,6 @@ def name_this_thread(name: str) -> bool:
     if libc is None:
         return False
     return libc.prctl(_PR_SET_NAME, name.encode()[:_MAX_BYTES], 0, 0, 0) == 0
-
-
-def os_thread_name(native_id: int) -> str | None:
-    """The OS name of a thread of this process (``threading.get_native_id()``), where readable."""
-    try:
-        with open(f"/proc/self/task/{native_id}/comm", encoding="utf-8") as comm:
-            return comm.read().strip()
-    except OSError:
-        return None
 
 
 @functools.cache
