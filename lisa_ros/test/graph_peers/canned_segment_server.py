@@ -37,6 +37,10 @@ from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, imag
 ANSWER = "Sure, the left part [SEG] and the right part [SEG] ."
 PHRASES = ["Sure, the left part", "and the right part"]
 WORD_DELAY_S = 0.02  # paced like a model's tokens: feedback is well ahead of the result
+# Before the first feedback, as a model encodes the image: rclpy drops feedback of a goal whose
+# acceptance the client has not yet received, and on a loaded machine (CI) that answer came after
+# the whole 0.2 s feedback stream once, so the test saw none of it.
+ENCODE_DELAY_S = 0.5
 
 
 def camera_picture() -> np.ndarray:
@@ -92,6 +96,7 @@ class CannedSegmentServer:
             goal_handle.abort()
             return result
 
+        time.sleep(ENCODE_DELAY_S)
         self.feedback(goal_handle, "encoding_image", "", 0)
         if "slow" in goal.instruction:
             return self.generate_until_canceled(goal_handle, result)
