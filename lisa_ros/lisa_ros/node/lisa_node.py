@@ -247,7 +247,6 @@ class LisaNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - e.g. out of GPU memory; stay alive, say why
             return self._configure_failed(settings, f"{type(error).__name__}: {error}")
         self._health.set_load_error(None)
-        host_memory.keep_free_for_reuse()  # frames to come: their buffers reuse the same pages
         self._model = model
         self._loaded_settings = settings
         self.get_logger().info(
