@@ -16,11 +16,15 @@ the mmap threshold is fixed), so every frame faulted its pages in again: on the 
 machine a 2.7 MB copy cost 1.1 ms with its 643 page faults and 0.06 ms without, and the overlay of
 one 1280x720 answer 7.5 ms instead of 2.7. So while a model serves, the heap keeps up to
 ``KEPT_FREE_BYTES`` free at its top for the next frames (:func:`keep_free_for_reuse`), and once it
-is dropped, gives everything back again (:func:`give_back_free_at_once`, then :func:`trim`). That
-works for the main heap only (glibc's ``malloc_trim`` leaves a thread arena's top alone), so all
-threads share the main heap (one arena): the node's threads allocate under Python's GIL, so they
-hardly contend for it. With an arena per thread, ten reloads grew the memory kept after cleanup by
-20-60 MB.
+is dropped, gives everything back again (:func:`give_back_free_at_once`, then :func:`trim`).
+
+That works for the main heap only: ``malloc_trim`` leaves the top of a thread's own arena alone,
+and such an arena keeps what its trim threshold allows. So all threads share the main heap (one
+arena; the node's threads allocate under Python's GIL, so they hardly contend for it). glibc fixes
+the arena limit when a thread first allocates, and importing torch starts threads that do: the
+settings must come before the heavy imports (``lisa_node``'s entry point makes them first). Made
+after them, two arenas were already there, later threads were spread over them, and a cleanup left
+13 MB resident now and then (with an arena per thread, ten reloads grew it by 20-60 MB).
 
 The functions do nothing and return False where the C library is not glibc (macOS, musl).
 """
@@ -57,7 +61,8 @@ GLIBC_TRIM_BYTES = 128 * 1024
 def return_large_blocks_on_free(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     """Make every later allocation of ``threshold`` bytes or more a mapping of its own, and serve
     all threads from one heap (process wide, fixed: glibc no longer adjusts them). For
-    long-running processes that load models again; call it before starting threads."""
+    long-running processes that load models again; call it before importing what starts threads
+    (torch, rclpy): a thread that allocated before keeps an arena of its own."""
     libc = _glibc()
     return (
         libc is not None

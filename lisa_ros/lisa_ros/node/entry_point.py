@@ -13,6 +13,10 @@ from . import shutdown
 
 def main(args: list[str] | None = None) -> None:
     shutdown.install()
+    # Before the imports: they start threads that would otherwise get heap arenas of their own.
+    from ..model import host_memory
+
+    host_memory.return_large_blocks_on_free()
     from .lisa_node import main as run_node
 
     run_node(args)

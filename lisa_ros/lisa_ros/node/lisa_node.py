@@ -247,6 +247,7 @@ class LisaNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - e.g. out of GPU memory; stay alive, say why
             return self._configure_failed(settings, f"{type(error).__name__}: {error}")
         self._health.set_load_error(None)
+        host_memory.keep_free_for_reuse()  # frames to come: their buffers reuse the same pages
         self._model = model
         self._loaded_settings = settings
         self.get_logger().info(
@@ -710,7 +711,9 @@ def run(make_node: Callable[[], LisaNode], args: list[str] | None = None) -> Non
     status 0; exit with status 1 and the reason when it cannot start (e.g. an invalid value in the
     parameters file)."""
     shutdown = install_shutdown_request()  # a signal from now on is served in order
-    # Models loaded again on configure must not pile up in the allocator's arenas.
+    # Models loaded again on configure must not pile up in the allocator's arenas. The
+    # ``lisa_node`` executable has made these settings already, before its imports started
+    # threads (entry_point); other callers get them from here.
     host_memory.return_large_blocks_on_free()
     # Not rclpy's handlers: they shut the context down under the running executor.
     rclpy.init(

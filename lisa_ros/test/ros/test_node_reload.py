@@ -35,11 +35,13 @@ from tiny_lisa import CHECKPOINT, CLIP, ON_CPU, ros_parameters
 CYCLES = 10
 # Growth allowed from cycles 2-4 to cycles 8-10 (the median RSS after cleanup of each three).
 # Measured on a 2-core CPU with the tiny checkpoint: +50 MB from the second cycle to the last
-# before the fix (+6 MB a cycle; 27 MB a cycle with 512-token answers), 0 to +6 MB after it. Single
-# readings sit up to 13 MB above the trend (other processes' load; since the heap keeps memory
-# free for camera frames while a model serves, host_memory.keep_free_for_reuse, the reading of
-# one cycle may catch some of it): medians, not single readings.
+# before the fix (+6 MB a cycle; 27 MB a cycle with 512-token answers), 0 to +2 MB after it. While
+# threads still had heap arenas of their own (see test_every_thread_allocates_from_the_main_heap),
+# single readings sat 13 MB above the trend now and then: medians, not single readings.
 RSS_GROWTH_LIMIT_MB = 12.0
+# glibc's arenas other than the main heap live in mappings of HEAP_MAX_SIZE (64 MiB on 64-bit
+# systems), aligned to their size: the part in use read-write, the rest reserved (---p).
+ARENA_HEAP_BYTES = 64 * 1024 * 1024
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +68,27 @@ def reloading(module_processes, graph) -> Iterator[tuple[RosProcess, LisaClient]
     client = LisaClient(graph, "/reloading_lisa")
     client.wait_for_server()
     yield process, client
+
+
+def thread_arena_heaps(pid: int) -> list[str]:
+    """The heaps of glibc arenas other than the main one in process ``pid``'s memory map."""
+    mappings = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        mappings.append((start, end, fields[1], len(fields) > 5))  # (..., has a name or file)
+    heaps = []
+    for (start, end, mode, named), after in zip(mappings, [*mappings[1:], None], strict=True):
+        if named or mode != "rw-p" or start % ARENA_HEAP_BYTES:
+            continue
+        reserved_rest = (
+            after is not None
+            and after[:3] == (end, start + ARENA_HEAP_BYTES, "---p")
+            and not after[3]
+        )
+        if end - start == ARENA_HEAP_BYTES or reserved_rest:
+            heaps.append(f"{start:x}-{end:x}")
+    return heaps
 
 
 def answer_one_goal(client: LisaClient, frame) -> None:
@@ -97,6 +120,14 @@ def test_cleanup_configure_activate_cycles_keep_memory_flat(reloading) -> None:
         f"RSS after cleanup grew {growth:.1f} MB from cycles 2-4 to {CYCLES - 2}-{CYCLES}: "
         f"{unloaded}"
     )
+
+
+def test_every_thread_allocates_from_the_main_heap(reloading) -> None:
+    """A thread's own arena keeps freed memory at its top (malloc_trim leaves it alone): the
+    executable fixes one arena before its imports start threads (lisa_node's entry point)."""
+    process, client = reloading
+    answer_one_goal(client, bgr8_msg(np.ascontiguousarray(fixture_rgb()[::4, ::4])))
+    assert thread_arena_heaps(process.pid) == [], "threads allocate from arenas of their own"
 
 
 def test_every_earlier_model_is_collected_after_cleanup(ros_env) -> None:
