@@ -379,6 +379,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.cpu:
         main_cpu(args)
         return
+    from lisa_ros.model import host_memory
+
+    # lisa_node's allocator settings, made as it makes them: before the imports that start
+    # threads, and the heap keeping frames' pages once the model is loaded.
+    host_memory.return_large_blocks_on_free()
     import rclpy
     from lisa_ros_interfaces.msg import Segmentation
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -386,12 +391,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from std_msgs.msg import String
     from visualization_msgs.msg import MarkerArray
 
-    from lisa_ros.model import host_memory, load_model
+    from lisa_ros.model import load_model
 
-    # The allocator settings lisa_node runs with, a model loaded.
-    host_memory.return_large_blocks_on_free()
-    host_memory.keep_free_for_reuse()
     lisa = load_model(args.model, precision=args.precision, device=args.device)
+    host_memory.keep_free_for_reuse()
     subscriber = subprocess.Popen(
         [sys.executable, "-c", SUBSCRIBER],
         stdout=subprocess.PIPE,
