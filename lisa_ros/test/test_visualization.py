@@ -180,6 +180,22 @@ def test_overlay_blends_each_mask_in_its_colour():
     np.testing.assert_allclose(overlay[85, 170], expected_second, atol=1)
 
 
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 12])
+def test_every_mask_is_blended_in_its_colour_and_outlined_in_it_for_any_count(count):
+    # One 20 x 16 box per mask in a row, overlapping its neighbour by 4 columns (the later wins):
+    # a few masks take one way to their colours, many another; both must paint the same.
+    image = np.full((HEIGHT, WIDTH, 3), 100, dtype=np.uint8)
+    masks = np.stack([_box_mask(20, 20 + 12 * k, 40, 36 + 12 * k) for k in range(count)])
+    overlay = draw_overlay(image, masks, "", draw_labels=False).astype(int)
+    colors = mask_colors(count).astype(int)
+    for k in range(count):
+        left = 20 + 12 * k
+        interior = overlay[30, left + 6 : left + 10]  # inside box k, off its outline and the next
+        np.testing.assert_allclose(interior, np.broadcast_to((100 + colors[k]) / 2, (4, 3)), atol=1)
+        np.testing.assert_array_equal(overlay[20, left + 6], colors[k])  # inner line, top edge
+    np.testing.assert_array_equal(overlay[19, 30], (0, 0, 0))  # outer line, above the first box
+
+
 @pytest.mark.parametrize(
     "height,width,thickness", [(HEIGHT, WIDTH, 1), (480, 640, 2), (720, 1280, 3)]
 )
