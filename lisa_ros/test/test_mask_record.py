@@ -48,6 +48,18 @@ def test_mask_records_describe_each_mask():
     np.testing.assert_array_equal(result.areas(), result.masks.reshape(2, -1).sum(axis=1))
 
 
+def test_boxes_are_tight_around_scattered_pixels_and_zero_for_an_empty_mask():
+    logits = np.full((3, 5, 7), -1.0, np.float32)
+    logits[0, 0, 3] = logits[0, 4, 6] = logits[0, 2, 4] = 1.0  # three pixels, corner included
+    logits[2] = 1.0  # the whole image
+    result = SegmentationResult(
+        "[SEG] [SEG] [SEG]", [1], logits, np.zeros(3, np.float32), ["", "", ""], [0, 6, 12]
+    )
+    np.testing.assert_array_equal(result.boxes(), [(3, 0, 4, 5), (0, 0, 0, 0), (0, 0, 7, 5)])
+    single = SegmentationResult("[SEG]", [1], np.ones((1, 1, 1), np.float32), np.ones(1), [""], [0])
+    np.testing.assert_array_equal(single.boxes(), [(0, 0, 1, 1)])
+
+
 def test_an_answer_without_masks_has_no_records():
     nothing = np.zeros((0, 6, 8), np.float32)
     empty = SegmentationResult("I cannot see it.", [4], nothing, np.zeros(0, np.float32))
