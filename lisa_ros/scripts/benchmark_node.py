@@ -400,15 +400,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     # lisa_node's allocator settings, made as it makes them: before the imports that start
     # threads, and the heap keeping frames' pages once the model is loaded.
     host_memory.return_large_blocks_on_free()
+    import cv2
     import rclpy
     from lisa_ros_interfaces.msg import Segmentation
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2
     from std_msgs.msg import String
     from visualization_msgs.msg import MarkerArray
 
     from lisa_ros.model import load_model
+    from lisa_ros.node.lisa_node import RESULT_IMAGE_QOS, RESULT_QOS
 
+    cv2.setNumThreads(1)  # as lisa_node.run
     lisa = load_model(args.model, precision=args.precision, device=args.device)
     host_memory.keep_free_for_reuse()
     subscriber = subprocess.Popen(
@@ -420,15 +422,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     rclpy.init()
     node = rclpy.create_node("lisa", namespace="/benchmark")
     try:
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        kinds = {"text": String, "masks": Image, "overlay": Image, "segmentation": Segmentation}
-        publishers = {
-            topic: node.create_publisher(kinds[topic], f"~/{topic}", qos) for topic in TOPICS
+        # The node's publishers, with its QoS.
+        kinds = {
+            "text": (String, RESULT_QOS),
+            "masks": (Image, RESULT_IMAGE_QOS),
+            "overlay": (Image, RESULT_IMAGE_QOS),
+            "segmentation": (Segmentation, RESULT_QOS),
+            # Nobody subscribes to the 3D topics here: the 2D rows stay what they were, and
+            # show that an unread ~/markers or ~/points costs nothing. The 3D rows time them.
+            "markers": (MarkerArray, RESULT_QOS),
+            "points": (PointCloud2, RESULT_IMAGE_QOS),
         }
-        # Nobody subscribes to the 3D topics here: the 2D rows stay what they were, and show
-        # that an unread ~/markers or ~/points costs nothing. The 3D rows time them apart.
-        publishers["markers"] = node.create_publisher(MarkerArray, "~/markers", qos)
-        publishers["points"] = node.create_publisher(PointCloud2, "~/points", qos)
+        publishers = {
+            topic: node.create_publisher(kind, f"~/{topic}", qos)
+            for topic, (kind, qos) in kinds.items()
+        }
         assert (
             subscriber.stdout is not None and subscriber.stdout.readline().strip() == "subscribed"
         )
