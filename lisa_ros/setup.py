@@ -67,10 +67,10 @@ setup(
     entry_points={
         "console_scripts": [
             "lisa_node = lisa_ros.node.entry_point:main",
-            "lisa-segment = lisa_ros.segment_cli:main",
-            "lisa-eval = lisa_ros.eval_cli:main",
-            "lisa-finetune = lisa_ros.finetune_cli:main",
-            "lisa-ask = lisa_ros.node.ask:main",
+            "lisa-segment = lisa_ros.cli.segment:main",
+            "lisa-eval = lisa_ros.cli.evaluate:main",
+            "lisa-finetune = lisa_ros.cli.finetune:main",
+            "lisa-ask = lisa_ros.cli.ask:main",
             "rgbd_player = lisa_ros.node.rgbd_player:main",
         ],
     },

@@ -37,7 +37,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 
-from lisa_ros.cli_io import OVERLAY_FILE
+from lisa_ros.cli.files import OVERLAY_FILE
 
 PACKAGE = "lisa_ros"
 CAMERA = "/camera"

@@ -61,7 +61,7 @@ from benchmark_model import (
     synthetic_image,
 )
 
-from lisa_ros.cli_model import configure_logging
+from lisa_ros.cli.options import configure_logging
 
 # A ReasonSeg-style sentence instruction; its words are in the random 7B tokenizer's corpus, so a
 # random full-size model sees a prompt roughly as long as LLaMA's tokenizer would make it.

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lisa_ros.cli_model import configure_logging
+from lisa_ros.cli.options import configure_logging
 from lisa_ros.model import LisaLoadError, LisaModel, build_model, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding

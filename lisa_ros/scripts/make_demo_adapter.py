@@ -51,7 +51,7 @@ def finetune_command(steps: int) -> list[str]:
     :func:`write_training_folders` (relative paths: the adapter's record names no temporary
     folder, so two runs write the same files)."""
     return [
-        sys.executable, "-m", "lisa_ros.finetune_cli",
+        sys.executable, "-m", "lisa_ros.cli.finetune",
         "--model", "lisa-tiny-7b/checkpoint", "--vision-tower", "lisa-tiny-7b/clip",
         "--precision", "fp32", "--device", "cpu",
         "--data", "train", "--eval-data", "eval", "--output", ADAPTER_NAME,

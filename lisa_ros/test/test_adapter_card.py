@@ -10,7 +10,7 @@ import pytest
 import test_finetune
 from tiny_lisa import CHECKPOINT
 
-from lisa_ros import finetune_cli
+from lisa_ros.cli import finetune as finetune_cli
 from lisa_ros.training.adapter_card import adapter_card
 from lisa_ros.training.trainer import finetune
 

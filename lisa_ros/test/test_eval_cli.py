@@ -32,8 +32,8 @@ from tiny_lisa import CHECKPOINT, IMAGE
 
 from lisa_ros.data import load_dataset
 from lisa_ros.distributed import Launch, LaunchError, launch_from_env, process_device, shard
-from lisa_ros.evaluate import read_rows
 from lisa_ros.evaluation import MetricSums, SegmentationMetrics
+from lisa_ros.evaluation.runner import read_rows
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REASONSEG = Path(__file__).parent / "fixtures" / "reasonseg"
@@ -58,7 +58,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def run_eval(*args: str | os.PathLike, timeout: int = 300) -> subprocess.CompletedProcess:
     """``lisa-eval`` as a user runs it, in a fresh process, offline."""
-    command = [sys.executable, "-m", "lisa_ros.eval_cli", *map(str, args)]
+    command = [sys.executable, "-m", "lisa_ros.cli.evaluate", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=timeout)
 
 
@@ -283,7 +283,7 @@ def test_worst_overlays(single_run, dataset):
 
 
 def test_overlay_outlines_the_target_and_fills_the_prediction():
-    from lisa_ros.evaluate import draw_evaluation_overlay
+    from lisa_ros.evaluation.runner import draw_evaluation_overlay
 
     image = np.full((200, 200, 3), 90, np.uint8)
     target = np.zeros((200, 200), np.uint8)
@@ -318,7 +318,7 @@ def test_two_processes_give_the_one_process_numbers(single_run, dataset, tmp_pat
         "--master_port",
         str(port),
         "-m",
-        "lisa_ros.eval_cli",
+        "lisa_ros.cli.evaluate",
         *map(str, model_args(dataset, output, "--worst", "3")),
     ]
     completed = subprocess.run(
@@ -348,13 +348,13 @@ def test_two_processes_give_the_one_process_numbers(single_run, dataset, tmp_pat
 
 
 def _row(index: int, iou: float | None, error: str | None = None):
-    from lisa_ros.evaluate import SampleRow
+    from lisa_ros.evaluation.runner import SampleRow
 
     return SampleRow(index, f"s{index}", "x", "q", iou, 1, 2, 1, 1, 0, None, None, 0.1, error)
 
 
 def test_shards_combine_in_dataset_order_with_the_worst_over_all():
-    from lisa_ros.evaluate import EvaluationResult, SampleFailure, WorstSample
+    from lisa_ros.evaluation.runner import EvaluationResult, SampleFailure, WorstSample
 
     def part(indices, ious, failure=None):
         rows = [_row(index, iou) for index, iou in zip(indices, ious, strict=True)]
@@ -406,7 +406,7 @@ def test_each_process_gets_its_gpu_unless_a_device_is_given():
 
 def test_generate_scores_the_union_of_the_answers_masks(lisa, dataset):
     """What the node does: segment the question, score the union of every [SEG]'s mask."""
-    from lisa_ros.evaluate import evaluate
+    from lisa_ros.evaluation.runner import evaluate
     from lisa_ros.model.generation import ScriptedReply
 
     samples = load_dataset(dataset)
@@ -433,7 +433,7 @@ def test_generate_scores_the_union_of_the_answers_masks(lisa, dataset):
 
 
 def test_generate_without_seg_predicts_nothing(lisa, dataset):
-    from lisa_ros.evaluate import evaluate
+    from lisa_ros.evaluation.runner import evaluate
     from lisa_ros.model.generation import ScriptedReply
 
     samples = load_dataset(dataset)[:2]
@@ -556,7 +556,7 @@ def test_a_failing_sample_stops_the_run_and_is_named(too_long, tmp_path):
 
 
 def test_skip_errors_records_the_sample_and_leaves_it_out(lisa, too_long):
-    from lisa_ros.evaluate import evaluate
+    from lisa_ros.evaluation.runner import evaluate
 
     samples = list(enumerate(load_dataset(too_long)))
     stopped = evaluate(lisa, samples, mode="generate", generate_kwargs={"max_new_tokens": 2})
@@ -578,7 +578,8 @@ def test_the_cli_and_its_engine_import_without_torch():
     code = textwrap.dedent(
         """
         import sys
-        import lisa_ros.eval_cli, lisa_ros.evaluate, lisa_ros.distributed, lisa_ros.cli_model
+        import lisa_ros.cli.evaluate, lisa_ros.cli.options, lisa_ros.distributed
+        import lisa_ros.evaluation.runner
         print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
         """
     )

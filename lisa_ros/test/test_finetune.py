@@ -20,7 +20,7 @@ from file_mode_check import files_with_other_modes
 from safetensors.torch import load_file
 from tiny_lisa import CHECKPOINT, CLIP
 
-from lisa_ros import finetune_cli
+from lisa_ros.cli import finetune as finetune_cli
 from lisa_ros.data import load_dataset, write_sample
 from lisa_ros.evaluation import intersection_and_union, mask_iou
 from lisa_ros.model import load_model
@@ -145,7 +145,7 @@ def test_lisa_segment_loads_the_adapter(trained, squares, tmp_path):
     sample = load_dataset(squares)[0]
     output = tmp_path / "segmented"
     command = [
-        sys.executable, "-m", "lisa_ros.segment_cli", INSTRUCTION,
+        sys.executable, "-m", "lisa_ros.cli.segment", INSTRUCTION,
         "--model", str(CHECKPOINT), "--vision-tower", str(CLIP), "--precision", "fp32",
         "--device", "cpu", "--adapter", str(trained.adapter), "--image", str(sample.image_path),
         "--output", str(output), "--max-new-tokens", "16", "--quiet",
@@ -331,7 +331,7 @@ def test_two_processes_train_as_one(squares, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()),
-        "-m", "lisa_ros.finetune_cli", *map(str, model_args(squares, two)),
+        "-m", "lisa_ros.cli.finetune", *map(str, model_args(squares, two)),
         "--batch-size", "1", *common,
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -340,7 +340,7 @@ def test_two_processes_train_as_one(squares, tmp_path):
     assert json.loads((two / "lisa_adapter.json").read_text())["processes"] == 2
     one = tmp_path / "one"
     command = [
-        sys.executable, "-m", "lisa_ros.finetune_cli", *map(str, model_args(squares, one)),
+        sys.executable, "-m", "lisa_ros.cli.finetune", *map(str, model_args(squares, one)),
         "--batch-size", "2", *common,
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -360,7 +360,7 @@ def train_losses(output: Path) -> list[float]:
 def test_help_and_option_checks_need_no_torch():
     """`lisa-finetune --help` and its refusals answer at once: the model stack loads later."""
     code = (
-        "import sys, lisa_ros.finetune_cli as cli; cli.build_parser(); "
+        "import sys, lisa_ros.cli.finetune as cli; cli.build_parser(); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lisa_ros.cli_io import result_record
+from lisa_ros.cli.files import result_record
 from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import mask_colors
 

@@ -22,7 +22,7 @@ TORCH_FREE = [
     "lisa_ros.model.errors",
     "lisa_ros.model.result",
     "lisa_ros.visualization",
-    "lisa_ros.segment_cli",
+    "lisa_ros.cli.segment",
 ]  # and the node's modules: ros/test_node_options.py
 
 

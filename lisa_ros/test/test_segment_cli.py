@@ -21,9 +21,9 @@ import pytest
 from file_mode_check import files_with_other_modes
 from tiny_lisa import CHECKPOINT, FIXTURE, IMAGE
 
-from lisa_ros.cli_io import write_ply
+from lisa_ros.cli.files import write_ply
+from lisa_ros.cli.segment import write_outputs
 from lisa_ros.geometry import depth_to_meters, locate
-from lisa_ros.segment_cli import write_outputs
 from lisa_ros.visualization import draw_overlay, mask_colors, mask_title
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ CPU_FP32 = ["--precision", "fp32", "--device", "cpu"]
 
 def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
     """Run ``lisa-segment`` as a user would, in a fresh process, offline."""
-    return _run([sys.executable, "-m", "lisa_ros.segment_cli", *map(str, args)])
+    return _run([sys.executable, "-m", "lisa_ros.cli.segment", *map(str, args)])
 
 
 # lisa-segment whose model answers SCRIPTED_REPLY: LisaModel.segment gets the ScriptedReply
@@ -42,7 +42,7 @@ def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
 SCRIPTED_CLI = """
 import sys
 
-from lisa_ros import segment_cli
+from lisa_ros.cli import segment as segment_cli
 from lisa_ros.model import LisaModel
 from lisa_ros.model.generation import ScriptedReply
 

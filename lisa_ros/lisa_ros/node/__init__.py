@@ -1,1 +1,1 @@
-"""The lisa ROS 2 node (lisa_node) and its parts; the client lisa-ask lives here too."""
+"""The lisa ROS 2 node (lisa_node) and its parts (its client, lisa-ask, is in lisa_ros.cli)."""

@@ -26,8 +26,8 @@ import torch
 
 from lisa_ros.data import Sample, load_dataset
 from lisa_ros.distributed import Launch, gather_to_all, shard
-from lisa_ros.evaluate import evaluate
 from lisa_ros.evaluation import MetricSums
+from lisa_ros.evaluation.runner import evaluate
 from lisa_ros.model.adapter import load_adapter_weights, save_adapter
 from lisa_ros.model.checkpoint import resolve_folder
 from lisa_ros.model.lisa import LisaModel

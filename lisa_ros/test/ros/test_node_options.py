@@ -14,7 +14,7 @@ NODE_MODULES = [
     "lisa_ros.node.jobs",
     "lisa_ros.node.segment_action",
     "lisa_ros.node.outputs",
-    "lisa_ros.node.ask",
+    "lisa_ros.cli.ask",
 ]
 
 
@@ -23,8 +23,8 @@ def test_the_node_modules_import_without_torch() -> None:
 
 
 def test_the_node_and_the_cli_offer_exactly_the_load_options() -> None:
+    from lisa_ros.cli.segment import build_parser
     from lisa_ros.node.parameters import spec
-    from lisa_ros.segment_cli import build_parser
 
     assert spec("precision").choices == tuple(PRECISIONS)
     assert spec("quantization").choices == ("", *QUANTIZATIONS)

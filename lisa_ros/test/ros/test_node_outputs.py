@@ -17,13 +17,13 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from test_mask_record import two_masks  # noqa: E402
 
-from lisa_ros.cli_io import result_record  # noqa: E402
+from lisa_ros.cli.ask import mask_record  # noqa: E402
+from lisa_ros.cli.files import result_record  # noqa: E402
 from lisa_ros.image_conversion import (
     fill_image_msg,  # noqa: E402
     image_msg_to_array,  # noqa: E402
 )
 from lisa_ros.model.follow_quality import MaskDrift  # noqa: E402
-from lisa_ros.node.ask import mask_record  # noqa: E402
 from lisa_ros.node.depth import FrameDepth  # noqa: E402
 from lisa_ros.node.headers import copy_header  # noqa: E402
 from lisa_ros.node.jobs import FollowSettings  # noqa: E402

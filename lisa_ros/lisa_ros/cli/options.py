@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lisa_ros.cli_io import EXIT_INTERRUPTED, CommandError, first_line
+from lisa_ros.cli.files import EXIT_INTERRUPTED, CommandError, first_line
 from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from lisa_ros.cli_io import (
+from lisa_ros.cli.files import (
     CAMERA_FRAME,
     EXIT_BAD_INPUT,
     EXIT_FAILURE,

@@ -3,14 +3,15 @@
     lisa-eval --model xinlai/LISA-7B-v1 --data ReasonSeg/val --output report/
 
 reads a dataset folder (ReasonSeg as the authors publish it, or the simple format the node
-records; :mod:`lisa_ros.data`), runs the model on every sample (:mod:`lisa_ros.evaluate`: the
-authors' validation protocol by default, ``--mode generate`` for what the node does), shows a
+records; :mod:`lisa_ros.data`), runs the model on every sample
+(:mod:`lisa_ros.evaluation.runner`: the authors' validation protocol by default, ``--mode
+generate`` for what the node does), shows a
 progress bar with the running gIoU / cIoU, and writes into ``report/``: ``samples.csv`` (one row
 per sample), ``worst/NN_<name>.png`` (overlays of the lowest-IoU samples: prediction filled, ground
 truth outlined) and ``report.json`` (metrics, exact sums, run settings; written last). stdout gets
 one line, ``gIoU 0.xxxx cIoU 0.xxxx over N samples``.
 
-Several processes (``torchrun --nproc_per_node K -m lisa_ros.eval_cli ...`` or ``accelerate
+Several processes (``torchrun --nproc_per_node K -m lisa_ros.cli.evaluate ...`` or ``accelerate
 launch``) each evaluate every K-th sample, on their own GPU; rank 0 merges the exact sums and
 writes the report: the same numbers as one process.
 
@@ -31,12 +32,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lisa_ros.cli_io import (
+from lisa_ros.cli.files import (
     EXIT_BAD_INPUT,
     CommandError,
     prepare_output,
 )
-from lisa_ros.cli_model import (
+from lisa_ros.cli.options import (
     add_model_arguments,
     configure_logging,
     generate_kwargs_from_args,
@@ -55,7 +56,8 @@ from lisa_ros.distributed import (
     process_group,
     shard,
 )
-from lisa_ros.evaluate import (
+from lisa_ros.evaluation import MetricSums
+from lisa_ros.evaluation.runner import (
     MODES,
     REPORT_FILE,
     SAMPLES_FILE,
@@ -66,7 +68,6 @@ from lisa_ros.evaluate import (
     summary_line,
     write_report,
 )
-from lisa_ros.evaluation import MetricSums
 from lisa_ros.model.prompt import QUESTION_STYLES
 
 PROG = "lisa-eval"

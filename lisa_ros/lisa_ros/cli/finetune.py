@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lisa_ros.cli_io import EXIT_BAD_INPUT, CommandError, first_line
-from lisa_ros.cli_model import (
+from lisa_ros.cli.files import EXIT_BAD_INPUT, CommandError, first_line
+from lisa_ros.cli.options import (
     add_model_arguments,
     configure_logging,
     non_negative_int,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lisa_ros.cli_io import (
+from lisa_ros.cli.files import (
     CAMERA_FRAME,
     EXIT_BAD_INPUT,
     OVERLAY_FILE,
@@ -51,7 +51,7 @@ from lisa_ros.cli_io import (
     target_record,
     write_result_files,
 )
-from lisa_ros.cli_model import (
+from lisa_ros.cli.options import (
     add_model_arguments,
     configure_logging,
     generate_kwargs_from_args,
