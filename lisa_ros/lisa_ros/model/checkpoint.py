@@ -18,6 +18,7 @@ import torch
 
 from .errors import LisaLoadError
 from .prompt import SEG_TOKEN
+from .tokens import TokenLayout
 
 logger = logging.getLogger(__name__)
 
@@ -34,25 +35,6 @@ PROJECTOR_PREFIX = "model.mm_projector."
 TEXT_FCS_PREFIX = "model.text_hidden_fcs.0."
 SAM_PREFIX = "model.visual_model."
 VISION_TOWER_PREFIX = "model.vision_tower."
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Ids of LISA's added tokens, which differ between releases (7B vs 13B-llama2)."""
-
-    seg: int
-    im_start: int
-    im_end: int
-    im_patch: int | None
-    bos: int
-    eos: int
-
-    @property
-    def added(self) -> tuple[int, ...]:
-        """Ids that are decoded as standalone words, like LLaMA's slow tokenizer did."""
-        return tuple(
-            i for i in (self.seg, self.im_start, self.im_end, self.im_patch) if i is not None
-        )
 
 
 @dataclass

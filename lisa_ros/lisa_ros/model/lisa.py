@@ -29,7 +29,6 @@ from torch import nn
 from transformers import StoppingCriteriaList
 
 from . import host_memory
-from .checkpoint import TokenLayout
 from .errors import LisaOutOfMemoryError
 from .generation import AnswerStreamer, StopOnEvent, TextCallback
 from .preprocessing import postprocess_masks, sam_input, validate_image
@@ -42,6 +41,7 @@ from .prompt import (
     tokenize_prompt,
 )
 from .result import SegmentationResult
+from .tokens import TokenLayout
 
 logger = logging.getLogger(__name__)
 

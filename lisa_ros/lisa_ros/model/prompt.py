@@ -11,10 +11,9 @@ the phrase rule from here without importing the model stack.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .checkpoint import TokenLayout
+from .tokens import TokenLayout
 
 SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
