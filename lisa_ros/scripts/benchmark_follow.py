@@ -93,7 +93,7 @@ def run_once(
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
 
-    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.conversion.images import fill_image_msg
 
     width, height = args.size
     rgb = np.asarray(

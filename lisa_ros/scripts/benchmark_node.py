@@ -167,9 +167,9 @@ def benchmark_3d(
     """What depth adds to a frame, stage by stage, with the node's own code."""
     from sensor_msgs.msg import CameraInfo, Image
 
-    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.conversion.images import fill_image_msg
     from lisa_ros.model.result import SegmentationResult
-    from lisa_ros.node.depth import DepthSettings, FrameDepth, locate_masks
+    from lisa_ros.node.depth import DepthPartner, DepthSettings, locate_masks
     from lisa_ros.node.outputs import Answer
 
     depth, masks, camera_matrix = box_scene(width, height)
@@ -185,8 +185,8 @@ def benchmark_3d(
     )
     settings = DepthSettings()
 
-    def frame_depth() -> FrameDepth:
-        return FrameDepth(depth_msg, info, image_header=header, settings=settings)
+    def frame_depth() -> DepthPartner:
+        return DepthPartner(depth_msg, info, image_header=header, settings=settings)
 
     def answer() -> Answer:
         return Answer(header, info, INSTRUCTION, rgb, result, depth=frame_depth())
@@ -219,7 +219,7 @@ def benchmark_size(
     from std_msgs.msg import Header
     from transformers import LogitsProcessorList
 
-    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.conversion.images import fill_image_msg
     from lisa_ros.model.generation import ScriptedReply
     from lisa_ros.node.inputs import ImageLimits
     from lisa_ros.node.jobs import Frame

@@ -113,7 +113,7 @@ def run_cycles(args: argparse.Namespace, node_class: type) -> list[dict[str, Any
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
 
-    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.conversion.images import fill_image_msg
     from lisa_ros.model import host_memory
 
     host_memory.return_large_blocks_on_free()  # as lisa_node's run() does

@@ -222,7 +222,7 @@ def camera_messages(transport: str, width: int, height: int) -> list[Any]:
     import cv2
     from sensor_msgs.msg import CompressedImage, Image
 
-    from lisa_ros.image_conversion import fill_image_msg
+    from lisa_ros.conversion.images import fill_image_msg
 
     messages = []
     for rgb in scene_frames(width, height):

@@ -31,7 +31,7 @@ from ros_harness import RclpyNode, RosProcess, RosProcesses, started_processes
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from lisa_ros.image_conversion import fill_image_msg
+from lisa_ros.conversion.images import fill_image_msg
 
 TEST_DIR = Path(__file__).resolve().parent
 FIXTURE = TEST_DIR / "fixtures" / "lisa-tiny-7b"

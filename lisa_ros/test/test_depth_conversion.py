@@ -1,4 +1,4 @@
-"""Tests of lisa_ros.depth_conversion: raw depth images and image_transport's compressedDepth.
+"""Tests of lisa_ros.conversion.depth: raw depth images and image_transport's compressedDepth.
 
 Round trips go through real sensor_msgs messages serialized as on the wire where ROS is
 installed. The compressedDepth decoder is also checked against messages built here byte by
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lisa_ros.depth_conversion import (
+from lisa_ros.conversion.depth import (
     DEPTH_ENCODINGS,
     DepthConversionError,
     compressed_depth_fields,
@@ -27,7 +27,7 @@ from lisa_ros.depth_conversion import (
     compressed_depth_size,
     depth_msg_to_array,
 )
-from lisa_ros.image_conversion import ImageConversionError, fill_image_msg
+from lisa_ros.conversion.images import ImageConversionError, fill_image_msg
 
 try:
     from rclpy.serialization import deserialize_message, serialize_message
@@ -536,7 +536,7 @@ def test_non_depth_formats_are_refused(fmt, message):
 
 def test_module_imports_without_ros():
     code = (
-        "import sys; import lisa_ros.depth_conversion; "
+        "import sys; import lisa_ros.conversion.depth; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('rclpy', 'sensor_msgs', 'std_msgs', 'cv_bridge')); "
         "assert not loaded, loaded"

@@ -1,4 +1,4 @@
-"""Tests of lisa_ros.image_conversion with real sensor_msgs messages, serialized as on the wire.
+"""Tests of lisa_ros.conversion.images with real sensor_msgs messages, serialized as on the wire.
 
 Every round trip goes array -> Image/CompressedImage -> CDR bytes (rclpy.serialization, what a
 subscriber receives) -> message -> array, and compares bytes, so a wrong byte order, a dropped
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lisa_ros.image_conversion import (
+from lisa_ros.conversion.images import (
     ENCODINGS,
     ImageConversionError,
     array_to_image_fields,
@@ -489,7 +489,7 @@ def test_encodings_without_colour_meaning_cannot_become_rgb():
 def test_module_imports_without_ros():
     """The node's conversion code is part of the ROS-free core: it must not pull in rclpy."""
     code = (
-        "import sys; import lisa_ros.image_conversion; "
+        "import sys; import lisa_ros.conversion.images; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('rclpy', 'sensor_msgs', 'std_msgs', 'cv_bridge')); "
         "assert not loaded, loaded"

@@ -48,13 +48,14 @@ from lisa_ros.cli.files import (
     target_record,
     write_result_files,
 )
-from lisa_ros.geometry import Target3D
-from lisa_ros.image_conversion import (
+from lisa_ros.cli.options import positive_float
+from lisa_ros.conversion.images import (
     ImageConversionError,
     fill_image_msg,
     image_msg_to_array,
     to_rgb8,
 )
+from lisa_ros.geometry import Target3D
 from lisa_ros.model.result import MaskRecord
 from lisa_ros.visualization import draw_overlay, mask_title
 
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="S",
         help="give up (and cancel the goal) after S seconds without a result "
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--server-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="S",
         help="how long to wait for the action server to appear (default: %(default)s)",
@@ -133,16 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", "-q", action="store_true", help="no feedback or progress on stderr"
     )
     return parser
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
 
 
 # --- progress --------------------------------------------------------------------------------

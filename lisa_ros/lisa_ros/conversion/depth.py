@@ -1,6 +1,6 @@
 """Read depth images from ROS messages into numpy arrays, without rclpy or cv_bridge.
 
-Like :mod:`lisa_ros.image_conversion`, the functions read message *fields* (duck-typed), so they
+Like :mod:`lisa_ros.conversion.images`, the functions read message *fields* (duck-typed), so they
 work on rclpy messages and on any object with those attributes, and the module imports without
 ROS. Two kinds of message carry a depth image aligned to the colour camera:
 
@@ -50,7 +50,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lisa_ros.image_conversion import ImageConversionError, _byte_view, image_msg_to_array
+from lisa_ros.conversion.images import ImageConversionError, _byte_view, image_msg_to_array
 
 __all__ = [
     "COMPRESSED_DEPTH_CODECS",

@@ -244,7 +244,7 @@ def compressed_msg_to_array(msg: Any) -> tuple[np.ndarray, str]:
         raise ImageConversionError(
             f"compressed image format {fmt!r} (compressedDepth) is not supported as a picture: "
             "depth goes to the node's 'depth' input (parameter depth_transport "
-            "'compressedDepth'; lisa_ros.depth_conversion reads it); the model needs colour"
+            "'compressedDepth'; lisa_ros.conversion.depth reads it); the model needs colour"
         )
     codec, declared = _compressed_codec(fmt)
     if not codec and fmt.strip():

@@ -20,7 +20,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
-from lisa_ros.depth_conversion import (
+from lisa_ros.conversion.depth import (
     DepthConversionError,
     compressed_depth_msg_to_array,
     compressed_depth_size,
@@ -37,7 +37,7 @@ from lisa_ros.geometry import (
 
 from .inputs import InputError
 
-__all__ = ["DEPTH_TRANSPORTS", "DepthFrame", "DepthSettings", "FrameDepth", "locate_masks"]
+__all__ = ["DEPTH_TRANSPORTS", "DecodedDepth", "DepthSettings", "DepthPartner", "locate_masks"]
 
 #: How the node subscribes depth: sensor_msgs/Image on 'depth', or image_transport's
 #: compressedDepth (sensor_msgs/CompressedImage) on '<depth>/compressedDepth'.
@@ -56,7 +56,7 @@ class DepthSettings:
 
 
 @dataclass(frozen=True)
-class DepthFrame:
+class DecodedDepth:
     """Depth ready for :func:`lisa_ros.geometry.locate`."""
 
     header: Header  # the depth image's: the frame and time of every 3D output
@@ -69,7 +69,7 @@ class DepthFrame:
 PartnerLookup = Callable[[], "tuple[Any, CameraInfo, InputError | None]"]
 
 
-class FrameDepth:
+class DepthPartner:
     """What one colour frame has for 3D: a depth message and camera info, or why it has none.
 
     ``load`` decodes at most once; its result (or refusal) is kept, so the action result,
@@ -93,12 +93,12 @@ class FrameDepth:
         self._image_header = image_header if image_header is not None else Header()
         self._settings = settings
         self._missing = InputError(missing) if msg is None else None
-        self._loaded: DepthFrame | InputError | None = None
+        self._loaded: DecodedDepth | InputError | None = None
         self._lookup: PartnerLookup | None = None
         self._on_refused: Callable[[InputError], None] | None = None
 
     @classmethod
-    def none(cls, reason: str) -> FrameDepth:
+    def none(cls, reason: str) -> DepthPartner:
         """No depth for this frame, for ``reason`` (said in the result's depth_status)."""
         return cls(missing=reason)
 
@@ -109,7 +109,7 @@ class FrameDepth:
         image_header: Header,
         settings: DepthSettings,
         on_refused: Callable[[InputError], None] | None = None,
-    ) -> FrameDepth:
+    ) -> DepthPartner:
         """The depth ``lookup()`` finds for the frame of ``image_header``, on first use;
         ``on_refused`` is told once when the streams gave none usable (an error with a cause)."""
         depth = cls(image_header=image_header, settings=settings, missing="not looked up")
@@ -121,7 +121,7 @@ class FrameDepth:
     def settings(self) -> DepthSettings:
         return self._settings
 
-    def load(self, image_hw: tuple[int, int]) -> DepthFrame:
+    def load(self, image_hw: tuple[int, int]) -> DecodedDepth:
         """The decoded depth for a colour image of ``image_hw``; InputError says why there is
         none."""
         if self._lookup is not None:
@@ -146,7 +146,7 @@ class FrameDepth:
             raise InputError(str(self._loaded), self._loaded.cause)
         return self._loaded
 
-    def _decode(self, image_hw: tuple[int, int]) -> DepthFrame:
+    def _decode(self, image_hw: tuple[int, int]) -> DecodedDepth:
         msg = self._msg
         depth_frame, image_frame = msg.header.frame_id, self._image_header.frame_id
         if depth_frame != image_frame:
@@ -167,7 +167,7 @@ class FrameDepth:
             meters = depth_to_meters(pixels, unit or None)
         except (DepthConversionError, GeometryError) as error:
             raise InputError(f"depth image not usable: {error}", cause="depth") from error
-        return DepthFrame(header=msg.header, meters=meters, camera_matrix=camera_matrix)
+        return DecodedDepth(header=msg.header, meters=meters, camera_matrix=camera_matrix)
 
 
 def _camera_matrix(camera_info: CameraInfo) -> np.ndarray:
@@ -182,7 +182,7 @@ def _camera_matrix(camera_info: CameraInfo) -> np.ndarray:
 
 
 def locate_masks(
-    masks: np.ndarray, depth: DepthFrame, settings: DepthSettings, *, with_points: bool
+    masks: np.ndarray, depth: DecodedDepth, settings: DepthSettings, *, with_points: bool
 ) -> list[Target3D]:
     """One 3D target per mask of ``masks`` (N, H, W) in ``depth``'s frame; ``with_points`` also
     gathers each mask's points (for ~/points), which costs about as much again."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lisa_ros.image_conversion import (
+from lisa_ros.conversion.images import (
     ImageConversionError,
     compressed_msg_to_array,
     image_msg_to_array,

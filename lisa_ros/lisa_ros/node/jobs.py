@@ -35,7 +35,7 @@ from lisa_ros.model.result import SegmentationResult
 if TYPE_CHECKING:  # the model (and torch) are loaded on configure, not when the node imports
     from lisa_ros.model import LisaModel
 
-from .depth import DepthSettings, FrameDepth
+from .depth import DepthPartner, DepthSettings
 from .headers import copy_header
 from .inputs import ImageLimits, InputError, check_instruction, compressed_to_rgb, image_to_rgb
 from .outputs import Answer, Followed, ResultPublishers
@@ -100,12 +100,12 @@ class Frame:
             return CameraInfo()
         return self.streams.camera_info_for(self.msg.header.stamp)
 
-    def depth(self, settings: DepthSettings) -> FrameDepth:
+    def depth(self, settings: DepthSettings) -> DepthPartner:
         """The depth image paired with this frame, looked up and decoded only when an output
         needs it."""
         streams = self.streams
         if streams is None:
-            return FrameDepth.none("the image came without a depth image")
+            return DepthPartner.none("the image came without a depth image")
         stamp = self.msg.header.stamp
         # The candidates held now, the first to arrive stamped at or after the frame, and those
         # held at the lookup: the frame's own depth image may come a little after it, and a long
@@ -123,7 +123,7 @@ class Frame:
         def refused(error: InputError) -> None:
             streams.report(error.cause, f"no 3D targets: {error}")
 
-        return FrameDepth.paired_later(lookup, self.msg.header, settings, refused)
+        return DepthPartner.paired_later(lookup, self.msg.header, settings, refused)
 
     def to_rgb(self, limits: ImageLimits) -> np.ndarray:
         if isinstance(self.msg, CompressedImage):
@@ -369,7 +369,7 @@ class GoalTurn:
     image_rgb: np.ndarray
     header: Header
     camera_info: CameraInfo
-    depth: FrameDepth
+    depth: DepthPartner
     session_id: str = ""
     history: Sequence[tuple[str, str]] = ()
     node_timings: dict[str, float] = field(default_factory=dict)
@@ -477,12 +477,12 @@ def _has_pixels(image: Any) -> bool:
     return len(image.data) > 0 or bool(image.width) or bool(image.height)
 
 
-def _goal_depth(goal: Any, image_hw: tuple[int, int], settings: DepthSettings) -> FrameDepth:
+def _goal_depth(goal: Any, image_hw: tuple[int, int], settings: DepthSettings) -> DepthPartner:
     """The depth a goal sent with its image, checked now: a client that sends depth wants 3D,
     and learns of a mistake before the inference, not after it."""
     if not _has_pixels(goal.depth):
-        return FrameDepth.none("the goal's image came without a depth image (goal field 'depth')")
-    depth = FrameDepth(
+        return DepthPartner.none("the goal's image came without a depth image (goal field 'depth')")
+    depth = DepthPartner(
         goal.depth, goal.camera_info, image_header=goal.image.header, settings=settings
     )
     try:

@@ -25,13 +25,13 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
+from lisa_ros.conversion.images import image_msg_pixels
 from lisa_ros.geometry import Target3D
-from lisa_ros.image_conversion import image_msg_pixels
 from lisa_ros.model.follow_quality import MaskDrift
 from lisa_ros.model.result import MaskRecord, SegmentationResult
 from lisa_ros.visualization import draw_overlay, label_image
 
-from .depth import DepthFrame, FrameDepth, locate_masks
+from .depth import DecodedDepth, DepthPartner, locate_masks
 from .headers import copy_header
 from .inputs import InputError
 from .pairing import nanoseconds
@@ -68,7 +68,7 @@ class Answer:
     instruction: str
     image_rgb: np.ndarray
     result: SegmentationResult
-    depth: FrameDepth = field(default_factory=lambda: FrameDepth.none("no depth image"))
+    depth: DepthPartner = field(default_factory=lambda: DepthPartner.none("no depth image"))
     followed: Followed | None = None  # None: LISA reasoned on this very frame
     node_timings: Mapping[str, float] = field(default_factory=dict)
 
@@ -99,7 +99,7 @@ class Answer:
         return (nanoseconds(self.header.stamp) - nanoseconds(reasoned.stamp)) / 1e9
 
     @cached_property
-    def _depth_frame(self) -> DepthFrame | str:
+    def _depth_frame(self) -> DecodedDepth | str:
         """The decoded depth, or why there is none."""
         if len(self.result.mask_logits) == 0:
             return "the answer has no mask"
@@ -131,7 +131,7 @@ class Answer:
     def depth_header(self) -> Header:
         """The header of the depth the targets are in (the image's when there is none)."""
         depth = self._depth_frame
-        return copy_header(depth.header if isinstance(depth, DepthFrame) else self.header)
+        return copy_header(depth.header if isinstance(depth, DecodedDepth) else self.header)
 
     @property
     def depth_status(self) -> str:

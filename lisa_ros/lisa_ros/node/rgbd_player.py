@@ -37,7 +37,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from lisa_ros.image_conversion import fill_image_msg
+from lisa_ros.conversion.images import fill_image_msg
 
 __all__ = ["RgbdPlayer", "Scene", "SceneError", "load_scene", "main"]
 

@@ -23,7 +23,7 @@ class Session:
     image_rgb: np.ndarray
     header: Any  # std_msgs/Header of the first turn's frame
     camera_info: Any  # sensor_msgs/CameraInfo of that frame (empty when unknown)
-    depth: Any  # its depth (a depth.FrameDepth, decoded once for all turns)
+    depth: Any  # its depth (a depth.DepthPartner, decoded once for all turns)
     history: list[tuple[str, str]] = field(default_factory=list)
 
 

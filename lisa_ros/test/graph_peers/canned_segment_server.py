@@ -1,7 +1,7 @@
 """Graph-test peer: a Segment action server with canned answers, standing in for lisa_node.
 
 It lets the harness and lisa-ask be tested on a real ROS graph without a model. It decodes the
-goal image with lisa_ros.image_conversion, sends feedback through the stages lisa_node uses and
+goal image with lisa_ros.conversion.images, sends feedback through the stages lisa_node uses and
 answers by keyword in the instruction:
 
 - default: "Sure, the left part [SEG] and the right part [SEG] ." with two masks, the left and
@@ -32,7 +32,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from sensor_msgs.msg import Image, RegionOfInterest
 
-from lisa_ros.image_conversion import ImageConversionError, fill_image_msg, image_msg_to_array
+from lisa_ros.conversion.images import ImageConversionError, fill_image_msg, image_msg_to_array
 
 ANSWER = "Sure, the left part [SEG] and the right part [SEG] ."
 PHRASES = ["Sure, the left part", "and the right part"]

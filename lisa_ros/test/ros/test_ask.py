@@ -223,7 +223,7 @@ def test_timeout_cancels_the_goal_and_fails(ros_env, canned_server):
             2,
             "output folder '/proc/version/out' cannot be created",
         ),
-        (["x", "--timeout", "0"], 2, "argument --timeout: must be greater than 0"),
+        (["x", "--timeout", "0"], 2, "argument --timeout: must be a positive number"),
     ],
 )
 def test_mistakes_end_with_one_line_and_no_goal(ros_env, args, exit_status, message):

@@ -40,9 +40,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from lisa_ros.depth_conversion import compressed_depth_fields
+from lisa_ros.conversion.depth import compressed_depth_fields
 from lisa_ros.geometry import depth_to_meters, locate
-from lisa_ros.node.depth import FrameDepth
+from lisa_ros.node.depth import DepthPartner
 from lisa_ros.node.diagnostics import LOG_REPEAT_SECONDS
 from lisa_ros.node.inputs import InputError
 
@@ -621,7 +621,7 @@ def test_a_stopped_camera_is_diagnosed_and_its_last_frame_refused_to_goals(
 @pytest.mark.parametrize("broken", ["missing", "undecodable"])
 def test_a_refused_depth_keeps_nothing_of_the_caller_alive(broken: str) -> None:
     """A frame's depth is asked for by several outputs and each gets the same refusal, but it must
-    not be a raised exception kept in the FrameDepth: its traceback would hold the caller's frame
+    not be a raised exception kept in the DepthPartner: its traceback would hold the caller's frame
     (the image, the masks) in a cycle that only a rare full collection frees. Every followed frame
     of a camera without depth left one behind: +45 MB a minute in test_node_follow's memory test."""
 
@@ -629,10 +629,10 @@ def test_a_refused_depth_keeps_nothing_of_the_caller_alive(broken: str) -> None:
         pass
 
     if broken == "missing":
-        depth = FrameDepth.none("no depth image has arrived")
+        depth = DepthPartner.none("no depth image has arrived")
     else:  # a colour image where depth should be
         rgb = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(48))
-        depth = FrameDepth(rgb, camera_info(0.0), image_header=rgb.header)
+        depth = DepthPartner(rgb, camera_info(0.0), image_header=rgb.header)
 
     def answer(image: Image_) -> None:
         for _ in range(3):  # ~/segmentation, ~/markers, ~/points

@@ -6,7 +6,7 @@ the inference thread looks at them. Such a frame must cost nothing beyond taking
 no colour conversion, no depth decoding. The real LisaNode (tiny checkpoint, the test answers
 scripted as in scripted_lisa_node.py) runs in this process on a real graph, fed by a camera with
 depth and camera_info; its colour conversion (``Frame.to_rgb``) and depth decoding
-(``FrameDepth._decode``) are wrapped to count their calls, and the counts are compared with the
+(``DepthPartner._decode``) are wrapped to count their calls, and the counts are compared with the
 scheduler's own tally of frames received, reasoned and followed.
 """
 
@@ -28,8 +28,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from tiny_lisa import CHECKPOINT, CLIP
 
-from lisa_ros.image_conversion import fill_image_msg
-from lisa_ros.node.depth import FrameDepth
+from lisa_ros.conversion.images import fill_image_msg
+from lisa_ros.node.depth import DepthPartner
 from lisa_ros.node.jobs import Frame
 from lisa_ros.node.lisa_node import LisaNode, ModelSettings
 
@@ -56,7 +56,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         return wrapper
 
     monkeypatch.setattr(Frame, "to_rgb", counting("converted", Frame.to_rgb))
-    monkeypatch.setattr(FrameDepth, "_decode", counting("depth decoded", FrameDepth._decode))
+    monkeypatch.setattr(DepthPartner, "_decode", counting("depth decoded", DepthPartner._decode))
     return counts
 
 

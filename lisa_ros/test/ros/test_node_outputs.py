@@ -19,12 +19,12 @@ from test_mask_record import two_masks  # noqa: E402
 
 from lisa_ros.cli.ask import mask_record  # noqa: E402
 from lisa_ros.cli.files import result_record  # noqa: E402
-from lisa_ros.image_conversion import (
+from lisa_ros.conversion.images import (
     fill_image_msg,  # noqa: E402
     image_msg_to_array,  # noqa: E402
 )
 from lisa_ros.model.follow_quality import MaskDrift  # noqa: E402
-from lisa_ros.node.depth import FrameDepth  # noqa: E402
+from lisa_ros.node.depth import DepthPartner  # noqa: E402
 from lisa_ros.node.headers import copy_header  # noqa: E402
 from lisa_ros.node.jobs import FollowSettings  # noqa: E402
 from lisa_ros.node.outputs import Answer, Followed, ResultPublishers, mask_info  # noqa: E402
@@ -60,7 +60,7 @@ def answer() -> Answer:
         "where is the mug?",
         image,
         two_masks(),
-        depth=FrameDepth(depth_msg, calibration, image_header=HEADER),
+        depth=DepthPartner(depth_msg, calibration, image_header=HEADER),
         node_timings={"queued": 0.1},
     )
 

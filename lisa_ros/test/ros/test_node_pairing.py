@@ -8,7 +8,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from lisa_ros.image_conversion import fill_image_msg
+from lisa_ros.conversion.images import fill_image_msg
 from lisa_ros.node.depth import DepthSettings
 from lisa_ros.node.jobs import Frame
 from lisa_ros.node.pairing import MAX_WAITING, CameraStreams, StampedBuffer

@@ -11,7 +11,7 @@ import numpy as np
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from lisa_ros.image_conversion import image_msg_to_array
+from lisa_ros.conversion.images import image_msg_to_array
 
 SCENE = Path(__file__).resolve().parents[2] / "demo" / "scene"
 TOPICS = {

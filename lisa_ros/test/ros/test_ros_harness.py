@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from ros_harness import FASTDDS_PROFILE, reserve_domain_id
 
-from lisa_ros.image_conversion import fill_image_msg, image_msg_to_array
+from lisa_ros.conversion.images import fill_image_msg, image_msg_to_array
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed in this venv: run 'make setup'")
 from rclpy.action import ActionClient  # noqa: E402
