@@ -19,7 +19,7 @@ test-newest:
 lock:
 	./scripts/lock.sh
 
-# README "Try it": lisa_node on the bundled tiny model, a rendered RGB-D scene, one goal; ends by itself.
+# README "Try it without a robot": lisa_node on the bundled tiny model, a rendered RGB-D scene, one goal; ends by itself.
 # DDS stays on this machine unless ROS_AUTOMATIC_DISCOVERY_RANGE says otherwise. DEMO_ARGS: launch
 # arguments, e.g. DEMO_ARGS="model:=xinlai/LISA-7B-v1 adapter:= device:=cuda".
 demo:

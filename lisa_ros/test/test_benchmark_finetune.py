@@ -1,5 +1,5 @@
 """scripts/benchmark_finetune.py on the tiny fixture: it runs lisa-finetune's step with gradient
-checkpointing on and off, and prints and records what the README quotes.
+checkpointing on and off, and prints and records what docs/benchmarks.md quotes.
 
 No timing is asserted (the machine decides those); the layer-pass count is, because it is the
 evidence that checkpointing was really on in one column and off in the other.

@@ -2,7 +2,8 @@
 
 Everything a user can set lives in :data:`PARAMETERS`, so the declarations (with descriptions and
 ranges, visible through ``ros2 param describe``), the validation of new values, ``config/lisa.yaml``
-and the README's parameter table cannot disagree: tests compare the YAML and the README with it.
+and the parameter table of docs/node.md cannot disagree: tests compare the YAML and the table with
+it.
 
 Model parameters (``model`` ... ``adapter``) are read when the node is configured: change them, then
 run the ``cleanup`` and ``configure`` transitions to load another model. All others take effect at
@@ -206,7 +207,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "or clears it. Setting it on a running node replaces the standing instruction the same "
         "way. Applied again on every configure. Empty: none (goals only).",
     ),
-    # --- following (README "Following targets") ------------------------------------------------
+    # --- following (docs/node.md "Following targets") ----------------------------------------
     ParameterSpec(
         "follow_rate_hz",
         10.0,
@@ -323,7 +324,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "is forgotten first. 0 disables follow-ups.",
         int_range=(0, 10_000),
     ),
-    # --- recording (README "Recording answered frames") ----------------------------------------
+    # --- recording (docs/node.md "Recording answered frames") --------------------------------
     ParameterSpec(
         "record_dir",
         "",

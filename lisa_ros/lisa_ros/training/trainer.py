@@ -413,7 +413,7 @@ def _check_engine(accelerator: Any) -> None:
         raise ValueError(
             f"lisa-finetune runs on one device or under DDP, not {accelerator.distributed_type}: "
             "choose 'multi-GPU' (no FSDP/DeepSpeed) in `accelerate config`; a LoRA step of "
-            "LISA-7B should fit one 24 GB GPU with gradient checkpointing (see the README)"
+            "LISA-7B should fit one 24 GB GPU with gradient checkpointing (see docs/benchmarks.md)"
         )
 
 

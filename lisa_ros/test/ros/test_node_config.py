@@ -1,4 +1,4 @@
-"""config/lisa.yaml, launch/lisa.launch.py, rviz/lisa.rviz and the README agree with the node's
+"""config/lisa.yaml, launch/lisa.launch.py, rviz/lisa.rviz and docs/node.md agree with the node's
 parameter table.
 
 `launch` and `launch_ros` are not installable here, so the launch file is compiled and read as
@@ -18,7 +18,7 @@ import yaml
 from lisa_ros.node.parameters import PARAMETERS, defaults, descriptor, spec, validate
 
 PACKAGE = Path(__file__).resolve().parents[2]
-README = PACKAGE.parent / "README.md"
+NODE_DOC = PACKAGE.parent / "docs" / "node.md"  # the node's parameter table
 CONFIG = PACKAGE / "config" / "lisa.yaml"
 LAUNCH = PACKAGE / "launch" / "lisa.launch.py"
 RVIZ = PACKAGE / "rviz" / "lisa.rviz"
@@ -44,13 +44,13 @@ def test_yaml_holds_exactly_the_declared_parameters_with_their_defaults() -> Non
 
 
 def readme_parameters() -> dict[str, object]:
-    """Name -> default of each row of the README's node parameter table, in its order."""
-    lines = iter(README.read_text().splitlines())
+    """Name -> default of each row of the node parameter table of docs/node.md, in its order."""
+    lines = iter(NODE_DOC.read_text().splitlines())
     for line in lines:
         if line.strip() == "| parameter | default | what it does |":
             break
     else:
-        raise AssertionError("the README has no '| parameter | default | what it does |' table")
+        raise AssertionError("docs/node.md has no '| parameter | default | what it does |' table")
     rows: dict[str, object] = {}
     for line in lines:
         if not line.startswith("|"):
@@ -59,7 +59,7 @@ def readme_parameters() -> dict[str, object]:
         if set(cells[0]) <= set("-: "):
             continue  # the header separator
         name, default = (re.fullmatch(r"`([^`]*)`", cell) for cell in cells[:2])
-        assert name and default, f"README row {line!r}: write `name` | `default` | ..."
+        assert name and default, f"docs/node.md row {line!r}: write `name` | `default` | ..."
         rows[name[1]] = yaml.safe_load(default[1])  # `true`, `512`, `1.0`, `""` as YAML reads them
     return rows
 
@@ -70,7 +70,7 @@ def test_readme_lists_exactly_the_declared_parameters_with_their_defaults() -> N
     for name, value in in_readme.items():
         default = defaults()[name]
         assert type(value) is type(default) and value == default, (
-            f"{name}: the README says {value!r}, the node's default is {default!r}"
+            f"{name}: docs/node.md says {value!r}, the node's default is {default!r}"
         )
 
 

@@ -349,7 +349,7 @@ def test_ctrl_c_on_the_launch_ends_every_process_within_seconds(launched) -> Non
 def test_launch_arguments_set_a_standing_instruction_the_answer_length_and_recording(
     ros2: Ros2, ros_processes: RosProcesses, graph, tmp_path: Path
 ) -> None:
-    """The README's loop starts with a standing instruction given at launch: it is segmented
+    """The loop of docs/node.md starts with a standing instruction given at launch: it is segmented
     from the first frame, recorded, and a colon or a yes in it stays text (no YAML reading)."""
     instruction = "the cup: red, or yes?"
     record_dir = tmp_path / "recorded"
