@@ -221,8 +221,8 @@ def benchmark_size(
 
     from lisa_ros.conversion.images import fill_image_msg
     from lisa_ros.model.generation import ScriptedReply
+    from lisa_ros.node.frames import Frame
     from lisa_ros.node.inputs import ImageLimits
-    from lisa_ros.node.jobs import Frame
     from lisa_ros.node.outputs import Answer, ResultPublishers
     from lisa_ros.visualization import draw_overlay
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lisa_ros.node.scheduler import RATE_WINDOW_SECONDS, WorkScheduler
+from lisa_ros.node.scheduler import RATE_WINDOW_SECONDS, JobKind, WorkScheduler
 
 REASONING_SECONDS = 1.6  # a CPU reasoning step of the issue, with max_rate_hz 1
 FOLLOW_SECONDS = 0.1
@@ -32,10 +32,9 @@ class FakeClock:
 
 @dataclass
 class Job:
-    kind: str  # "reason", "follow" or "goal"
+    label: str  # "reason", "follow" or "goal"
     frame: int
-    is_goal: bool = False
-    is_follow: bool = False
+    kind: JobKind = JobKind.FRAME
 
     def request_stop(self, reason: object) -> None:
         pass
@@ -49,7 +48,7 @@ def reason(frame: int, instruction: str) -> Job:
 
 
 def follow(frame: int, target: str) -> Job:
-    return Job("follow", frame, is_follow=True)
+    return Job("follow", frame, JobKind.FOLLOW)
 
 
 @dataclass
@@ -98,7 +97,7 @@ class Simulation:
                 self.next_frame += self.camera_period
             while goals and self.clock.now >= goals[0]:
                 goals.pop(0)
-                self.scheduler.submit(Job("goal", -1, is_goal=True))
+                self.scheduler.submit(Job("goal", -1, JobKind.GOAL))
             if self.running is not None and self.clock.now >= self.running[1]:
                 job = self.running[0]
                 self.scheduler.job_done(job)  # type: ignore[arg-type]
@@ -107,9 +106,9 @@ class Simulation:
             if self.running is None:
                 job = self.scheduler.next_job(timeout=0)
                 if job is not None:
-                    ends = self.clock.now + self.seconds[job.kind]
+                    ends = self.clock.now + self.seconds[job.label]
                     self.running = (job, ends)
-                    self.run.jobs.append((self.clock.now, ends, job.kind))
+                    self.run.jobs.append((self.clock.now, ends, job.label))
         return self.run
 
 
@@ -205,7 +204,7 @@ def test_degraded_follows_ask_for_reasoning_at_once_inside_the_reserved_time() -
     sim.advance(1.7)  # the first reasoning step ended at 1.6 s; following is reserved to 3.2 s
     follows_before = len(sim.run.kinds("follow"))
     # From now on, each follow finds the masks degraded and asks for reasoning.
-    sim.on_done = lambda job: job.kind == "follow" and sim.scheduler.request_reasoning()
+    sim.on_done = lambda job: job.label == "follow" and sim.scheduler.request_reasoning()
     run = sim.advance(20.0)
     kinds = [k for s, _, k in run.jobs]
     start = kinds.index("follow")

@@ -76,17 +76,11 @@ from lisa_ros.model import LisaLoadError, host_memory
 from .core_logging import CoreLogRoute
 from .depth import DepthSettings
 from .diagnostics import Health, HealthSnapshot
+from .following import FollowSettings, FollowTarget
+from .frames import Frame
 from .input_node import InputNode
 from .inputs import ImageLimits, InputError, check_instruction
-from .jobs import (
-    FollowJob,
-    FollowSettings,
-    FollowTarget,
-    Frame,
-    FrameJob,
-    JobSettings,
-    Pipeline,
-)
+from .jobs import FollowJob, FrameJob, JobSettings, Pipeline
 from .outputs import Answer, ResultPublishers
 from .pairing import CameraStreams
 from .parameters import PARAMETERS, descriptor, validate, validate_together

@@ -60,6 +60,7 @@ __all__ = [
     "DEFAULT_REASONING_SHARE",
     "RATE_WINDOW_SECONDS",
     "Job",
+    "JobKind",
     "SchedulerStats",
     "StopReason",
     "WorkScheduler",
@@ -92,10 +93,18 @@ class StopReason(Enum):
     DEACTIVATED = "deactivated"  # the node was deactivated or cleaned up
 
 
+class JobKind(Enum):
+    """What a job is, for the scheduler's order and its reasoning/following share."""
+
+    GOAL = "goal"  # a Segment action goal
+    FRAME = "frame"  # a camera frame reasoned with the standing instruction
+    FOLLOW = "follow"  # a camera frame on which the last answer's targets are followed
+
+
 class Job(Protocol):
     """A unit of work for the inference thread."""
 
-    is_goal: bool
+    kind: JobKind
 
     def request_stop(self, reason: StopReason) -> None:
         """Ask the job to stop as soon as it can (within one decoding step while generating)."""
@@ -222,7 +231,7 @@ class WorkScheduler(Generic[FrameT]):
                 self._next_frame_time = float("-inf")
                 self._reserved_until = float("-inf")
             self._instruction = instruction or None
-            if instruction is None and self._running is not None and not self._running.is_goal:
+            if instruction is None and self._running_kind() not in (None, JobKind.GOAL):
                 self._running.request_stop(StopReason.SUPERSEDED)
             self._cond.notify_all()
 
@@ -290,7 +299,7 @@ class WorkScheduler(Generic[FrameT]):
             raise ValueError(f"unknown busy policy {policy!r}")
         with self._cond:
             self._expire_reservations()
-            goals = 1 if self._running is not None and self._running.is_goal else 0
+            goals = 1 if self._running_kind() is JobKind.GOAL else 0
             goals += len(self._goals) + len(self._reserved)
             if policy == "reject" and goals > 0:
                 return "the node is busy with another goal (busy_policy 'reject'): retry later"
@@ -321,14 +330,14 @@ class WorkScheduler(Generic[FrameT]):
                     waiting.request_stop(StopReason.PREEMPTED)
                     self._finish.append(waiting)
                 self._goals.clear()
-                if self._running is not None and self._running.is_goal:
+                if self._running_kind() is JobKind.GOAL:
                     self._running.request_stop(StopReason.PREEMPTED)
             if self._paused:
                 job.request_stop(StopReason.DEACTIVATED)
                 self._finish.append(job)
             else:
                 self._goals.append(job)
-                if self._running is not None and not self._running.is_goal:
+                if self._running_kind() not in (None, JobKind.GOAL):
                     self._running.request_stop(StopReason.SUPERSEDED)
             self._cond.notify_all()
             return True
@@ -348,12 +357,16 @@ class WorkScheduler(Generic[FrameT]):
             self._cond.notify_all()
             return True
 
+    def _running_kind(self) -> JobKind | None:
+        """The kind of the job the inference thread runs (None: none); under ``self._cond``."""
+        return None if self._running is None else self._running.kind
+
     def goals_ahead_of(self, job: Job) -> int:
         """How many goals run before ``job`` (the running one included); 0 when it runs."""
         with self._cond:
             if job is self._running:
                 return 0
-            ahead = 1 if self._running is not None and self._running.is_goal else 0
+            ahead = 1 if self._running_kind() is JobKind.GOAL else 0
             for index, waiting in enumerate(self._goals):
                 if waiting is job:
                     return ahead + index
@@ -421,9 +434,9 @@ class WorkScheduler(Generic[FrameT]):
         with self._cond:
             if self._running is job:
                 now = self._clock()
-                if getattr(job, "is_follow", False):
+                if job.kind is JobKind.FOLLOW:
                     self._follow_seconds = now - self._follow_started
-                elif not job.is_goal:
+                elif job.kind is JobKind.FRAME:
                     self._reasoning_seconds = now - self._reasoning_started
                     share = self._reasoning_share
                     self._reserved_until = self._reasoning_started + self._reasoning_seconds / share
@@ -434,9 +447,7 @@ class WorkScheduler(Generic[FrameT]):
         with self._cond:
             running = "idle"
             if self._running is not None:
-                running = "goal" if self._running.is_goal else "frame"
-                if getattr(self._running, "is_follow", False):
-                    running = "follow"
+                running = self._running.kind.value
             return SchedulerStats(
                 frames_received=self._frames_received,
                 frames_dropped_busy=self._frames_dropped_busy,

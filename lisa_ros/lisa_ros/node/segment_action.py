@@ -26,16 +26,9 @@ from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 
-from .jobs import (
-    Frame,
-    GoalError,
-    GoalJob,
-    GoalOutcome,
-    JobSettings,
-    Pipeline,
-    goal_result,
-    resolve_turn,
-)
+from .frames import Frame
+from .goals import GoalError, GoalJob, GoalOutcome, goal_result, resolve_turn
+from .jobs import JobSettings, Pipeline
 from .scheduler import StopReason, WorkScheduler
 from .sessions import SessionStore
 

@@ -30,7 +30,7 @@ from tiny_lisa import CHECKPOINT, CLIP
 
 from lisa_ros.conversion.images import fill_image_msg
 from lisa_ros.node.depth import DepthPartner
-from lisa_ros.node.jobs import Frame
+from lisa_ros.node.frames import Frame
 from lisa_ros.node.lisa_node import LisaNode, ModelSettings
 
 NAMESPACE = "/frame_work"

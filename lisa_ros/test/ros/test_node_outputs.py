@@ -19,14 +19,11 @@ from test_mask_record import two_masks  # noqa: E402
 
 from lisa_ros.cli.ask import mask_record  # noqa: E402
 from lisa_ros.cli.files import result_record  # noqa: E402
-from lisa_ros.conversion.images import (
-    fill_image_msg,  # noqa: E402
-    image_msg_to_array,  # noqa: E402
-)
+from lisa_ros.conversion.images import fill_image_msg, image_msg_to_array  # noqa: E402
 from lisa_ros.model.follow_quality import MaskDrift  # noqa: E402
 from lisa_ros.node.depth import DepthPartner  # noqa: E402
+from lisa_ros.node.following import FollowSettings  # noqa: E402
 from lisa_ros.node.headers import copy_header  # noqa: E402
-from lisa_ros.node.jobs import FollowSettings  # noqa: E402
 from lisa_ros.node.outputs import Answer, Followed, ResultPublishers, mask_info  # noqa: E402
 from lisa_ros.visualization import draw_overlay, label_image  # noqa: E402
 

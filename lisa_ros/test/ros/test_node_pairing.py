@@ -10,7 +10,7 @@ from std_msgs.msg import Header
 
 from lisa_ros.conversion.images import fill_image_msg
 from lisa_ros.node.depth import DepthSettings
-from lisa_ros.node.jobs import Frame
+from lisa_ros.node.frames import Frame
 from lisa_ros.node.pairing import MAX_WAITING, CameraStreams, StampedBuffer
 
 

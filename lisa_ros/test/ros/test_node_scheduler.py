@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lisa_ros.node.scheduler import RESERVATION_SECONDS, StopReason, WorkScheduler
+from lisa_ros.node.scheduler import RESERVATION_SECONDS, JobKind, StopReason, WorkScheduler
 
 
 class FakeClock:
@@ -24,9 +24,9 @@ class FakeClock:
 
 
 class RecordingJob:
-    def __init__(self, name: str, is_goal: bool) -> None:
+    def __init__(self, name: str, kind: JobKind) -> None:
         self.name = name
-        self.is_goal = is_goal
+        self.kind = kind
         self.stop_reasons: list[str] = []
 
     def request_stop(self, reason: str) -> None:
@@ -40,11 +40,11 @@ class RecordingJob:
 
 
 def frame_job(frame: str, instruction: str) -> RecordingJob:
-    return RecordingJob(f"{frame}|{instruction}", is_goal=False)
+    return RecordingJob(f"{frame}|{instruction}", JobKind.FRAME)
 
 
 def goal(name: str) -> RecordingJob:
-    return RecordingJob(name, is_goal=True)
+    return RecordingJob(name, JobKind.GOAL)
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_goals_run_before_frames_and_supersede_a_running_frame(
     scheduler.set_instruction("the cup")
     scheduler.offer_frame("frame0")
     running_frame = take(scheduler)
-    assert not running_frame.is_goal
+    assert running_frame.kind is JobKind.FRAME
     assert scheduler.admit("queue", 4, "g1") is None
     g1 = goal("g1")
     assert scheduler.submit(g1, "g1")
@@ -345,12 +345,8 @@ def test_frames_nobody_wants_do_not_wake_the_inference_thread() -> None:
 # --- following: the last answer's targets on the frames between reasoning steps ----------------
 
 
-class FollowJob(RecordingJob):
-    is_follow = True
-
-
 def follow_job(frame: str, target: str) -> RecordingJob:
-    return FollowJob(f"{frame}~{target}", is_goal=False)
+    return RecordingJob(f"{frame}~{target}", JobKind.FOLLOW)
 
 
 @pytest.fixture
