@@ -289,6 +289,10 @@ def test_a_standing_instruction_from_topic_pub_is_answered_on_the_output_topics(
             "--once",
             "-w",
             "1",
+            # The publisher sees the node's reader before the reader has matched it; on a loaded
+            # machine the default 0.1 s ended it before the reliable retransmission came.
+            "--keep-alive",
+            "2",
             INSTRUCTION,
             "std_msgs/msg/String",
             "{data: 'the cup'}",
@@ -308,7 +312,10 @@ def test_a_standing_instruction_from_topic_pub_is_answered_on_the_output_topics(
         assert 0.1 < float(match.group(1)) <= 5.5, hz.output  # max_rate_hz caps it
         hz.send_signal(signal.SIGINT)
         hz.wait(timeout=10)
-        ros2("topic", "pub", "--once", "-w", "1", INSTRUCTION, "std_msgs/msg/String", "{data: ''}")
+        ros2(
+            "topic", "pub", "--once", "-w", "1", "--keep-alive", "2",
+            INSTRUCTION, "std_msgs/msg/String", "{data: ''}",
+        )  # fmt: skip
         launch.wait_for_output(r"Standing instruction cleared", 10)
     finally:
         streaming.set()
