@@ -68,6 +68,10 @@ from a few passes over the crop and one small matrix product. Only the ``points`
 of the result are built point by point (gathers and interleaves over the inliers), about as
 much work again; ``with_points=False`` skips them and back-projects only the percentile sample,
 the same points either way, so the centroid and extents do not depend on it.
+
+Its length: one method (core, cluster, centroid, extents) with the reasoning above and the checks
+of its inputs (depth units and size, camera matrix), shared by the node, ``lisa-segment`` and
+``lisa-ask``.
 """
 
 from __future__ import annotations

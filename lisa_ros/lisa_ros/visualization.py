@@ -19,6 +19,9 @@ included):
 Mask ``k`` is always drawn in ``mask_colors(k + 1)[k]``, and each ``[SEG]`` in the answer text
 is written in the colour of the mask it produced, so a reader can tell which words belong to
 which region.
+
+Its length: one picture (masks, outlines, labels, the answer box and where they go), drawn alike by
+the CLIs and the node; split, its parts would only call each other.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Ctrl-C (or SIGTERM) cancels the goal on the node before exiting; so does ``--tim
 failures (unreadable image, no node, a rejected goal, an error from the node) end with one
 ``lisa-ask: error: ...`` line, never a traceback. Exit status: 0 masks found, 3 the answer
 refers to nothing, 2 bad input, 1 any other failure, 130 interrupted.
+
+Its length: one tool from its options to its files (the action client, feedback, the wait for the
+node's frame, cancel on Ctrl-C, the report); what it shares with ``lisa-segment`` is in
+:mod:`.files` and :mod:`.options`, and the rest serves this tool only.
 """
 
 from __future__ import annotations

@@ -37,6 +37,11 @@ that loads a model for minutes holds one executor thread, while ``get_state`` an
 services (the node's default group) keep answering. Transitions still never interleave: the rcl
 state machine refuses a transition while another is in progress (the service answers
 ``success: false`` at once).
+
+Its length: the node class is the wiring every concern meets in (lifecycle transitions,
+parameters, subscriptions, publishers, the action, diagnostics, the follow target); each concern's
+logic is in its own module (jobs, goals, scheduler, segment_action, diagnostics, inputs, outputs),
+and what is left here reads or changes the node's state, which one lifecycle step must see whole.
 """
 
 from __future__ import annotations
