@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 
 PACKAGE = "lisa_ros"
 # The demo (demo.launch.py): its scene, its toy adapter and the tiny checkpoint they run on
-# (demo/lisa-tiny-7b links to the test fixture; only the model and its CLIP are installed).
+# (demo/lisa-tiny-7b links to fixtures/lisa-tiny-7b; only the model and its CLIP are installed).
 DEMO_FOLDERS = (
     "demo",
     "demo/scene",
@@ -19,7 +19,8 @@ DEMO_FOLDERS = (
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*"]),
+    # Only lisa_ros: benchmarks, testbed and tools beside it run from this folder, uninstalled.
+    packages=find_packages(include=["lisa_ros", "lisa_ros.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml", "LICENSE"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ROS-free tests (lisa_ros/test less lisa_ros/test/ros) on the stack a ROS 2 Jazzy user has:
+# The ROS-free tests (lisa_ros/test/unit) on the stack a ROS 2 Jazzy user has:
 # Ubuntu 24.04's Python 3.12 with its apt numpy 1.26.4, OpenCV 4.6.0 and Pillow 10.2.0, and the model
 # stack from pip, as the README's ROS install does. requirements/jazzy.lock pins all of it: those three
 # at the apt versions (OpenCV as the PyPI wheel of that release) and the rest at dev.lock's versions.
@@ -49,4 +49,4 @@ stack = {"Python": sys.version.split()[0], "numpy": numpy.__version__, "OpenCV":
          "Pillow": PIL.__version__}
 print("[jazzy] " + ", ".join(f"{name} {version}" for name, version in stack.items()))
 PY
-exec "$VENV/bin/python" -m pytest lisa_ros/test --ignore=lisa_ros/test/ros -q -p no:cacheprovider "${@:2}"
+exec "$VENV/bin/python" -m pytest lisa_ros/test/unit -q -p no:cacheprovider "${@:2}"

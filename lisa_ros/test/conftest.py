@@ -1,9 +1,16 @@
-"""Shared fixtures: the tiny LISA checkpoint of the reference run and its recorded outputs.
+"""What both kinds of test share: the tiny LISA checkpoint's reference run and its recorded outputs.
 
-The tests in this folder need no ROS package (where ROS 2 is installed, a few also round-trip
-real messages): CI runs them on the ROS Jazzy user's numpy, OpenCV and Pillow too
-(scripts/test_jazzy.sh). The tests that need ROS 2 live in ros/, whose conftest.py brings the
-graph fixtures."""
+The tests are sorted by what they need:
+
+- ``unit/``: no ROS package (where ROS 2 is installed, a few also round-trip real messages). CI
+  runs them on the ROS Jazzy user's numpy, OpenCV and Pillow too (scripts/test_jazzy.sh), in a venv
+  without rclpy: nothing here may import ROS.
+- ``graph/``: processes on a real DDS graph and in-process rclpy nodes; its conftest.py brings the
+  graph fixtures.
+
+The helpers at this level (mask_parity, file_mode_check) are for both; the tiny model's files and
+scripted replies are in ``testbed`` (beside this folder), which the benchmarks use too.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,8 @@ import json
 
 import numpy as np
 import pytest
-from tiny_lisa import FIXTURE, IMAGE
+
+from testbed.tiny_lisa import FIXTURE, IMAGE
 
 
 @pytest.fixture(scope="session")
@@ -30,11 +38,3 @@ def fixture_image() -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(IMAGE).convert("RGB"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "slow: a test that takes a minute or more (make test and CI run it; "
-        "skip it locally with ./scripts/test.sh .venv -m 'not slow')",
-    )
