@@ -1,5 +1,5 @@
 # Two commands for a fresh machine:  make setup  (venv + everything, from the lock)  and  make test.
-# CI (.ci/run) also runs make test-jazzy: the ROS-free tests on a ROS Jazzy user's numpy/OpenCV/Pillow.
+# CI (.ci/run) also runs make test-jazzy: lisa_ros/test/unit (no ROS) on a ROS Jazzy user's numpy/OpenCV/Pillow.
 VENV ?= .venv
 
 .PHONY: setup test test-jazzy test-newest lock demo

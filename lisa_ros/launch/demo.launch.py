@@ -12,7 +12,7 @@ frame: it prints the answer, each mask's 3D centroid in the camera frame and the
 shuts down; an unanswered goal makes ``ros2 launch`` exit with status 1.
 
 By default the model is the repository's tiny random-weight LISA with a toy adapter trained by
-lisa_ros/scripts/make_demo_adapter.py to answer this one question about this one scene: it shows
+lisa_ros/tools/make_demo_adapter.py to answer this one question about this one scene: it shows
 the plumbing, not LISA's intelligence. With a GPU and the Hugging Face hub, ``model:=`` a
 released checkpoint and ``adapter:=`` (empty: none) run the same demo with the real model.
 """

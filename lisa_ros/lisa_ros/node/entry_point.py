@@ -22,5 +22,5 @@ def main(args: list[str] | None = None) -> None:
     run_node(args)
 
 
-if __name__ == "__main__":  # python -m lisa_ros.node.entry_point (e.g. benchmark_node.py --cpu)
+if __name__ == "__main__":  # python -m lisa_ros.node.entry_point (e.g. benchmarks.node --cpu)
     main()
