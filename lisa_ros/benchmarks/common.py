@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from testbed import CONFIG, DEMO
+from testbed import CONFIG, DEMO, PACKAGE
 from testbed.local_dds import use_local_graph
 from testbed.tiny_lisa import CHECKPOINT as TINY_CHECKPOINT
 from testbed.tiny_lisa import CLIP as TINY_CLIP
@@ -34,6 +34,7 @@ __all__ = [
     "DEMO_ADAPTER",
     "FULL_SIZE_LAYERS",
     "MB",
+    "PACKAGE",
     "TINY_CHECKPOINT",
     "TINY_CLIP",
     "TINY_IMAGE",

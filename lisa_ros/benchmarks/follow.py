@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import CONFIG, TINY_CHECKPOINT, TINY_IMAGE, use_local_graph
-from testbed import PACKAGE
+from benchmarks.common import CONFIG, PACKAGE, TINY_CHECKPOINT, TINY_IMAGE, use_local_graph
 
 NAMESPACE = "/benchmark_follow"
 
