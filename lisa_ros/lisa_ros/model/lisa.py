@@ -30,8 +30,9 @@ from torch import nn
 from transformers import StoppingCriteriaList
 
 from . import host_memory
+from .early_masks import DecodedMask, EarlyMasks, MaskCallback, stack_masks
 from .errors import LisaOutOfMemoryError
-from .generation import AnswerStreamer, StopOnEvent, TextCallback
+from .generation import AnswerStreamer, OnToken, StopOnEvent, TextCallback
 from .network import LisaNet
 from .preprocessing import sam_input, validate_image
 from .prompt import (
@@ -237,6 +238,7 @@ class LisaModel:
         on_stage: StageCallback | None = None,
         stop: threading.Event | None = None,
         on_text: TextCallback | None = None,
+        on_mask: MaskCallback | None = None,
         **generate_kwargs: Any,
     ) -> SegmentationResult:
         """Answer `instruction` about `image` (RGB uint8 HxWx3), one mask per [SEG] in the answer.
@@ -247,7 +249,12 @@ class LisaModel:
         - `stop`: once set (from any thread), generation ends at the next decoding step and the
           answer so far is decoded (cancel, preemption, shutdown);
         - `on_text(text, tokens)`: the answer so far, decoded as the final one, at most every 50 ms
-          and once at the end.
+          and once at the end;
+        - `on_mask(partial)`: once per [SEG], at the step that generates it, while generation goes
+          on: a result with the answer so far and every mask decoded so far. A [SEG]'s state is
+          final when it is generated (a causal model never revisits it), so each early mask is the
+          final result's mask of that index, bit for bit; the final result reuses them. Called on
+          the generating thread: what it raises ends `segment`.
         `generate_kwargs` go to transformers' `generate` (max_new_tokens, logits_processor,
         stopping_criteria, streamer, ...); logits processors and streamers see the generated ids
         only, not the prompt.
@@ -261,6 +268,7 @@ class LisaModel:
                 instruction.strip(),
                 history,
                 on_stage or (lambda _stage: None),
+                on_mask,
                 generate_kwargs,
             )
 
@@ -309,7 +317,7 @@ class LisaModel:
             else:
                 encoded = {"sam_encoder": 0.0}
                 mask_start = start
-                logits, scores, _ = self._no_masks(image.shape[:2])
+                logits, scores, _ = stack_masks([], image.shape[:2], self.net.prompt_dim)
             end = self._stopwatch.now()
         return SegmentationResult(
             text=result.text,
@@ -370,6 +378,7 @@ class LisaModel:
         instruction: str,
         history: Sequence[Turn] | None,
         notify: StageCallback,
+        on_mask: MaskCallback | None,
         generate_kwargs: dict[str, Any],
     ) -> SegmentationResult:
         start = self._stopwatch.now()
@@ -383,6 +392,7 @@ class LisaModel:
         notify("generating")
         generate_start = self._stopwatch.now()
         with self._capture_last_states() as (states, step_times):
+            early = self._early_masks(on_mask, states, encoding, start, kwargs)
             output = self.net.llm.generate(
                 inputs_embeds=embeddings,
                 attention_mask=torch.ones(
@@ -396,12 +406,21 @@ class LisaModel:
         notify("decoding_masks")
         mask_start = self._stopwatch.now()
         seg_steps = [step for step, token in enumerate(token_ids) if token == self.layout.seg]
-        logits, scores, prompts = self._masks_for_steps(seg_steps, states, encoding)
+        masks = dict(early.masks) if early is not None else {}
+        missing = [step for step in seg_steps if step not in masks]
+        decoded = self._decode_masks([states[step] for step in missing], encoding)
+        masks.update(zip(missing, decoded, strict=True))
+        logits, scores, prompts = stack_masks(
+            [masks[step] for step in seg_steps], encoding.original_hw, self.net.prompt_dim
+        )
         end = self._stopwatch.now()
 
         text = decode_answer(self.tokenizer, token_ids, self.layout)
         phrases, offsets = seg_phrases(text)
         timings = self._timings(encoded, start, generate_start, step_times, mask_start, end)
+        if seg_steps:  # when the first mask was ready: early, or with the others at the end
+            early_first = early.first_mask if early is not None else None
+            timings["first_mask"] = early_first if early_first is not None else end - start
         return SegmentationResult(
             text=text,
             token_ids=token_ids,
@@ -413,27 +432,42 @@ class LisaModel:
             prompts=prompts,
         )
 
-    def _masks_for_steps(
-        self, seg_steps: list[int], states: list[torch.Tensor], encoding: ImageEncoding
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mask logits, scores, prompts) as numpy for the [SEG]s generated at `seg_steps`."""
-        if not seg_steps:
-            return self._no_masks(encoding.original_hw)
-        seg_hidden = torch.cat([states[step] for step in seg_steps], dim=0)
-        prompts = self.net.seg_prompts(seg_hidden)
-        logits, scores = self.net.masks(prompts, encoding)
-        return (
-            logits.float().cpu().numpy(),
-            scores.float().cpu().numpy(),
-            prompts.cpu().numpy(),
+    def _early_masks(
+        self,
+        on_mask: MaskCallback | None,
+        states: list[torch.Tensor],
+        encoding: ImageEncoding,
+        start: float,
+        generate_kwargs: dict[str, Any],
+    ) -> EarlyMasks | None:
+        """For `on_mask`: the decoder of each [SEG]'s mask as it is generated, added to
+        `generate_kwargs`' stopping criteria (called after every step)."""
+        if on_mask is None:
+            return None
+        early = EarlyMasks(
+            decode=lambda step: self._decode_masks([states[step]], encoding)[0],
+            answer_text=lambda ids: decode_answer(self.tokenizer, ids, self.layout),
+            on_mask=on_mask,
+            elapsed=lambda: self._stopwatch.now() - start,
+            image_hw=encoding.original_hw,
+            prompt_dim=self.net.prompt_dim,
         )
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*(generate_kwargs.get("stopping_criteria") or []), OnToken(self.layout.seg, early)]
+        )
+        return early
 
-    def _no_masks(self, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (
-            np.zeros((0, *image_hw), np.float32),
-            np.zeros((0,), np.float32),
-            np.zeros((0, self.net.prompt_dim), np.float32),
-        )
+    def _decode_masks(
+        self, seg_states: list[torch.Tensor], encoding: ImageEncoding
+    ) -> list[DecodedMask]:
+        """Each [SEG] state's mask on the encoded image, in one pass of SAM's mask decoder."""
+        if not seg_states:
+            return []
+        prompts = self.net.seg_prompts(torch.cat(seg_states, dim=0))
+        logits, scores = self.net.masks(prompts, encoding)
+        logits, scores = logits.float().cpu().numpy(), scores.float().cpu().numpy()
+        prompts = prompts.cpu().numpy()
+        return [DecodedMask(*parts) for parts in zip(logits, scores, prompts, strict=True)]
 
     @staticmethod
     def _timings(
