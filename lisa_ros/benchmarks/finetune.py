@@ -264,7 +264,7 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def random_full_size(args: argparse.Namespace, work_dir: Path) -> tuple[Any, str]:
-    """LISA-7B-v1's shapes, random weights built in memory (as benchmark_model builds them)."""
+    """LISA-7B-v1's shapes, random weights built in memory (as benchmarks.model builds them)."""
     from lisa_ros.model import build_model
     from lisa_ros.model.loading import check_options
     from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
@@ -360,17 +360,14 @@ def parameter_counts(run: Any) -> dict[str, int]:
             continue
         if "lora_" in name:
             counts["lora"] += parameter.numel()
-        elif name.startswith("llm."):
+        elif ".llm." in f".{name}":
             counts["embed_tokens_lm_head"] += parameter.numel()
         elif "text_hidden_fcs" in name:
             counts["text_hidden_fcs"] += parameter.numel()
         else:
             counts["mask_decoder"] += parameter.numel()
     counts["trainable"] = sum(counts.values())
-    unique = {}
-    for part in (lisa.llm, lisa.vision_tower, lisa.mm_projector, lisa.text_hidden_fcs, lisa.sam):
-        unique.update((id(p), p.numel()) for p in part.parameters())
-    counts["total"] = sum(unique.values())
+    counts["total"] = sum(p.numel() for p in lisa.net.parameters())
     return counts
 
 
@@ -383,7 +380,7 @@ def tensor_bytes(parameters: Iterator[torch.nn.Parameter]) -> int:
 
 def measure(run: Any, modes: list[Mode], memory: StepMemory, warmup: int, steps: int) -> None:
     """One step of every mode per round, in turn; the first `warmup` rounds are not kept."""
-    llm = run.lisa.llm
+    llm = run.lisa.net.llm
     decoder = llm.get_decoder()
     counter = LayerPasses(decoder.layers)
     # accelerate's optimizer wraps AdamW, whose step it calls once per optimizer step
@@ -448,7 +445,7 @@ def adapter_size(run: Any, folder: Path) -> dict[str, int]:
     """The files `save_adapter` writes for this model, and their sizes in bytes."""
     from lisa_ros.model.adapter import save_adapter
 
-    save_adapter(run.lisa, folder, run.info())
+    save_adapter(run.lisa.net, folder, run.info())
     return {path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()}
 
 
@@ -674,7 +671,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> int:
     device = run.accelerator.device
     memory = StepMemory(device)
     clock = Clock(device)
-    decoder = run.lisa.llm.get_decoder()
+    decoder = run.lisa.net.llm.get_decoder()
     layers = len(decoder.layers)
 
     log.info("Encoding %d image(s) with CLIP and SAM's image encoder (cached)", len(run.source))

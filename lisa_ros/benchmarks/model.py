@@ -58,7 +58,6 @@ from lisa_ros.model import LisaLoadError, LisaModel, build_model, load_model
 from lisa_ros.model.generation import ScriptedReply
 from lisa_ros.model.lisa import ImageEncoding
 from lisa_ros.model.options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
-from lisa_ros.model.preprocessing import sam_input
 from lisa_ros.model.result import SegmentationResult
 
 INSTRUCTION = "What in this picture could I boil water in? Please output segmentation mask."
@@ -173,25 +172,24 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
     start = clock()
 
     # SAM: once per request, as in chat.py
-    pixels, resize_hw = sam_input(image, lisa.sam_image_size)
-    encoder_dtype = next(lisa.sam.image_encoder.parameters()).dtype
-    sam_embeddings = lisa.sam.image_encoder(pixels.to(lisa.device, encoder_dtype)).float()
+    pixels, resize_hw = lisa.sam_pixels(image)
+    sam_embeddings = lisa.net.sam_embedding(pixels)
     sam_done = clock()
 
     # chat.py pre-processes once; the model re-encodes each step
     clip_pixels = lisa.clip_pixels(image)
     prompt_ids = lisa.prompt_ids(INSTRUCTION)
-    decoder, lm_head = lisa.llm.get_decoder(), lisa.llm.get_output_embeddings()
-    embed_tokens = lisa.llm.get_input_embeddings()
+    decoder, lm_head = lisa.net.llm.get_decoder(), lisa.net.llm.get_output_embeddings()
+    embed_tokens = lisa.net.llm.get_input_embeddings()
     generated = torch.zeros((1, 0), dtype=torch.long, device=lisa.device)
     clip_seconds, llm_seconds = 0.0, []
     image_tokens = hidden = None
     for _ in range(len(answer)):
         step_start = clock()
-        image_tokens = lisa.clip_tokens_from_pixels(clip_pixels)
+        image_tokens = lisa.net.image_tokens(clip_pixels)
         clip_done = clock()
         embeddings = torch.cat(
-            [lisa.prompt_embeddings(prompt_ids, image_tokens), embed_tokens(generated)], dim=1
+            [lisa.net.embed_prompt(prompt_ids, image_tokens), embed_tokens(generated)], dim=1
         )
         hidden = decoder(
             inputs_embeds=embeddings, use_cache=False
@@ -222,7 +220,7 @@ def reference_style_segment(lisa: LisaModel, image: np.ndarray, answer: list[int
             original_hw=image.shape[:2],
             timings={},
         )
-        logits, _ = lisa.decode_masks(hidden[0, positions], encoding)
+        logits, _ = lisa.net.masks(lisa.net.seg_prompts(hidden[0, positions]), encoding)
         mask_logits = logits.float().cpu().numpy()
     else:
         mask_logits = np.zeros((0, *image.shape[:2]), np.float32)
@@ -353,8 +351,7 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
 
 
 def parameter_count(lisa: LisaModel) -> int:
-    parts = (lisa.llm, lisa.vision_tower, lisa.mm_projector, lisa.text_hidden_fcs, lisa.sam)
-    return sum(p.numel() for part in parts for p in part.parameters())
+    return sum(p.numel() for p in lisa.net.parameters())
 
 
 # --- report ---------------------------------------------------------------------------------------

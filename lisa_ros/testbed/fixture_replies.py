@@ -17,3 +17,6 @@ NOTHING_REPLY = [SURE, COMMA, DOT]
 NO_SEG_REPLY = [SURE, COMMA, AND, EOS]
 # "Sure, and and and ...": an answer as long as needed, without [SEG].
 BABBLE = [SURE, COMMA, AND]
+# "Sure, [SEG] . and and ... and [SEG] .": an explanatory checkpoint's answer, the first [SEG]
+# third, then 40 tokens of explanation before a second [SEG].
+EXPLAINED_REPLY = [SURE, COMMA, SEG, SPACE, DOT, *[AND] * 40, SEG, SPACE, DOT, EOS]

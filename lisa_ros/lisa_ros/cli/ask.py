@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOPIC",
         help="without --image: the camera topic the node reads, so the overlay can be drawn "
         "on the frame the node used (matched by header)",
+    )
+    parser.add_argument(
+        "--first-mask",
+        action="store_true",
+        help="stop at the first mask: cancel the rest of the answer once the node sends it in "
+        "feedback, and report and save that mask as the result (exit status 0)",
     )
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="no feedback or progress on stderr"
@@ -310,10 +316,14 @@ class SegmentClient:
             )
         return goal_handle
 
-    def result(self, goal_handle: Any, timeout: float) -> Any | None:
-        """The result response (status and result), or None if ``timeout`` passed first."""
+    def result(
+        self, goal_handle: Any, timeout: float, until: Callable[[], bool] | None = None
+    ) -> Any | None:
+        """The result response (status and result), or None if ``timeout`` passed first, or
+        ``until()`` became true first."""
         future = goal_handle.get_result_async()
-        if not self.spin_until(future.done, timeout):
+        self.spin_until(lambda: future.done() or (until is not None and until()), timeout)
+        if not future.done():
             return None
         # Feedback and result travel separately: feedback sent just before the result may still be
         # waiting in the executor. Show it before the answer rather than drop it.
@@ -325,6 +335,26 @@ class SegmentClient:
         cancel_future = goal_handle.cancel_goal_async()
         self.spin_until(cancel_future.done, CANCEL_WAIT_S)
         return self.result(goal_handle, CANCEL_WAIT_S)
+
+
+class FirstMask:
+    """When the node's first mask came (in a "mask_ready" feedback), from the goal's sending."""
+
+    def __init__(self, printer: FeedbackPrinter) -> None:
+        self._printer = printer
+        self._sent = time.monotonic()
+        self.seconds: float | None = None
+
+    def on_feedback(self, feedback: Any) -> None:
+        if feedback.stage == "mask_ready" and self.seconds is None:
+            self.seconds = time.monotonic() - self._sent
+            self._printer.message(
+                f"first mask after {self.seconds:.2f} s "
+                f"({feedback.tokens_generated} tokens of the answer so far)"
+            )
+
+    def arrived(self) -> bool:
+        return self.seconds is not None
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -504,16 +534,22 @@ def run(args: argparse.Namespace, ros_args: list[str], printer: FeedbackPrinter)
         goal = build_goal(
             instruction, args.session, image_rgb, client.node.get_clock().now().to_msg()
         )
-        goal_handle = client.send(
-            goal, lambda feedback: printer.show(feedback.stage, feedback.text), args.server_timeout
-        )
+        first_mask = FirstMask(printer)
+
+        def on_feedback(feedback: Any) -> None:
+            printer.show(feedback.stage, feedback.text)
+            first_mask.on_feedback(feedback)
+
+        goal_handle = client.send(goal, on_feedback, args.server_timeout)
         if frames is not None:
             frames.goal_accepted()
         printer.message(
             "goal accepted" + (" (using the node's latest frame)" if image_rgb is None else "")
         )
-        response = await_result(client, goal_handle, args.timeout, printer)
-        exit_status = report(response, printer)
+        response = await_result(
+            client, goal_handle, args.timeout, printer, first_mask if args.first_mask else None
+        )
+        exit_status = report(response, printer, stopped_at_first_mask=args.first_mask)
         if args.output is not None:
             source = (
                 image_rgb
@@ -550,11 +586,21 @@ def build_goal(instruction: str, session_id: str, image_rgb: np.ndarray | None, 
 
 
 def await_result(
-    client: SegmentClient, goal_handle: Any, timeout: float, printer: FeedbackPrinter
+    client: SegmentClient,
+    goal_handle: Any,
+    timeout: float,
+    printer: FeedbackPrinter,
+    first_mask: FirstMask | None = None,
 ) -> Any:
-    """The goal's result response; Ctrl-C or ``timeout`` cancel the goal on the node first."""
+    """The goal's result response; Ctrl-C or ``timeout`` cancel the goal on the node first. With
+    ``first_mask``, the goal is canceled once it arrived: the node's result then holds it."""
     try:
-        response = client.result(goal_handle, timeout)
+        response = client.result(goal_handle, timeout, first_mask.arrived if first_mask else None)
+        if response is None and first_mask is not None and first_mask.arrived():
+            printer.message("canceling the rest of the answer (--first-mask)")
+            response = client.cancel(goal_handle)
+            if response is None:
+                raise CommandError("the node did not end the goal after --first-mask canceled it")
     except KeyboardInterrupt:
         printer.message("interrupted: canceling the goal")
         response = client.cancel(goal_handle)
@@ -590,6 +636,7 @@ def save(
         "session_id": args.session,
         "action": args.action,
         "image": str(args.image) if args.image is not None else None,
+        "stopped_at_first_mask": args.first_mask,
         **outcome_fields(result, _status_name(response.status), code_name),
     }
     masks = [mask_record(info) for info in result.mask_info]
@@ -613,8 +660,10 @@ def _status_name(status: int) -> str:
     return constant_names(GoalStatus, "STATUS_").get(status, str(status))
 
 
-def report(response: Any, printer: FeedbackPrinter) -> int:
-    """Print the answer (stdout) and the outcome (stderr); return the exit status it means."""
+def report(response: Any, printer: FeedbackPrinter, *, stopped_at_first_mask: bool = False) -> int:
+    """Print the answer (stdout) and the outcome (stderr); return the exit status it means.
+
+    With ``stopped_at_first_mask``, a goal canceled with a mask is what was asked for: success."""
     from lisa_ros_interfaces.action import Segment
 
     result = response.result
@@ -623,12 +672,21 @@ def report(response: Any, printer: FeedbackPrinter) -> int:
         print_answer(result.text)
     code = result.error_code
     name = constant_names(Segment.Result).get(code, f"error code {code}")
-    if code == Segment.Result.SUCCESS:
+    timings = {timing.stage: timing.seconds for timing in result.timings}
+    if "first_mask" in timings and "total" in timings:
+        printer.message(
+            f"first mask at {timings['first_mask']:.2f} s of {timings['total']:.2f} s on the node"
+        )
+    first_only = stopped_at_first_mask and code == Segment.Result.CANCELED and result.masks
+    if code == Segment.Result.SUCCESS or first_only:
         masks = ", ".join(
             f"{mask_title(info.seg_index, info.phrase)}: {info.area} px, score {info.score:.2f}"
             for info in result.mask_info
         )
-        printer.message(f"SUCCESS: {len(result.masks)} mask(s)" + (f" ({masks})" if masks else ""))
+        outcome = "FIRST MASK (rest of the answer canceled)" if first_only else "SUCCESS"
+        printer.message(
+            f"{outcome}: {len(result.masks)} mask(s)" + (f" ({masks})" if masks else "")
+        )
         for line in target_lines(result):
             printer.message(line)
         return EXIT_SUCCESS

@@ -237,6 +237,7 @@ def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> Se
             image,
             args.instruction,
             on_stage=lambda stage: logger.info(stage_messages.get(stage, stage)),
+            on_mask=_log_mask_ready,
             **generate_kwargs,
         )
     except ValueError as error:  # e.g. an instruction too long for the model's context
@@ -246,6 +247,16 @@ def _segment(lisa: LisaModel, image: np.ndarray, args: argparse.Namespace) -> Se
             f"out of memory while segmenting ({first_line(error)}): "
             "try --max-new-tokens, a smaller image or --quantization"
         ) from None
+
+
+def _log_mask_ready(partial: SegmentationResult) -> None:
+    """Say when each mask is ready: with explanatory checkpoints, long before the answer ends."""
+    logger.info(
+        "Mask %d ready after %.2f s (%d tokens so far)",
+        len(partial.mask_logits),
+        partial.timings["elapsed"],
+        len(partial.token_ids),
+    )
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -303,10 +314,11 @@ def run(args: argparse.Namespace) -> int:
     if targets:
         print_answer(describe_targets(result.phrases, targets))
     logger.info(
-        "%d mask(s), %d tokens, %.2f s (%s)",
+        "%d mask(s), %d tokens, %.2f s, first mask at %s (%s)",
         len(result.mask_logits),
         len(result.token_ids),
         result.timings.get("total", float("nan")),
+        f"{result.timings['first_mask']:.2f} s" if "first_mask" in result.timings else "-",
         ", ".join(
             f"{name} {seconds:.3f}" for name, seconds in result.timings.items() if name != "total"
         ),

@@ -25,10 +25,12 @@ from .result import SegmentationResult
 if TYPE_CHECKING:
     from .lisa import LisaModel, free_device_memory
     from .loading import build_model, load_model
+    from .network import LisaNet
 
 __all__ = [
     "LisaLoadError",
     "LisaModel",
+    "LisaNet",
     "LisaOutOfMemoryError",
     "MaskDrift",
     "SegmentationResult",
@@ -41,6 +43,7 @@ __all__ = [
 # Public name -> the submodule that defines it and imports torch.
 _LAZY = {
     "LisaModel": ".lisa",
+    "LisaNet": ".network",
     "build_model": ".loading",
     "free_device_memory": ".lisa",
     "load_model": ".loading",

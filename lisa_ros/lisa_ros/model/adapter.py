@@ -34,7 +34,7 @@ from .errors import LisaLoadError
 from .logs import without_cpu_kernel_notice
 
 if TYPE_CHECKING:
-    from .lisa import LisaModel
+    from .network import LisaNet
 
 logger = logging.getLogger(__name__)
 
@@ -119,18 +119,18 @@ def load_lisa_modules(
     return True
 
 
-def save_adapter(lisa: LisaModel, folder: os.PathLike | str, info: dict[str, Any]) -> Path:
-    """Write the adapter folder of a model prepared by `lisa_ros.training.trainable`."""
+def save_adapter(net: LisaNet, folder: os.PathLike | str, info: dict[str, Any]) -> Path:
+    """Write the adapter folder of a network prepared by `lisa_ros.training.trainable`."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # embed_tokens and lm_head are saved whole as modules_to_save; peft's extra embedding-layer
     # logic ("auto") would look the base model's vocabulary up on the hub, offline or not
-    lisa.llm.save_pretrained(os.fspath(folder), save_embedding_layers=False)
+    net.llm.save_pretrained(os.fspath(folder), save_embedding_layers=False)
     tensors = {
-        **{TEXT_FCS_PREFIX + k: v for k, v in lisa.text_hidden_fcs.state_dict().items()},
-        **{MASK_DECODER_PREFIX + k: v for k, v in lisa.sam.mask_decoder.state_dict().items()},
+        **{TEXT_FCS_PREFIX + k: v for k, v in net.text_hidden_fcs.state_dict().items()},
+        **{MASK_DECODER_PREFIX + k: v for k, v in net.sam.mask_decoder.state_dict().items()},
     }
     save_file(
         {key: value.detach().contiguous().cpu() for key, value in tensors.items()},
@@ -143,18 +143,19 @@ def save_adapter(lisa: LisaModel, folder: os.PathLike | str, info: dict[str, Any
     return folder
 
 
-def load_adapter_weights(lisa: LisaModel, folder: os.PathLike | str) -> None:
-    """Load an adapter folder's weights into a model already prepared for training (resuming)."""
+def load_adapter_weights(net: LisaNet, folder: os.PathLike | str) -> None:
+    """Load an adapter folder's weights into a network already prepared for training
+    (resuming)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    result = set_peft_model_state_dict(lisa.llm, load_file(folder / PEFT_WEIGHTS_FILE))
+    result = set_peft_model_state_dict(net.llm, load_file(folder / PEFT_WEIGHTS_FILE))
     if result.unexpected_keys:
         raise LisaLoadError(
             f"{folder}: adapter weights this model does not have: {result.unexpected_keys[:3]}"
         )
-    if not load_lisa_modules(folder, lisa.text_hidden_fcs, lisa.sam.mask_decoder):
+    if not load_lisa_modules(folder, net.text_hidden_fcs, net.sam.mask_decoder):
         raise LisaLoadError(f"{folder}: no {LISA_MODULES_FILE}: not a lisa-finetune checkpoint")
 
 

@@ -1,5 +1,5 @@
-"""Generation helpers: what `LisaModel.segment` builds from its `stop` and `on_text` arguments, and
-`ScriptedReply`, which tests and benchmarks pass through `logits_processor`."""
+"""Generation helpers: what `LisaModel.segment` builds from its `stop`, `on_text` and `on_mask`
+arguments, and `ScriptedReply`, which tests and benchmarks pass through `logits_processor`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,25 @@ class StopOnEvent(StoppingCriteria):
         return torch.full(
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
         )
+
+
+class OnToken(StoppingCriteria):
+    """Calls `callback(ids)`, ids being the answer so far, at each step that generates `token_id`.
+
+    A stopping criterion because transformers calls those on the generating thread after every
+    step, with the ids generated so far (`segment` passes no prompt ids); it never stops anything.
+    """
+
+    def __init__(self, token_id: int, callback: Callable[[list[int]], None]) -> None:
+        self.token_id = token_id
+        self.callback = callback
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
+    ) -> torch.BoolTensor:
+        if input_ids.shape[1] and int(input_ids[0, -1]) == self.token_id:
+            self.callback(input_ids[0].tolist())
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool, device=input_ids.device)
 
 
 class AnswerStreamer(BaseStreamer):

@@ -1,4 +1,5 @@
-"""LISA inference: image encoding, KV-cached generation with [SEG] capture, mask decoding.
+"""LISA inference: the predictor around `LisaNet`, with image caching, KV-cached generation with
+[SEG] capture, and mask decoding.
 
 The authors' code re-runs CLIP and the whole ~350-token sequence at every generated token and takes
 the [SEG] states from a final full pass. Here the image is encoded once per image (and kept for
@@ -29,11 +30,12 @@ from torch import nn
 from transformers import StoppingCriteriaList
 
 from . import host_memory
+from .early_masks import DecodedMask, EarlyMasks, MaskCallback, stack_masks
 from .errors import LisaOutOfMemoryError
-from .generation import AnswerStreamer, StopOnEvent, TextCallback
-from .preprocessing import postprocess_masks, sam_input, validate_image
+from .generation import AnswerStreamer, OnToken, StopOnEvent, TextCallback
+from .network import LisaNet
+from .preprocessing import sam_input, validate_image
 from .prompt import (
-    IMAGE_TOKEN_INDEX,
     Turn,
     build_prompt,
     decode_answer,
@@ -86,49 +88,47 @@ class _Stopwatch:
 
 
 class LisaModel:
-    """A loaded LISA model. Build it with `lisa_ros.model.load_model`; call `segment`."""
+    """A loaded LISA model, for inference: build it with `lisa_ros.model.load_model`; call
+    `segment` (and `follow`).
+
+    The predictor around the network (`net`, a `LisaNet`): the tokenizer and CLIP's processor,
+    the last image's encodings, one inference at a time, and generation with [SEG] capture.
+    """
 
     def __init__(
         self,
         *,
-        llm: nn.Module,
-        vision_tower: nn.Module,
+        net: LisaNet,
         clip_processor: Any,
-        mm_projector: nn.Module,
-        text_hidden_fcs: nn.Module,
-        sam: nn.Module,
         tokenizer: Any,
         layout: TokenLayout,
-        vision_select_layer: int,
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
-        self.llm = llm
-        self.vision_tower = vision_tower
+        self.net = net
         self.clip_processor = clip_processor
-        self.mm_projector = mm_projector
-        self.text_hidden_fcs = text_hidden_fcs
-        self.sam = sam
         self.tokenizer = tokenizer
         self.layout = layout
-        self.vision_select_layer = vision_select_layer
         self.device = device
         self.dtype = dtype
-        self._final_norm = llm.get_decoder().norm
         self._stopwatch = _Stopwatch(device)
         self._cached: ImageEncoding | None = None
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ properties
     @property
     def max_context_tokens(self) -> int:
-        return int(self.llm.config.max_position_embeddings)
-
-    @property
-    def sam_image_size(self) -> int:
-        return int(self.sam.image_encoder.img_size)
+        return int(self.net.llm.config.max_position_embeddings)
 
     # ------------------------------------------------------------------ image
+    def clip_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """CLIP's (1, 3, 224, 224) input: short side to 224, centre crop, OpenAI normalisation."""
+        return self.clip_processor(images=image, return_tensors="pt")["pixel_values"]
+
+    def sam_pixels(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """SAM's (1, 3, S, S) input (longest side to S, normalised, padded) and the (h, w) of the
+        resized image in it."""
+        return sam_input(image, self.net.sam_image_size)
+
     def encode_image(self, image: np.ndarray, *, clip: bool = True) -> ImageEncoding:
         """SAM's embedding and (with `clip`) CLIP tokens for the LLM, each computed once per
         distinct image: the last image's encoding is kept and completed as needed."""
@@ -147,7 +147,8 @@ class LisaModel:
         encoding = self._cached if self._cached is not None and self._cached.key == key else None
         if encoding is None:
             start = clock.now()
-            sam_embeddings, resize_hw = self.sam_embedding(image)
+            pixels, resize_hw = self.sam_pixels(image)
+            sam_embeddings = self.net.sam_embedding(pixels)
             spent["sam_encoder"] = clock.now() - start
             encoding = ImageEncoding(
                 key=key,
@@ -160,22 +161,9 @@ class LisaModel:
             self._cached = encoding
         if clip and encoding.image_tokens is None:
             start = clock.now()
-            encoding.image_tokens = self.clip_tokens(image)
+            encoding.image_tokens = self.net.image_tokens(self.clip_pixels(image))
             spent["clip"] = encoding.timings["clip"] = clock.now() - start
         return encoding, spent
-
-    def sam_embedding(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """SAM's image embedding (1, C, h, w) float32 and the (h, w) of the resized image in its
-        padding. Uncached and in the caller's grad mode: `encode_image` caches it for
-        inference, fine-tuning computes it once per image under `no_grad`."""
-        pixels, resize_hw = sam_input(image, self.sam_image_size)
-        encoder_dtype = next(self.sam.image_encoder.parameters()).dtype
-        return self.sam.image_encoder(pixels.to(self.device, encoder_dtype)).float(), resize_hw
-
-    def clip_pixels(self, image: np.ndarray) -> torch.Tensor:
-        """CLIP's (1, 3, 224, 224) input: short side to 224, centre crop, OpenAI normalisation."""
-        pixels = self.clip_processor(images=image, return_tensors="pt")["pixel_values"]
-        return pixels.to(self.device, self.vision_tower.dtype)
 
     def clear_image_cache(self) -> None:
         """Forget the last image's encodings (to free memory, or to time a fresh encoding)."""
@@ -187,16 +175,6 @@ class LisaModel:
         self.clear_image_cache()
         free_device_memory()
 
-    def clip_tokens(self, image: np.ndarray) -> torch.Tensor:
-        """The projected patch features that stand for the image in the LLM's input."""
-        return self.clip_tokens_from_pixels(self.clip_pixels(image))
-
-    def clip_tokens_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`clip_tokens` from CLIP's pre-processed input (1, 3, 224, 224)."""
-        hidden = self.vision_tower(pixels, output_hidden_states=True).hidden_states
-        patches = hidden[self.vision_select_layer][:, 1:]  # drop CLS
-        return self.mm_projector(patches.to(self.mm_projector.weight.dtype))
-
     # ------------------------------------------------------------------ text
     def prompt_ids(self, instruction: str, history: Sequence[Turn] | None = None) -> list[int]:
         """Prompt ids with IMAGE_TOKEN_INDEX where the image features go.
@@ -204,81 +182,6 @@ class LisaModel:
         Built the way the reference builds them.
         """
         return tokenize_prompt(self.tokenizer, build_prompt(instruction, history))
-
-    def prompt_embeddings(
-        self, prompt_ids: Sequence[int], image_tokens: torch.Tensor
-    ) -> torch.Tensor:
-        """Token embeddings, the image placeholder replaced by the image tokens: (1, T, hidden)."""
-        split = list(prompt_ids).index(IMAGE_TOKEN_INDEX)
-        embed = self.llm.get_input_embeddings()
-        before = torch.tensor([prompt_ids[:split]], device=self.device)
-        after = torch.tensor([prompt_ids[split + 1 :]], device=self.device)
-        image_tokens = image_tokens.to(embed.weight.dtype)
-        return torch.cat([embed(before), image_tokens, embed(after)], dim=1)
-
-    # ------------------------------------------------------------------ masks
-    @property
-    def prompt_dim(self) -> int:
-        """D of SAM's sparse prompts: the width of `project_seg`'s output (256 in LISA)."""
-        return int(self.sam.prompt_encoder.embed_dim)
-
-    @torch.inference_mode()
-    def decode_masks(
-        self, seg_hidden: torch.Tensor, encoding: ImageEncoding
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask logits (N, H, W), IoU scores (N,)) for the [SEG] hidden states."""
-        return self.decode_prompts(self.project_seg(seg_hidden), encoding)
-
-    @torch.inference_mode()
-    def project_seg(self, seg_hidden: torch.Tensor) -> torch.Tensor:
-        """SAM prompts (N, D) float32 on the model's device for the [SEG] hidden states (N, H):
-        `text_hidden_fcs`, as LISA applies it."""
-        return self.seg_prompts(seg_hidden)
-
-    @torch.inference_mode()
-    def decode_prompts(
-        self, prompts: torch.Tensor | np.ndarray, encoding: ImageEncoding
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask logits (N, H, W), IoU scores (N,)) of SAM's mask decoder for the prompts (N, D)
-        (`project_seg`'s output, or a result's `prompts`) on the encoded image. Needs SAM's
-        part of the encoding only."""
-        return self.sam_masks(
-            torch.as_tensor(prompts),
-            encoding.sam_embeddings,
-            encoding.resize_hw,
-            encoding.original_hw,
-        )
-
-    def seg_prompts(self, seg_hidden: torch.Tensor) -> torch.Tensor:
-        """`project_seg` without inference mode: differentiable, for fine-tuning."""
-        fcs_dtype = next(self.text_hidden_fcs.parameters()).dtype
-        return self.text_hidden_fcs(seg_hidden.to(self.device, fcs_dtype)).float()
-
-    def sam_masks(
-        self,
-        prompts: torch.Tensor,
-        sam_embeddings: torch.Tensor,
-        resize_hw: tuple[int, int],
-        original_hw: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`decode_prompts` without inference mode and from SAM's embedding alone: differentiable
-        in the prompts and the mask decoder's weights, for fine-tuning."""
-        prompts = prompts.to(self.device, torch.float32)
-        count = prompts.shape[0]
-        sparse = prompts[:, None, :]
-        grid = sam_embeddings.shape[-2:]
-        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-            count, -1, *grid
-        )
-        low_res, iou = self.sam.mask_decoder(
-            image_embeddings=sam_embeddings,
-            image_pe=self.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        logits = postprocess_masks(low_res, self.sam_image_size, resize_hw, original_hw)
-        return logits[:, 0], iou[:, 0]
 
     # ------------------------------------------------------------------ generation
     @contextmanager
@@ -291,7 +194,7 @@ class LisaModel:
             states.append(output[:, -1].detach())
             times.append(self._stopwatch.now())
 
-        handle = self._final_norm.register_forward_hook(hook)
+        handle = self.net.llm.get_decoder().norm.register_forward_hook(hook)
         try:
             yield states, times
         finally:
@@ -335,6 +238,7 @@ class LisaModel:
         on_stage: StageCallback | None = None,
         stop: threading.Event | None = None,
         on_text: TextCallback | None = None,
+        on_mask: MaskCallback | None = None,
         **generate_kwargs: Any,
     ) -> SegmentationResult:
         """Answer `instruction` about `image` (RGB uint8 HxWx3), one mask per [SEG] in the answer.
@@ -345,7 +249,12 @@ class LisaModel:
         - `stop`: once set (from any thread), generation ends at the next decoding step and the
           answer so far is decoded (cancel, preemption, shutdown);
         - `on_text(text, tokens)`: the answer so far, decoded as the final one, at most every 50 ms
-          and once at the end.
+          and once at the end;
+        - `on_mask(partial)`: once per [SEG], at the step that generates it, while generation goes
+          on: a result with the answer so far and every mask decoded so far. A [SEG]'s state is
+          final when it is generated (a causal model never revisits it), so each early mask is the
+          final result's mask of that index, bit for bit; the final result reuses them. Called on
+          the generating thread: what it raises ends `segment`.
         `generate_kwargs` go to transformers' `generate` (max_new_tokens, logits_processor,
         stopping_criteria, streamer, ...); logits processors and streamers see the generated ids
         only, not the prompt.
@@ -359,6 +268,7 @@ class LisaModel:
                 instruction.strip(),
                 history,
                 on_stage or (lambda _stage: None),
+                on_mask,
                 generate_kwargs,
             )
 
@@ -389,10 +299,10 @@ class LisaModel:
                 f"this result has {count} mask(s) but no prompts to follow them with: "
                 "only results of LisaModel.segment (or follow) carry them"
             )
-        if count and result.prompts.shape[1] != self.prompt_dim:
+        if count and result.prompts.shape[1] != self.net.prompt_dim:
             raise ValueError(
                 f"this result's prompts are {result.prompts.shape[1]}-dimensional but this "
-                f"model's SAM takes {self.prompt_dim}: it came from another model"
+                f"model's SAM takes {self.net.prompt_dim}: it came from another model"
             )
         notify = on_stage or (lambda _stage: None)
         with self.exclusive():
@@ -402,12 +312,12 @@ class LisaModel:
                 encoding, encoded = self._encode_image(image, clip=False)
                 notify("decoding_masks")
                 mask_start = self._stopwatch.now()
-                logits, scores = self.decode_prompts(result.prompts, encoding)
+                logits, scores = self.net.masks(torch.as_tensor(result.prompts), encoding)
                 logits, scores = logits.float().cpu().numpy(), scores.float().cpu().numpy()
             else:
                 encoded = {"sam_encoder": 0.0}
                 mask_start = start
-                logits, scores, _ = self._no_masks(image.shape[:2])
+                logits, scores, _ = stack_masks([], image.shape[:2], self.net.prompt_dim)
             end = self._stopwatch.now()
         return SegmentationResult(
             text=result.text,
@@ -468,6 +378,7 @@ class LisaModel:
         instruction: str,
         history: Sequence[Turn] | None,
         notify: StageCallback,
+        on_mask: MaskCallback | None,
         generate_kwargs: dict[str, Any],
     ) -> SegmentationResult:
         start = self._stopwatch.now()
@@ -475,13 +386,14 @@ class LisaModel:
         encoding, encoded = self._encode_image(image, clip=True)
 
         prompt_ids = self.prompt_ids(instruction, history)
-        embeddings = self.prompt_embeddings(prompt_ids, encoding.image_tokens)
+        embeddings = self.net.embed_prompt(prompt_ids, encoding.image_tokens)
         kwargs = self._generation_kwargs(embeddings.shape[1], generate_kwargs)
 
         notify("generating")
         generate_start = self._stopwatch.now()
         with self._capture_last_states() as (states, step_times):
-            output = self.llm.generate(
+            early = self._early_masks(on_mask, states, encoding, start, kwargs)
+            output = self.net.llm.generate(
                 inputs_embeds=embeddings,
                 attention_mask=torch.ones(
                     embeddings.shape[:2], dtype=torch.long, device=self.device
@@ -494,12 +406,21 @@ class LisaModel:
         notify("decoding_masks")
         mask_start = self._stopwatch.now()
         seg_steps = [step for step, token in enumerate(token_ids) if token == self.layout.seg]
-        logits, scores, prompts = self._masks_for_steps(seg_steps, states, encoding)
+        masks = dict(early.masks) if early is not None else {}
+        missing = [step for step in seg_steps if step not in masks]
+        decoded = self._decode_masks([states[step] for step in missing], encoding)
+        masks.update(zip(missing, decoded, strict=True))
+        logits, scores, prompts = stack_masks(
+            [masks[step] for step in seg_steps], encoding.original_hw, self.net.prompt_dim
+        )
         end = self._stopwatch.now()
 
         text = decode_answer(self.tokenizer, token_ids, self.layout)
         phrases, offsets = seg_phrases(text)
         timings = self._timings(encoded, start, generate_start, step_times, mask_start, end)
+        if seg_steps:  # when the first mask was ready: early, or with the others at the end
+            early_first = early.first_mask if early is not None else None
+            timings["first_mask"] = early_first if early_first is not None else end - start
         return SegmentationResult(
             text=text,
             token_ids=token_ids,
@@ -511,27 +432,42 @@ class LisaModel:
             prompts=prompts,
         )
 
-    def _masks_for_steps(
-        self, seg_steps: list[int], states: list[torch.Tensor], encoding: ImageEncoding
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mask logits, scores, prompts) as numpy for the [SEG]s generated at `seg_steps`."""
-        if not seg_steps:
-            return self._no_masks(encoding.original_hw)
-        seg_hidden = torch.cat([states[step] for step in seg_steps], dim=0)
-        prompts = self.project_seg(seg_hidden)
-        logits, scores = self.decode_prompts(prompts, encoding)
-        return (
-            logits.float().cpu().numpy(),
-            scores.float().cpu().numpy(),
-            prompts.cpu().numpy(),
+    def _early_masks(
+        self,
+        on_mask: MaskCallback | None,
+        states: list[torch.Tensor],
+        encoding: ImageEncoding,
+        start: float,
+        generate_kwargs: dict[str, Any],
+    ) -> EarlyMasks | None:
+        """For `on_mask`: the decoder of each [SEG]'s mask as it is generated, added to
+        `generate_kwargs`' stopping criteria (called after every step)."""
+        if on_mask is None:
+            return None
+        early = EarlyMasks(
+            decode=lambda step: self._decode_masks([states[step]], encoding)[0],
+            answer_text=lambda ids: decode_answer(self.tokenizer, ids, self.layout),
+            on_mask=on_mask,
+            elapsed=lambda: self._stopwatch.now() - start,
+            image_hw=encoding.original_hw,
+            prompt_dim=self.net.prompt_dim,
         )
+        generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*(generate_kwargs.get("stopping_criteria") or []), OnToken(self.layout.seg, early)]
+        )
+        return early
 
-    def _no_masks(self, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (
-            np.zeros((0, *image_hw), np.float32),
-            np.zeros((0,), np.float32),
-            np.zeros((0, self.prompt_dim), np.float32),
-        )
+    def _decode_masks(
+        self, seg_states: list[torch.Tensor], encoding: ImageEncoding
+    ) -> list[DecodedMask]:
+        """Each [SEG] state's mask on the encoded image, in one pass of SAM's mask decoder."""
+        if not seg_states:
+            return []
+        prompts = self.net.seg_prompts(torch.cat(seg_states, dim=0))
+        logits, scores = self.net.masks(prompts, encoding)
+        logits, scores = logits.float().cpu().numpy(), scores.float().cpu().numpy()
+        prompts = prompts.cpu().numpy()
+        return [DecodedMask(*parts) for parts in zip(logits, scores, prompts, strict=True)]
 
     @staticmethod
     def _timings(

@@ -28,6 +28,7 @@ from .logs import (
     transformers_progress,
     without_cpu_kernel_notice,
 )
+from .network import LisaNet
 from .options import DEVICE_FORMS, PRECISIONS, QUANTIZATIONS, spoken_choices
 from .sam import load_sam
 from .versions import check_versions
@@ -354,25 +355,27 @@ def build_model(
     projector = _linear_from_state(checkpoint.projector_state).to(parsed_device, dtype)
     text_fcs = _text_hidden_fcs(checkpoint.text_fcs_state).to(parsed_device, torch.float32)
     if adapter:
-        llm = apply_adapter(
-            llm, text_fcs, sam.mask_decoder, adapter, merge=quantization is None
-        ).eval()
+        llm = apply_adapter(llm, text_fcs, sam.mask_decoder, adapter, merge=quantization is None)
     logger.info(
         "LISA ready on %s (%s%s)",
         parsed_device,
         precision,
         f", {quantization} LLM" if quantization else "",
     )
-    return LisaModel(
+    net = LisaNet(
         llm=llm,
         vision_tower=tower,
-        clip_processor=processor,
-        mm_projector=projector.eval(),
-        text_hidden_fcs=text_fcs.eval(),
+        mm_projector=projector,
+        text_hidden_fcs=text_fcs,
         sam=sam,
+        seg_token_id=layout.seg,
+        vision_select_layer=int(checkpoint.config.get("mm_vision_select_layer", -2)),
+    )
+    return LisaModel(
+        net=net.eval(),
+        clip_processor=processor,
         tokenizer=tokenizer,
         layout=layout,
-        vision_select_layer=int(checkpoint.config.get("mm_vision_select_layer", -2)),
         device=parsed_device,
         dtype=dtype,
     )

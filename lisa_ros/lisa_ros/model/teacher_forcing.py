@@ -8,14 +8,13 @@ states give the logits the text loss is computed on and, through `text_hidden_fc
 mask decoder, one mask per `[SEG]`.
 
 LISA's own validation is this pass with the answer "[SEG].": the masks it reports do not depend
-on what the model would have said. `forced_answer` is that protocol; `forced_forward` is the
-differentiable pass `lisa_ros.training` optimises.
+on what the model would have said. `forced_answer` is that protocol; the pass itself is
+`LisaNet.forward`, which `lisa_ros.training` optimises.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -63,15 +62,6 @@ def tokenize_conversation(tokenizer: object, instruction: str, answer: str) -> C
     return Conversation(tuple(ids), len(prompt_ids))
 
 
-class ImageInputs(Protocol):
-    """What the forced pass needs of an image: `LisaModel.encode_image`'s result fits."""
-
-    image_tokens: torch.Tensor | None
-    sam_embeddings: torch.Tensor
-    resize_hw: tuple[int, int]
-    original_hw: tuple[int, int]
-
-
 @dataclass
 class ImageFeatures:
     """The frozen encoders' output for one image, outside inference mode so autograd may use it.
@@ -96,61 +86,15 @@ class ImageFeatures:
 
 @torch.no_grad()
 def image_features(model: LisaModel, image: np.ndarray) -> ImageFeatures:
-    """CLIP tokens and SAM's embedding of `image`, as `encode_image` computes them."""
+    """CLIP tokens and SAM's embedding of `image`, as `encode_image` computes them (uncached)."""
     validate_image(image)
-    sam_embeddings, resize_hw = model.sam_embedding(image)
+    sam_pixels, resize_hw = model.sam_pixels(image)
     return ImageFeatures(
-        image_tokens=model.clip_tokens(image),
-        sam_embeddings=sam_embeddings,
+        image_tokens=model.net.image_tokens(model.clip_pixels(image)),
+        sam_embeddings=model.net.sam_embedding(sam_pixels),
         resize_hw=resize_hw,
         original_hw=(image.shape[0], image.shape[1]),
     )
-
-
-@dataclass
-class ForcedOutput:
-    """The forced pass's outputs, differentiable where the model's weights require grad."""
-
-    answer_logits: torch.Tensor
-    """float32 (A, V): the logits that predict each of the A answer ids (EOS included)."""
-    answer_ids: torch.Tensor
-    """int64 (A,): the answer ids, the targets of the text loss."""
-    prompts: torch.Tensor
-    """float32 (N, D): SAM prompts of the answer's N `[SEG]`s."""
-    mask_logits: torch.Tensor
-    """float32 (N, H, W) at the image's size."""
-    scores: torch.Tensor
-    """float32 (N,): SAM's predicted IoU."""
-
-
-def forced_forward(
-    model: LisaModel, image: ImageInputs, conversation: Conversation
-) -> ForcedOutput:
-    """One pass of the LLM over `conversation`, then one mask per `[SEG]` in its answer."""
-    if image.image_tokens is None:
-        raise ValueError("the image was encoded without CLIP: encode_image(image, clip=True)")
-    ids = list(conversation.input_ids)
-    embeddings = model.prompt_embeddings(ids, image.image_tokens)
-    hidden = model.llm.get_decoder()(
-        inputs_embeds=embeddings,
-        attention_mask=torch.ones(embeddings.shape[:2], dtype=torch.long, device=model.device),
-        use_cache=False,
-    ).last_hidden_state[0]
-    # the image placeholder became image_tokens.shape[1] positions
-    start = conversation.answer_start + image.image_tokens.shape[1] - 1
-    predicting = hidden[start - 1 : -1]
-    answer_ids = torch.tensor(conversation.answer_ids, device=model.device)
-    answer_logits = model.llm.get_output_embeddings()(predicting).float()
-    seg_rows = (answer_ids == model.layout.seg).nonzero().flatten()
-    prompts = model.seg_prompts(predicting[seg_rows])
-    if len(seg_rows):
-        mask_logits, scores = model.sam_masks(
-            prompts, image.sam_embeddings, image.resize_hw, image.original_hw
-        )
-    else:
-        mask_logits = prompts.new_zeros((0, *image.original_hw))
-        scores = prompts.new_zeros((0,))
-    return ForcedOutput(answer_logits, answer_ids, prompts, mask_logits, scores)
 
 
 @torch.inference_mode()
@@ -167,7 +111,7 @@ def forced_answer(
     conversation = tokenize_conversation(model.tokenizer, instruction, answer)
     with model.exclusive():
         encoding = model.encode_image(image, clip=True)
-        output = forced_forward(model, encoding, conversation)
+        output = model.net(conversation.input_ids, conversation.answer_start, encoding)
     text = decode_answer(model.tokenizer, conversation.answer_ids, model.layout)
     phrases, offsets = seg_phrases(text)
     count = len(output.mask_logits)

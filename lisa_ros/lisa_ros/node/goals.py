@@ -18,6 +18,8 @@ from lisa_ros_interfaces.action import Segment
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
+from lisa_ros.model.result import SegmentationResult
+
 from .depth import DepthPartner, DepthSettings
 from .frames import Frame
 from .headers import copy_header
@@ -250,7 +252,7 @@ class GoalJob(StoppableJob):
 
     def _run(self) -> None:
         if self.stop_reason is not None:
-            self._finish_stopped(self.stop_reason, "")
+            self._finish_stopped(self.stop_reason, None)
             return
         turn = self._turn
         queued = time.perf_counter() - self._created
@@ -262,6 +264,7 @@ class GoalJob(StoppableJob):
                 on_stage=self._on_stage,
                 stop=self._stop,
                 on_text=self._on_text,
+                on_mask=self._on_mask,
                 max_new_tokens=self._settings.max_new_tokens,
             )
         except ValueError as error:
@@ -272,19 +275,11 @@ class GoalJob(StoppableJob):
             self._done(goal_result(Result.INFERENCE_FAILED, message), GoalOutcome.ABORTED)
             return
         self._pipeline.last_inference_seconds = result.timings.get("total")
+        answer = self._answer(result, {"queued": queued, **turn.node_timings})
         if self.stop_reason is not None:
-            self._finish_stopped(self.stop_reason, result.text)
+            self._finish_stopped(self.stop_reason, answer)
             return
 
-        answer = Answer(
-            header=turn.header,
-            camera_info=turn.camera_info,
-            instruction=turn.instruction,
-            image_rgb=turn.image_rgb,
-            result=result,
-            depth=turn.depth,
-            node_timings={"queued": queued, **turn.node_timings},
-        )
         if turn.session_id:
             history = [*turn.history, (turn.instruction, result.text)]
             self._pipeline.sessions.put(
@@ -302,12 +297,24 @@ class GoalJob(StoppableJob):
             answer, to_follow=turn.on_camera_frame, from_goal=True, record=not turn.history
         )
 
-    def _finish_stopped(self, reason: StopReason, partial_text: str) -> None:
+    def _answer(self, result: SegmentationResult, node_timings: dict[str, float]) -> Answer:
+        turn = self._turn
+        return Answer(
+            header=turn.header,
+            camera_info=turn.camera_info,
+            instruction=turn.instruction,
+            image_rgb=turn.image_rgb,
+            result=result,
+            depth=turn.depth,
+            node_timings=node_timings,
+        )
+
+    def _finish_stopped(self, reason: StopReason, answer: Answer | None) -> None:
+        """End a stopped goal: with the answer and masks until then when it had started."""
         code, message = _STOP_CODES.get(reason, (Result.CANCELED, reason.value))
-        result = goal_result(code, message)
+        result = goal_result(code, message, answer)
         result.header = copy_header(self._turn.header)
         result.camera_info = self._turn.camera_info
-        result.text = partial_text
         self._done(
             result, GoalOutcome.CANCELED if reason is StopReason.CANCELED else GoalOutcome.ABORTED
         )
@@ -324,10 +331,27 @@ class GoalJob(StoppableJob):
         self._text, self._tokens = text, tokens
         self._send_feedback()
 
+    def _on_mask(self, partial: SegmentationResult) -> None:
+        """A [SEG]'s mask is decoded while the answer goes on: send it (and the earlier ones) in
+        a "mask_ready" feedback, then carry on in "generating"."""
+        self._text, self._tokens = partial.text, len(partial.token_ids)
+        feedback = self._feedback("mask_ready", self._text, self._tokens)
+        try:
+            answer = self._answer(partial, {})
+            feedback.masks, feedback.mask_info = answer.mask_images, answer.mask_infos
+            feedback.depth_header, feedback.depth_status = answer.depth_header, answer.depth_status
+        except Exception as error:  # noqa: BLE001 - the goal goes on; its result will have them
+            self._pipeline.logger.warning(f"early mask not sent in feedback: {error!r}")
+            return
+        self._publish(feedback)
+
+    def _feedback(self, stage: str, text: str, tokens: int) -> Any:
+        return Segment.Feedback(stage=stage, text=text, tokens_generated=tokens)
+
     def _send_feedback(self) -> None:
-        feedback = Segment.Feedback(
-            stage=self._stage, text=self._text, tokens_generated=self._tokens
-        )
+        self._publish(self._feedback(self._stage, self._text, self._tokens))
+
+    def _publish(self, feedback: Any) -> None:
         try:
             with self._stop_lock:
                 if self.stop_reason is not None:

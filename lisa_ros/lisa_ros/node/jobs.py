@@ -58,6 +58,7 @@ class JobSettings:
     depth: DepthSettings = field(default_factory=DepthSettings)
     max_frame_age_s: float = 0.0  # a goal on an older latest camera frame: NO_IMAGE; 0: off
     follow: FollowSettings = field(default_factory=lambda: FollowSettings())
+    publish_partial: bool = True  # continuous mode: publish each mask as soon as it is decoded
 
 
 @dataclass
@@ -146,6 +147,8 @@ class _CameraFrameJob(StoppableJob):
         image: np.ndarray,
         result: SegmentationResult,
         followed: Followed | None = None,
+        *,
+        partial: bool = False,
     ) -> Answer:
         return Answer(
             header=copy_header(self._frame.header),
@@ -156,6 +159,7 @@ class _CameraFrameJob(StoppableJob):
             depth=self._depth,
             followed=followed,
             node_timings=self._node_timings,
+            partial=partial,
         )
 
 
@@ -177,11 +181,15 @@ class FrameJob(_CameraFrameJob):
         image = self._frame_rgb()
         if image is None:
             return
+        on_mask = None
+        if self._settings.publish_partial:
+            on_mask = lambda partial: self._deliver_partial(image, partial)  # noqa: E731
         try:
             result = pipeline.model.segment(
                 image,
                 self._instruction,
                 stop=self._stop,
+                on_mask=on_mask,
                 max_new_tokens=self._settings.max_new_tokens,
             )
         except ValueError as error:
@@ -194,6 +202,17 @@ class FrameJob(_CameraFrameJob):
         if self.stop_reason is not None:
             return  # a goal took over, continuous mode was stopped, or the node deactivated
         pipeline.deliver(self._answer(self._instruction, image, result), to_follow=True)
+
+    def _deliver_partial(self, image: np.ndarray, partial: SegmentationResult) -> None:
+        """Publish the masks decoded so far while the answer goes on; on the inference thread, so
+        a consumer that needs the target now has it tens of tokens before the answer ends."""
+        if self.stop_reason is not None:
+            return
+        try:
+            answer = self._answer(self._instruction, image, partial, partial=True)
+            self._pipeline.deliver(answer, to_follow=False, record=False)
+        except Exception as error:  # noqa: BLE001 - a lost early publication must not lose the answer
+            self._pipeline.logger.warning(f"early mask not published: {error!r}")
 
 
 class FollowJob(_CameraFrameJob):

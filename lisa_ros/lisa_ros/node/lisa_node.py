@@ -532,6 +532,7 @@ class LisaNode(LifecycleNode):
     def job_settings(self) -> JobSettings:
         return JobSettings(
             max_new_tokens=self._param("max_new_tokens"),
+            publish_partial=self._param("publish_partial"),
             limits=ImageLimits(self._param("min_image_side"), self._param("max_image_side")),
             max_instruction_chars=self._param("max_instruction_chars"),
             max_frame_age_s=self._param("max_frame_age_s"),

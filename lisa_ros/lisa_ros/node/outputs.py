@@ -71,6 +71,8 @@ class Answer:
     depth: DepthPartner = field(default_factory=lambda: DepthPartner.none("no depth image"))
     followed: Followed | None = None  # None: LISA reasoned on this very frame
     node_timings: Mapping[str, float] = field(default_factory=dict)
+    # True: the masks decoded while the answer is still being written (``text`` so far)
+    partial: bool = False
 
     @cached_property
     def mask_images(self) -> list[Image]:
@@ -149,6 +151,7 @@ class Answer:
             instruction=self.instruction,
             text=self.result.text,
             followed=self.followed is not None,
+            partial=self.partial,
             reasoned_header=self.reasoned_header,
             reasoning_age=self.reasoning_age,
             masks=self.mask_images,
@@ -252,10 +255,10 @@ class ResultPublishers:
             "markers": answer.markers_msg,
             "points": answer.points_msg,
         }
-        if answer.followed is not None:
-            del builders[
-                "text"
-            ]  # a followed frame says nothing new: the answer is the reasoned one
+        if answer.followed is not None or answer.partial:
+            # a followed frame says nothing new (the answer is the reasoned one), and ~/text
+            # carries complete answers only
+            del builders["text"]
         return {
             topic: builders[topic]()
             for topic, publisher in self._publishers.items()

@@ -153,6 +153,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "produced so far are still returned).",
         int_range=(1, 4096),
     ),
+    ParameterSpec(
+        "publish_partial",
+        True,
+        "Continuous mode: publish ~/segmentation (partial: true, the answer so far), ~/masks, "
+        "~/overlay, ~/markers and ~/points as soon as each [SEG]'s mask is decoded, while the "
+        "answer is still being written; the complete answer follows. False: complete answers "
+        "only. Goals always get each mask in their feedback.",
+    ),
     # --- inputs ----------------------------------------------------------------------------
     ParameterSpec(
         "image_transport",

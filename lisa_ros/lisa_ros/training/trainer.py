@@ -201,13 +201,15 @@ class FinetuneRun:
         )
         set_seed(settings.seed)  # LoRA's initial weights and dropout
         make_trainable(
-            self.lisa, settings.lora, gradient_checkpointing=settings.gradient_checkpointing
+            self.lisa.net, settings.lora, gradient_checkpointing=settings.gradient_checkpointing
         )
         # peft records "None" otherwise (it cannot tell where the weights came from)
-        for config in self.lisa.llm.peft_config.values():
+        for config in self.lisa.net.llm.peft_config.values():
             config.base_model_name_or_path = settings.model
         if settings.init_adapter:
-            load_adapter_weights(self.lisa, resolve_folder(settings.init_adapter, what="adapter"))
+            load_adapter_weights(
+                self.lisa.net, resolve_folder(settings.init_adapter, what="adapter")
+            )
         self.source = ExampleSource(
             self.samples,
             self.lisa.tokenizer,
@@ -215,7 +217,7 @@ class FinetuneRun:
             questions=settings.questions,
             seed=settings.seed,
         )
-        module = LisaForTraining(self.lisa, settings.loss_weights)
+        module = LisaForTraining(self.lisa.net, settings.loss_weights)
         optimizer = torch.optim.AdamW(
             module.trainable_parameters(),
             lr=settings.learning_rate,
@@ -269,11 +271,11 @@ class FinetuneRun:
     def save_adapter(self, folder: Path) -> None:
         """The adapter, its record and its card (peft's own card knows nothing of the run)."""
         info = self.info()
-        save_adapter(self.lisa, folder, info)
+        save_adapter(self.lisa.net, folder, info)
         write_adapter_card(folder, info)
 
     def restore(self, folder: Path) -> None:
-        load_adapter_weights(self.lisa, folder)
+        load_adapter_weights(self.lisa.net, folder)
         state = torch.load(folder / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

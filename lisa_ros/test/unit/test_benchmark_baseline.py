@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from testbed.tiny_lisa import CHECKPOINT
 
@@ -80,6 +81,8 @@ def test_follow_segment_decodes_the_reasoned_prompts_on_the_followed_frame(bench
 
     assert followed.token_ids == answer
     assert set(followed.timings) == set(benchmark.FOLLOW_STAGES)
-    expected, _ = lisa.decode_prompts(reasoned.prompts, lisa.encode_image(frame, clip=False))
+    with torch.inference_mode():
+        encoding = lisa.encode_image(frame, clip=False)
+        expected, _ = lisa.net.masks(torch.from_numpy(reasoned.prompts), encoding)
     assert followed.mask_logits.shape == (1, 120, 160)
     np.testing.assert_allclose(followed.mask_logits, expected.numpy(), atol=1e-6)

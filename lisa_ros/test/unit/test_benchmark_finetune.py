@@ -97,7 +97,7 @@ def test_the_layer_skipped_step_and_the_extrapolation(benchmark):
         benchmark.measure(run, modes, memory, warmup=0, steps=1)
     on, off, fixed = modes
     assert [mode.layer_passes() for mode in modes] == [2 * TINY_LAYERS, TINY_LAYERS, 0]
-    decoder = run.lisa.llm.get_decoder()
+    decoder = run.lisa.net.llm.get_decoder()
     assert decoder.config.num_hidden_layers == TINY_LAYERS  # restored after the skipped step
     assert all(layer.gradient_checkpointing for layer in decoder.layers)  # as the trainer left it
 

@@ -123,7 +123,7 @@ def test_the_adapter_is_exactly_the_trained_model(trained, squares):
     reloaded = load_model(
         CHECKPOINT, vision_tower=CLIP, precision="fp32", device="cpu", adapter=trained.adapter
     )
-    trained.model.llm.eval()
+    trained.model.net.llm.eval()
     for sample in load_dataset(squares)[:2]:
         image = sample.image()
         live = forced_answer(trained.model, image, INSTRUCTION, ANSWER)

@@ -58,12 +58,12 @@ class CallCounter:
 
 def counter(lisa) -> CallCounter:
     return CallCounter(
-        clip=lisa.vision_tower,
-        projector=lisa.mm_projector,
-        llm=lisa.llm,
-        seg_projection=lisa.text_hidden_fcs,
-        sam_encoder=lisa.sam.image_encoder,
-        mask_decoder=lisa.sam.mask_decoder,
+        clip=lisa.net.vision_tower,
+        projector=lisa.net.mm_projector,
+        llm=lisa.net.llm,
+        seg_projection=lisa.net.text_hidden_fcs,
+        sam_encoder=lisa.net.sam.image_encoder,
+        mask_decoder=lisa.net.sam.mask_decoder,
     )
 
 
@@ -72,7 +72,7 @@ def sam_only_masks(lisa, image: np.ndarray, prompts: np.ndarray) -> tuple[np.nda
     pre- and post-processing (not the model's): resize, `Sam.preprocess`, image encoder, prompt
     encoder without points/boxes/masks plus the [SEG] prompt as the sparse embedding, single-mask
     decoder, `Sam.postprocess_masks`."""
-    sam = lisa.sam
+    sam = lisa.net.sam
     with torch.inference_mode():
         resized = ResizeLongestSide(sam.image_encoder.img_size).apply_image(image)
         pixels = torch.as_tensor(resized).permute(2, 0, 1).contiguous().float()
@@ -103,13 +103,13 @@ def test_result_keeps_the_sparse_prompts_the_mask_decoder_was_given(lisa, fixtur
     def keep(_module, _args, kwargs, _output):
         given.append(kwargs["sparse_prompt_embeddings"].clone())
 
-    handle = lisa.sam.mask_decoder.register_forward_hook(keep, with_kwargs=True)
+    handle = lisa.net.sam.mask_decoder.register_forward_hook(keep, with_kwargs=True)
     try:
         result = reason(lisa, fixture_image)
     finally:
         handle.remove()
     assert result.prompts.dtype == np.float32
-    assert result.prompts.shape == (2, lisa.prompt_dim) == (2, 32)
+    assert result.prompts.shape == (2, lisa.net.prompt_dim) == (2, 32)
     (sparse,) = given
     np.testing.assert_array_equal(result.prompts, sparse[:, 0].numpy())
     # ... which are the reference's [SEG] embeddings (text_hidden_fcs output).
@@ -119,14 +119,15 @@ def test_result_keeps_the_sparse_prompts_the_mask_decoder_was_given(lisa, fixtur
 def test_decoding_the_stored_prompts_gives_the_answers_masks(lisa, fixture_image):
     result = reason(lisa, fixture_image)
     encoding = lisa.encode_image(fixture_image, clip=False)
-    logits, scores = lisa.decode_prompts(result.prompts, encoding)
+    with torch.inference_mode():
+        logits, scores = lisa.net.masks(torch.from_numpy(result.prompts), encoding)
     np.testing.assert_array_equal(logits.numpy(), result.mask_logits)
     np.testing.assert_array_equal(scores.numpy(), result.scores)
 
 
 def test_answer_without_seg_has_no_prompts(lisa, fixture_image):
     result = reason(lisa, fixture_image, NO_SEG_REPLY)
-    assert result.prompts.shape == (0, lisa.prompt_dim)
+    assert result.prompts.shape == (0, lisa.net.prompt_dim)
 
 
 def test_prompts_need_one_row_per_mask():

@@ -101,8 +101,9 @@ def test_vision_tower_is_resolved_relative_to_the_checkpoint():
     """The fixture's config names its tower '../clip'; explicit and implicit give the same model."""
     implicit = load_model(CHECKPOINT, precision="fp32", device="cpu")
     explicit = load_model(CHECKPOINT, vision_tower=CLIP, precision="fp32", device="cpu")
-    for name, tensor in implicit.vision_tower.state_dict().items():
-        torch.testing.assert_close(tensor, explicit.vision_tower.state_dict()[name], rtol=0, atol=0)
+    expected = explicit.net.vision_tower.state_dict()
+    for name, tensor in implicit.net.vision_tower.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
 
 
 def _hub_cache(root: Path, repo_id: str, source: Path) -> Path:
@@ -260,7 +261,7 @@ def test_lora_adapter_is_applied_to_the_llm(tmp_path):
 
     base = load_model(CHECKPOINT, precision="fp32", device="cpu")
     peft_model = get_peft_model(
-        base.llm,
+        base.net.llm,
         LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     peft_model.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)
@@ -273,7 +274,7 @@ def test_lora_adapter_is_applied_to_the_llm(tmp_path):
 
     adapted = load_model(CHECKPOINT, precision="fp32", device="cpu", adapter=tmp_path / "adapter")
     plain = load_model(CHECKPOINT, precision="fp32", device="cpu")
-    weights, plain_weights = adapted.llm.state_dict(), plain.llm.state_dict()
+    weights, plain_weights = adapted.net.llm.state_dict(), plain.net.llm.state_dict()
     for name, delta in expected.items():
         key = name.removeprefix("base_model.model.") + ".weight"
         torch.testing.assert_close(weights[key], plain_weights[key] + delta)
@@ -293,16 +294,16 @@ def test_quantization_keeps_lm_head_projector_and_sam_in_full_precision(
     )
     lisa = load_model(CHECKPOINT, precision="bf16", quantization=quantization, device="cpu")
     quantized = bnb.nn.Linear8bitLt if quantization == "int8" else bnb.nn.Linear4bit
-    assert isinstance(lisa.llm.model.layers[0].self_attn.q_proj, quantized)
-    assert isinstance(lisa.llm.model.layers[0].mlp.down_proj, quantized)
+    assert isinstance(lisa.net.llm.model.layers[0].self_attn.q_proj, quantized)
+    assert isinstance(lisa.net.llm.model.layers[0].mlp.down_proj, quantized)
     for module in (
-        lisa.llm.lm_head,
-        lisa.mm_projector,
-        lisa.text_hidden_fcs[0],
-        lisa.text_hidden_fcs[2],
+        lisa.net.llm.lm_head,
+        lisa.net.mm_projector,
+        lisa.net.text_hidden_fcs[0],
+        lisa.net.text_hidden_fcs[2],
     ):
         assert type(module) is torch.nn.Linear
-    assert all(type(m) is not quantized for m in lisa.sam.modules())
+    assert all(type(m) is not quantized for m in lisa.net.sam.modules())
     result = lisa.segment(
         fixture_image, "where?", logits_processor=[ScriptedReply([SURE, COMMA, SEG, AND, SEG, EOS])]
     )

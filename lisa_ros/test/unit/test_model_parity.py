@@ -50,8 +50,8 @@ def run(lisa, reference, fixture_image) -> ParityRun:
         return hook
 
     handles = [
-        lisa.text_hidden_fcs.register_forward_hook(keep("fcs")),
-        lisa.sam.mask_decoder.register_forward_hook(keep("decoder")),
+        lisa.net.text_hidden_fcs.register_forward_hook(keep("fcs")),
+        lisa.net.sam.mask_decoder.register_forward_hook(keep("decoder")),
     ]
     try:
         result = lisa.segment(
@@ -95,9 +95,10 @@ def test_sam_input(reference, fixture_image):
 def test_clip_features_and_projection(lisa, reference, fixture_image):
     with torch.inference_mode():
         pixels = torch.from_numpy(reference["images_clip"])
-        hidden = lisa.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        hidden = lisa.net.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
         assert max_abs(hidden, reference["clip_patch_features"]) <= TOLERANCE
-        assert max_abs(lisa.clip_tokens(fixture_image), reference["image_tokens"]) <= TOLERANCE
+        image_tokens = lisa.net.image_tokens(lisa.clip_pixels(fixture_image))
+        assert max_abs(image_tokens, reference["image_tokens"]) <= TOLERANCE
 
 
 def test_sam_image_embeddings(lisa, reference, fixture_image):

@@ -197,7 +197,7 @@ def test_bf16_gives_the_same_answer_and_close_masks(fixture_image):
     bf16 = load_model(CHECKPOINT, precision="bf16", device="cpu")
     fp32 = load_model(CHECKPOINT, precision="fp32", device="cpu")
     low, high = (model.segment(fixture_image, "where?", **forced(REPLY)) for model in (bf16, fp32))
-    assert bf16.llm.dtype == torch.bfloat16
+    assert bf16.net.llm.dtype == torch.bfloat16
     assert low.token_ids == high.token_ids
     assert (low.masks == high.masks).mean() > 0.9
 

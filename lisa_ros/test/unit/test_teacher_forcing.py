@@ -15,7 +15,6 @@ from lisa_ros.model.prompt import validation_question
 from lisa_ros.model.teacher_forcing import (
     VALIDATION_ANSWER,
     forced_answer,
-    forced_forward,
     image_features,
     tokenize_conversation,
 )
@@ -79,23 +78,34 @@ def test_forced_pass_is_differentiable_where_lisa_trains(lisa, fixture_image):
     features = image_features(lisa, fixture_image)
     conversation = tokenize_conversation(lisa.tokenizer, INSTRUCTION, REPLY)
     trained = [
-        lisa.text_hidden_fcs[0].weight,
-        lisa.sam.mask_decoder.output_upscaling[0].weight,
-        lisa.llm.get_output_embeddings().weight,
+        lisa.net.text_hidden_fcs[0].weight,
+        lisa.net.sam.mask_decoder.output_upscaling[0].weight,
+        lisa.net.llm.get_output_embeddings().weight,
     ]
     for parameter in trained:
         parameter.requires_grad_(True)
         parameter.grad = None
     try:
-        output = forced_forward(lisa, features, conversation)
+        output = lisa.net(conversation.input_ids, conversation.answer_start, features)
         loss = output.mask_logits.sigmoid().mean() + torch.nn.functional.cross_entropy(
             output.answer_logits, output.answer_ids
         )
         loss.backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
         # the answer logits predict the answer: the same ids generation was scripted to
-        assert output.answer_logits.shape == (len(conversation.answer_ids), lisa.llm.vocab_size)
+        assert output.answer_logits.shape == (len(conversation.answer_ids), lisa.net.llm.vocab_size)
     finally:
         for parameter in trained:
             parameter.requires_grad_(False)
             parameter.grad = None
+
+
+def test_the_network_is_one_module_that_owns_every_part(lisa):
+    """What an engine or a user wraps: every weight of the model is under `lisa.net`, once."""
+    parts = {"llm", "vision_tower", "mm_projector", "text_hidden_fcs", "sam"}
+    assert isinstance(lisa.net, torch.nn.Module)
+    assert {name for name, _ in lisa.net.named_children()} == parts
+    state = lisa.net.state_dict()
+    assert {key.split(".", 1)[0] for key in state} == parts
+    owned = sum(p.numel() for part in parts for p in getattr(lisa.net, part).parameters())
+    assert sum(p.numel() for p in lisa.net.parameters()) == owned
