@@ -8,7 +8,8 @@ The tests are sorted by what they need:
 - ``graph/``: processes on a real DDS graph and in-process rclpy nodes; its conftest.py brings the
   graph fixtures.
 
-The helpers at this level (mask_parity, file_mode_check) are for both; the tiny model's files and
+The modules at this level are helpers for both kinds (mask_parity, file_mode_check, fresh_python,
+hand_made_results, squares): tests import them, never one another. The tiny model's files and
 scripted replies are in ``testbed`` (beside this folder), which the benchmarks use too.
 """
 
