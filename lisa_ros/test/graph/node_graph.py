@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from lifecycle_msgs.srv import ChangeState, GetState
 from lisa_ros_interfaces.action import Segment
+from lisa_ros_interfaces.msg import Segmentation
 from PIL import Image as PILImage
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient  # noqa: E402  (ros_harness checks rclpy is importable)
@@ -83,6 +84,17 @@ def start_lisa(
     return processes.start_python(
         *args, name=f"{namespace.strip('/')}_{name}".strip("_"), cwd=PACKAGE
     )
+
+
+def complete_answers(callback: Callable[[Segmentation], None]) -> Callable[[Segmentation], None]:
+    """``callback`` for the complete answers on ~/segmentation: what a consumer that acts on whole
+    answers does with the early ones (``partial``: each mask as soon as it is decoded)."""
+
+    def on_segmentation(msg: Segmentation) -> None:
+        if not msg.partial:
+            callback(msg)
+
+    return on_segmentation
 
 
 def wait_active(process: RosProcess) -> None:

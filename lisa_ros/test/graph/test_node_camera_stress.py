@@ -23,6 +23,7 @@ from node_graph import (
     RELIABLE,
     SENSOR,
     bgr8_msg,
+    complete_answers,
     fixture_rgb,
     stamp,
     stamp_seconds,
@@ -65,7 +66,9 @@ def test_a_30_hz_camera_for_a_minute_neither_grows_memory_nor_lags(module_proces
                 with lock:
                     diagnostics.append({kv.key: kv.value for kv in status.values})
 
-    graph.node.create_subscription(Segmentation, "/lisa/segmentation", on_result, RELIABLE)
+    graph.node.create_subscription(
+        Segmentation, "/lisa/segmentation", complete_answers(on_result), RELIABLE
+    )
     graph.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
     camera = graph.node.create_publisher(Image, "/image", SENSOR)
     instruction = graph.node.create_publisher(String, "/instruction", RELIABLE)

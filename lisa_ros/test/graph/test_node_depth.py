@@ -28,6 +28,7 @@ from node_graph import (
     SENSOR,
     LisaClient,
     bgr8_msg,
+    complete_answers,
     fixture_rgb,
     image_msg,
     mono8_array,
@@ -151,7 +152,10 @@ class Outputs:
         node = graph.node
         self._subscriptions = [
             node.create_subscription(
-                Segmentation, f"{NODE}/segmentation", self._on_segmentation, RELIABLE
+                Segmentation,
+                f"{NODE}/segmentation",
+                complete_answers(self._on_segmentation),
+                RELIABLE,
             ),
             node.create_subscription(MarkerArray, f"{NODE}/markers", self._keep(self.markers), 10),
             node.create_subscription(PointCloud2, f"{NODE}/points", self._keep(self.points), 10),
@@ -228,16 +232,34 @@ class Outputs:
 
         return graph.wait_until(find, 5, "a /diagnostics status")
 
-    def for_header(self, graph: Any, topic: str, header: Header) -> Any:
+    def for_header(self, graph: Any, topic: str, header: Header, masks: int | None = None) -> Any:
+        """The ~/markers or ~/points message with ``header``; with ``masks``, the one of an answer
+        with that many masks (the node publishes each mask early, then the complete answer)."""
+
         def find() -> Any:
             with self.lock:
-                return next((m for m in getattr(self, topic) if _header_of(m) == header), None)
+                return next(
+                    (
+                        m
+                        for m in getattr(self, topic)
+                        if _header_of(m) == header and (masks is None or _masks_in(m) == masks)
+                    ),
+                    None,
+                )
 
         return graph.wait_until(find, 10, f"~/{topic} with the depth frame's header")
 
 
 def _header_of(msg: Any) -> Header:
     return msg.markers[-1].header if isinstance(msg, MarkerArray) else msg.header
+
+
+def _masks_in(msg: Any) -> int:
+    """How many masks a ~/markers (one sphere each) or ~/points (labels 1..N) message shows."""
+    if isinstance(msg, MarkerArray):
+        return sum(marker.type == Marker.SPHERE for marker in msg.markers)
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(-1, msg.point_step)
+    return len(np.unique(rows[:, 16:20].copy().view("<u4")))
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +321,8 @@ def test_every_mask_gets_the_3d_target_locate_computes_in_the_depth_frame(rgbd, 
     # The scene is a box at 0.8 m before a wall at 2 m: every centroid lies between them.
     assert all(0.8 <= info.centroid.z <= 2.0 for info in msg.mask_info)
 
-    markers = outputs.for_header(graph, "markers", msg.depth_header)
+    masks = len(msg.mask_info)
+    markers = outputs.for_header(graph, "markers", msg.depth_header, masks)
     assert markers.markers[0].action == Marker.DELETEALL
     spheres = [m for m in markers.markers if m.type == Marker.SPHERE]
     assert [(s.pose.position.x, s.pose.position.y, s.pose.position.z) for s in spheres] == [
@@ -312,7 +335,7 @@ def test_every_mask_gets_the_3d_target_locate_computes_in_the_depth_frame(rgbd, 
         Marker.TEXT_VIEW_FACING,
     }
 
-    cloud = outputs.for_header(graph, "points", msg.depth_header)
+    cloud = outputs.for_header(graph, "points", msg.depth_header, masks)
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb", "label"]
     assert (cloud.height, cloud.width) == (1, sum(info.num_points for info in msg.mask_info))
     labels = np.frombuffer(bytes(cloud.data), np.uint8).reshape(-1, cloud.point_step)

@@ -22,6 +22,7 @@ from node_graph import (
     SENSOR,
     LisaClient,
     bgr8_msg,
+    complete_answers,
     fixture_rgb,
     mono8_array,
     stamp_seconds,
@@ -68,7 +69,9 @@ class Outputs:
         self.diagnostics: list[dict[str, str]] = []
         node = graph.node
         self._subscriptions = [
-            node.create_subscription(Segmentation, f"{NODE}/segmentation", self._on_result, 50),
+            node.create_subscription(
+                Segmentation, f"{NODE}/segmentation", complete_answers(self._on_result), 50
+            ),
             node.create_subscription(String, f"{NODE}/text", self._on_text, RELIABLE),
             node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50),
         ]

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 from lisa_ros_interfaces.msg import Segmentation
-from node_graph import REFERENCE_INSTRUCTION, RELIABLE, SENSOR, bgr8_msg, fixture_rgb, stamp
+from node_graph import (
+    REFERENCE_INSTRUCTION,
+    RELIABLE,
+    SENSOR,
+    bgr8_msg,
+    complete_answers,
+    fixture_rgb,
+    stamp,
+)
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
@@ -139,7 +147,9 @@ def test_frames_nobody_uses_are_neither_converted_nor_decoded(
             answers.append(msg)
 
     # ~/segmentation read: each answered frame needs its depth (mask_info's 3D targets).
-    graph.node.create_subscription(Segmentation, f"{NAMESPACE}/lisa/segmentation", on_answer, 50)
+    graph.node.create_subscription(
+        Segmentation, f"{NAMESPACE}/lisa/segmentation", complete_answers(on_answer), 50
+    )
     instruction = graph.node.create_publisher(String, f"{NAMESPACE}/instruction", RELIABLE)
     camera = RgbdCamera(graph)
     camera.start()

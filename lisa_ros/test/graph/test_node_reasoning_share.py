@@ -20,6 +20,7 @@ from node_graph import (
     SENSOR,
     LisaClient,
     bgr8_msg,
+    complete_answers,
     fixture_rgb,
     start_lisa,
     wait_active,
@@ -43,7 +44,9 @@ class Observer:
         self.diagnostics: list[tuple[float, bytes, str, dict[str, str]]] = []
         node = graph.node
         self._subscriptions = [
-            node.create_subscription(Segmentation, f"{NODE}/segmentation", self._on_result, 50),
+            node.create_subscription(
+                Segmentation, f"{NODE}/segmentation", complete_answers(self._on_result), 50
+            ),
             node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50),
         ]
 

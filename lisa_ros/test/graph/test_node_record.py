@@ -27,6 +27,7 @@ from node_graph import (
     SENSOR,
     LisaClient,
     bgr8_msg,
+    complete_answers,
     fixture_rgb,
     mono8_array,
     start_lisa,
@@ -75,7 +76,7 @@ class Observer:
         self.diagnostics: list[tuple[int, str, dict[str, str]]] = []
         self._subscriptions = [
             graph.node.create_subscription(
-                Segmentation, f"{NODE}/segmentation", self._on_result, RELIABLE
+                Segmentation, f"{NODE}/segmentation", complete_answers(self._on_result), RELIABLE
             ),
             graph.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50),
         ]

@@ -25,6 +25,7 @@ from node_graph import (
     SENSOR,
     LisaClient,
     bgr8_msg,
+    complete_answers,
     fixture_rgb,
     image_msg,
     mono8_array,
@@ -58,7 +59,10 @@ class Outputs:
         node_ = graph.node
         self._subscriptions = [
             node_.create_subscription(
-                Segmentation, f"{node}/segmentation", self._on_segmentation, RELIABLE
+                Segmentation,
+                f"{node}/segmentation",
+                complete_answers(self._on_segmentation),
+                RELIABLE,
             ),
             node_.create_subscription(Image, f"{node}/masks", self.masks.append, RELIABLE),
             node_.create_subscription(Image, f"{node}/overlay", self.overlay.append, RELIABLE),
