@@ -86,3 +86,17 @@ def test_follow_segment_decodes_the_reasoned_prompts_on_the_followed_frame(bench
         expected, _ = lisa.net.masks(torch.from_numpy(reasoned.prompts), encoding)
     assert followed.mask_logits.shape == (1, 120, 160)
     np.testing.assert_allclose(followed.mask_logits, expected.numpy(), atol=1e-6)
+
+
+def test_the_cached_mode_times_the_first_mask_before_the_answer_ends(benchmark, lisa):
+    """The cached mode hands the mask over as the node does (on_mask): its first mask comes at the
+    [SEG], the third of 40 tokens; the reference-style loop has it with the whole answer."""
+    image = benchmark.synthetic_image(120, 160)
+    answer = benchmark.scripted_answer_ids(lisa, 40)
+
+    cached = benchmark.cached_segment(lisa, image, answer)
+    reference = benchmark.reference_style_segment(lisa, image, answer)
+
+    # decoded with the answer's end, the first mask would be timed at the total exactly
+    assert cached.timings["first_mask"] < cached.timings["total"]
+    assert reference.timings["first_mask"] == reference.timings["total"]
