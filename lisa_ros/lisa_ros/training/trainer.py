@@ -169,7 +169,7 @@ class FinetuneRun:
     """One fine-tuning run: the accelerator, the model, the data and the loop's state.
 
     `finetune` builds one and calls `train`; `optimizer_step` is one step of it, which
-    `scripts/benchmark_finetune.py` times.
+    `benchmarks.finetune` times.
     """
 
     def __init__(self, settings: FinetuneSettings) -> None:
