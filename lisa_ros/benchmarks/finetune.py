@@ -28,6 +28,10 @@ script extrapolates linearly to 32 layers: time += (32 - N) x the per-layer time
     python -m benchmarks.finetune                        # tiny fixture, CPU
     python -m benchmarks.finetune --full-size-7b --num-layers 2 --steps 2
     python -m benchmarks.finetune --full-size-7b --precision bf16 --device cuda
+
+Its length: one measurement from the synthetic data to the table (the run's set-up, the layer
+pass counter, per-step memory on CUDA and on the CPU, the layer-skipping extrapolation, the
+report); what the benchmarks share is in :mod:`benchmarks.common`, and the rest serves this one.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ reference-style modes produced the same masks.
     python -m benchmarks.model --full-size-7b --precision bf16 --device cuda
 
 (from the lisa_ros package folder: see benchmarks/__init__.py).
+
+Its length: four modes of one measurement (the reference-style loop written out as the authors'
+code runs), their table and the checks that they agree; what the benchmarks share is in
+:mod:`benchmarks.common`.
 """
 
 from __future__ import annotations
