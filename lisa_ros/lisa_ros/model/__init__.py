@@ -6,6 +6,13 @@
     result.text, result.masks  # answer, one bool mask per [SEG]
     followed = lisa.follow(next_frame, result)  # the same targets, SAM only (no CLIP, no LLM)
     follow_drift(result, followed)  # per mask: score, area ratio, box shift -> reason again?
+    lisa.segment(rgb_image, question, on_mask=act_on)  # each mask as soon as its [SEG] is written
+
+Where things are: ``lisa.LisaModel``, the predictor (tokenizer, image cache, generation with [SEG]
+capture, ``segment``, ``follow``) around ``network.LisaNet``, the ``nn.Module`` that owns LISA's
+parts and its differentiable steps (what fine-tuning trains); ``loading`` (``load_model``,
+checkpoints, adapters, quantisation); ``teacher_forcing`` (the pass with a given answer that
+validation uses); pre-/post-processing, prompts and token layouts in modules of their own.
 
 The package imports lazily (PEP 562, as transformers does): the names below that need torch are
 imported when first used, so the torch-free parts (``options``, ``prompt``, ``errors``,
