@@ -10,6 +10,7 @@ torch is imported only by the functions that time or measure it, so the node ben
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import sys
 import time
@@ -28,6 +29,8 @@ from testbed.tiny_lisa import IMAGE as TINY_IMAGE
 if TYPE_CHECKING:
     import torch
 
+    from lisa_ros.model.checkpoint import LisaCheckpoint
+
 __all__ = [
     "CONFIG",
     "DEMO",
@@ -44,6 +47,7 @@ __all__ = [
     "check_model_source",
     "format_seconds",
     "markdown_table",
+    "random_full_size_checkpoint",
     "ratio",
     "resident_mb",
     "synthetic_image",
@@ -53,6 +57,7 @@ __all__ = [
 DEMO_ADAPTER = DEMO / "red_box_adapter"  # the demo's toy adapter for the tiny model
 FULL_SIZE_LAYERS = 32  # LISA-7B's decoder layers
 MB = 1024 * 1024
+log = logging.getLogger("benchmark")
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -90,6 +95,26 @@ def add_model_source_arguments(parser: argparse.ArgumentParser, *, layers_help: 
 def check_model_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.num_layers or args.work_dir) and not args.full_size_7b:
         parser.error("--num-layers and --work-dir go with --full-size-7b")
+
+
+def random_full_size_checkpoint(work_dir: Path, num_layers: int | None = None) -> LisaCheckpoint:
+    """LISA-7B-v1's shapes (Llama-7B with ``num_layers`` decoder layers, all 32 by default, CLIP
+    ViT-L/14, SAM ViT-H) with random weights made in memory, no download; the tokenizer and the
+    CLIP tower are written to ``work_dir``. What ``--full-size-7b`` runs on."""
+    from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
+
+    spec = RandomLisaSpec.full_size_7b(num_hidden_layers=num_layers or FULL_SIZE_LAYERS)
+    log.info(
+        "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; "
+        "tokenizer and CLIP tower in %s); this takes a minute or two",
+        spec.num_hidden_layers,
+        spec.hidden_size,
+        work_dir,
+    )
+    started = time.perf_counter()
+    checkpoint = random_checkpoint(work_dir, spec)
+    log.info("Made in %.0f s", time.perf_counter() - started)
+    return checkpoint
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:

@@ -62,6 +62,7 @@ from benchmarks.common import (
     add_model_source_arguments,
     check_model_source,
     markdown_table,
+    random_full_size_checkpoint,
     synthetic_image,
 )
 from lisa_ros.cli.options import configure_logging
@@ -271,22 +272,11 @@ def random_full_size(args: argparse.Namespace, work_dir: Path) -> tuple[Any, str
     """LISA-7B-v1's shapes, random weights built in memory (as benchmarks.model builds them)."""
     from lisa_ros.model import build_model
     from lisa_ros.model.loading import check_options
-    from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
-    check_options(args.precision, None, args.device)
-    spec = RandomLisaSpec.full_size_7b(num_hidden_layers=args.num_layers or FULL_SIZE_LAYERS)
-    log.info(
-        "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; "
-        "tokenizer and CLIP tower in %s); this takes a minute or two",
-        spec.num_hidden_layers,
-        spec.hidden_size,
-        work_dir,
-    )
-    started = time.perf_counter()
-    checkpoint = random_checkpoint(work_dir, spec)
+    check_options(args.precision, None, args.device)  # before a minute of making weights
+    checkpoint = random_full_size_checkpoint(work_dir, args.num_layers)
     lisa = build_model(checkpoint, precision=args.precision, device=args.device, progress="log")
     del checkpoint
-    log.info("Built in %.0f s", time.perf_counter() - started)
     return lisa, "random full-size LISA-7B architecture"
 
 

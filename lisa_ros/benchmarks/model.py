@@ -39,7 +39,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from benchmarks.common import (
     check_model_source,
     format_seconds,
     markdown_table,
+    random_full_size_checkpoint,
     ratio,
     synthetic_image,
 )
@@ -348,26 +348,14 @@ def load(args: argparse.Namespace, work_dir: Path) -> tuple[LisaModel, str]:
         return lisa, str(args.model)
 
     from lisa_ros.model.loading import check_options
-    from lisa_ros.model.random_checkpoint import RandomLisaSpec, random_checkpoint
 
     # before a minute of making weights
     check_options(args.precision, args.quantization, args.device)
-    overrides = {"num_hidden_layers": args.num_layers} if args.num_layers else {}
-    spec = RandomLisaSpec.full_size_7b(**overrides)
-    log.info(
-        "Making random LISA-7B-shaped weights in memory (%d layers, hidden %d, SAM ViT-H; "
-        "tokenizer and CLIP tower in %s); this takes a minute or two",
-        spec.num_hidden_layers,
-        spec.hidden_size,
-        work_dir,
-    )
-    started = time.perf_counter()
-    checkpoint = random_checkpoint(work_dir, spec)
-    log.info("Made in %.0f s", time.perf_counter() - started)
+    checkpoint = random_full_size_checkpoint(work_dir, args.num_layers)
     lisa = build_model(
         checkpoint, precision=args.precision, quantization=args.quantization, device=args.device
     )
-    layers = f", {spec.num_hidden_layers} layers" if args.num_layers else ""
+    layers = f", {args.num_layers} layers" if args.num_layers else ""
     return lisa, f"random full-size LISA-7B architecture{layers}"
 
 
